@@ -1,0 +1,110 @@
+"""Shared fixtures: a moto server on loopback, one fresh bucket per test, and the real CLI."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import boto3
+import pytest
+from botocore.config import Config
+from click.testing import CliRunner, Result
+from moto.server import ThreadedMotoServer
+
+_bucket_numbers = itertools.count()
+
+# Nothing a test runs may reach a real AWS account or read the developer's own settings.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("TUTTLE_", "GOOGLE_", "AWS_")):
+            monkeypatch.delenv(name, raising=False)
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no developer .env is picked up
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto server on 127.0.0.1 (a free port), shared by the session; stopped at the end."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@dataclass
+class Bucket:
+    """A fresh bucket on the moto server, with the environment the CLI needs to use it."""
+
+    name: str
+    endpoint: str
+    client: object
+    env: dict[str, str] = field(default_factory=dict)
+
+    def put(self, key: str, body: bytes | str = b"\xff\xd8\xff\xe0jpeg\xff\xd9") -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=body)
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+    def keys(self, prefix: str = "") -> set[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        return {
+            obj["Key"]
+            for page in paginator.paginate(Bucket=self.name, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        }
+
+    def etags(self, prefix: str = "") -> dict[str, tuple[str, object]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        return {
+            obj["Key"]: (obj["ETag"], obj["LastModified"])
+            for page in paginator.paginate(Bucket=self.name, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        }
+
+
+def make_s3_client(endpoint: str):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "standard", "max_attempts": 2}),
+    )
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """A new, empty bucket; AWS_ENDPOINT_URL and TUTTLE_BUCKET point the CLI at it."""
+    name = f"test-bucket-{os.getpid()}-{next(_bucket_numbers)}"
+    client = make_s3_client(s3_endpoint)
+    client.create_bucket(Bucket=name)
+    env = {"AWS_ENDPOINT_URL": s3_endpoint, "TUTTLE_BUCKET": name}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Bucket(name=name, endpoint=s3_endpoint, client=client, env=env)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    """Run `data_preparation.py ARGS` in-process through click; the result has exit_code and output."""
+    from tuttle_prep.cli import main
+
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)

@@ -1,0 +1,88 @@
+"""AWS clients, built one way for every service.
+
+boto3 reads credentials, region and `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`, …) from the
+environment itself, so the same code runs against AWS, moto server or any S3-compatible store.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+from .errors import ConfigError
+
+DEFAULT_REGION = "us-east-1"
+
+
+def new_session() -> boto3.session.Session:
+    """A fresh boto3 session (tests replace this to attach botocore event hooks)."""
+    return boto3.session.Session()
+
+
+def make_client(
+    service: str,
+    *,
+    max_pool: int = 10,
+    max_attempts: int = 5,
+    connect_timeout: float = 10,
+    read_timeout: float = 60,
+    session: boto3.session.Session | None = None,
+) -> Any:
+    """A client with botocore's standard retry mode and a connection pool sized for `max_pool` threads."""
+    session = session or new_session()
+    region = session.region_name or os.environ.get("AWS_REGION") or DEFAULT_REGION
+    config = Config(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=max(10, max_pool),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        user_agent_extra="tuttle-prep",
+    )
+    return session.client(service, region_name=region, config=config)
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3/AWS error code of a botocore exception ('NoSuchKey', 'SlowDown', '404', …)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or "ClientError"
+    return type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description of a botocore error, without request ids or stack traces."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        message = err.get("Message") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        return f"{err.get('Code', 'error')}: {message}".rstrip(": ")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def check_bucket(client: Any, bucket: str) -> None:
+    """Fail early with one sentence if credentials, region or bucket are wrong (ConfigError)."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (NoCredentialsError, PartialCredentialsError):
+        raise ConfigError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+            "or run on an EC2 host with an instance role"
+        ) from None
+    except ClientError as exc:
+        code = error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("404", "NoSuchBucket") or status == 404:
+            raise ConfigError(f"bucket '{bucket}' does not exist (check TUTTLE_BUCKET)") from None
+        if code in ("301", "PermanentRedirect", "AuthorizationHeaderMalformed") or status == 301:
+            raise ConfigError(
+                f"bucket '{bucket}' is in another region than {client.meta.region_name} (set AWS_REGION)"
+            ) from None
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
+            raise ConfigError(
+                f"access to bucket '{bucket}' denied ({code}): check the AWS credentials and IAM policy"
+            ) from None
+        raise ConfigError(f"cannot reach bucket '{bucket}': {describe(exc)}") from None
+    except BotoCoreError as exc:
+        raise ConfigError(f"cannot reach S3 for bucket '{bucket}': {describe(exc)}") from None

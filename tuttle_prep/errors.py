@@ -1,0 +1,25 @@
+"""Exceptions shared across the package.
+
+Each carries a message written for the person reading the log: it names the file, row, column
+or setting at fault, and never a secret.
+"""
+
+
+class TuttlePrepError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(TuttlePrepError):
+    """A setting, option or credential is missing or invalid (exit code 2)."""
+
+
+class ManifestError(TuttlePrepError):
+    """A season manifest cannot be used (bad JSON, missing key, duplicate episode)."""
+
+
+class SheetError(TuttlePrepError):
+    """An episode sheet cannot be read or has no usable header."""
+
+
+class InventoryError(TuttlePrepError):
+    """An S3 listing failed, so nothing may be planned from it."""

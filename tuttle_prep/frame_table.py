@@ -1,0 +1,166 @@
+"""From a raw sheet table to the episode's classified frames (pure, no I/O).
+
+The rarity used for training is the most trusted non-empty of JONNY's > SUPERVISED > UNSUPERVISED.
+Rows that cannot be trusted are rejected with sheet, row, column and value; they are never silently
+repaired by falling back to a less trusted column.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import SheetError
+
+RARITIES = ("Legendary", "Rare", "Uncommon", "Common", "Trash")
+_RARITY_LOOKUP = {r.casefold(): r for r in RARITIES} | {"junk": "Trash"}
+
+FRAME_COLUMN = "FRAME NUMBER"
+#: rarity columns, most trusted first
+RARITY_COLUMNS = ("JONNY's RECLASSIFICATION", "SUPERVISED CLASSIFICATION", "UNSUPERVISED CLASSIFICATION")
+METADATA_COLUMN = "METADATA"
+
+FRAME_PATTERN = r"TT_S(\d{2})_E(\d{2})_FRM-(\d{2})-([0-5]\d)-([0-5]\d)-([01]\d|2[0-3])"
+_FRAME_RE = re.compile(f"^{FRAME_PATTERN}$")
+#: header row is sheet row 1, so data row i (0-based) is sheet row i + 2
+FIRST_DATA_ROW = 2
+
+REJECTION_COLUMNS = ["episode_id", "row", "column", "value", "reason"]
+
+
+def normalize_header(name: str) -> str:
+    """Header names match after trimming spaces, ignoring case, and reading ’ as '."""
+    return " ".join(str(name).replace("\u2019", "'").replace("\u2018", "'").split()).casefold()
+
+
+def normalize_rarity(value: str) -> str | None:
+    """'  rare ' -> 'Rare', 'JUNK' -> 'Trash'; None if it is not a rarity."""
+    return _RARITY_LOOKUP.get("".join(str(value).split()).casefold())
+
+
+def parse_frame(frame: str) -> tuple[str, int] | None:
+    """'TT_S01_E02_FRM-00-01-02-03' -> ('S01E02', 62 seconds into the episode); None if malformed."""
+    match = _FRAME_RE.match(frame)
+    if match is None:
+        return None
+    season, episode, hh, mm, ss, _ = match.groups()
+    return f"S{season}E{episode}", int(hh) * 3600 + int(mm) * 60 + int(ss)
+
+
+@dataclass
+class FrameTable:
+    """An episode's classified frames, and the rows that were rejected."""
+
+    episode_id: str
+    #: columns: frame, rarity, metadata (one row per frame)
+    frames: pd.DataFrame
+    #: columns: REJECTION_COLUMNS
+    rejections: pd.DataFrame
+    #: rows with a valid frame number but no rarity in any column
+    unclassified: int = 0
+
+
+def _find_columns(table: pd.DataFrame, where: str) -> dict[str, str]:
+    """Map each canonical column name to the sheet's own spelling of it."""
+    by_normal: dict[str, str] = {}
+    for column in table.columns:
+        by_normal.setdefault(normalize_header(column), column)
+    found = {}
+    for wanted in (FRAME_COLUMN, *RARITY_COLUMNS, METADATA_COLUMN):
+        actual = by_normal.get(normalize_header(wanted))
+        if actual is not None:
+            found[wanted] = actual
+    if FRAME_COLUMN not in found:
+        headers = ", ".join(repr(str(c)) for c in table.columns) or "none"
+        raise SheetError(f"{where}: no '{FRAME_COLUMN}' column in the header row (found: {headers})")
+    return found
+
+
+def _cells(table: pd.DataFrame, column: str | None) -> pd.Series:
+    if column is None:
+        return pd.Series("", index=table.index, dtype=object)
+    return table[column].fillna("").astype(str).str.strip()
+
+
+def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = None) -> FrameTable:
+    """Resolve each row's most trusted rarity; reject rows that are malformed or ambiguous.
+
+    `table` is a raw sheet (strings, header row as columns). Raises SheetError if there is no
+    FRAME NUMBER column. `where` names the sheet in messages (defaults to the episode id).
+    """
+    where = where or episode_id
+    columns = _find_columns(table, where)
+    table = table.reset_index(drop=True)
+    sheet_rows = pd.Series(np.arange(len(table)) + FIRST_DATA_ROW, index=table.index)
+    frame = _cells(table, columns[FRAME_COLUMN])
+    rarity_cells = {name: _cells(table, columns.get(name)) for name in RARITY_COLUMNS}
+    metadata = _cells(table, columns.get(METADATA_COLUMN))
+
+    rejected: list[pd.DataFrame] = []
+
+    def reject(mask: pd.Series, column: str, values: pd.Series, reason: str) -> None:
+        if mask.any():
+            rejected.append(
+                pd.DataFrame(
+                    {
+                        "episode_id": episode_id,
+                        "row": sheet_rows[mask].to_numpy(),
+                        "column": column,
+                        "value": values[mask].to_numpy(),
+                        "reason": reason,
+                    }
+                )
+            )
+
+    any_rarity_text = pd.concat(list(rarity_cells.values()), axis=1).ne("").any(axis=1)
+    blank = frame.eq("") & ~any_rarity_text & metadata.eq("")
+    live = ~blank
+
+    # the most trusted non-empty cell decides; a bad value there rejects the row
+    rarity = pd.Series("", index=table.index, dtype=object)
+    decided = pd.Series(False, index=table.index)
+    bad_rarity = pd.Series(False, index=table.index)
+    for name in RARITY_COLUMNS:
+        cells = rarity_cells[name]
+        here = ~decided & cells.ne("")
+        if not here.any():
+            continue
+        normal = cells[here].map(normalize_rarity)
+        ok = normal.notna()
+        rarity[normal[ok].index] = normal[ok]
+        bad = here & ~here.index.isin(normal[ok].index)
+        reject(bad & live, columns[name], cells, "not a rarity (Legendary, Rare, Uncommon, Common, Trash/Junk)")
+        bad_rarity |= bad
+        decided |= here
+
+    empty_frame = live & frame.eq("")
+    reject(empty_frame, columns[FRAME_COLUMN], frame, "FRAME NUMBER is empty")
+    parsed = frame.str.extract(f"^{FRAME_PATTERN}$")
+    frame_episode = "S" + parsed[0] + "E" + parsed[1]
+    malformed = live & ~empty_frame & parsed[0].isna()
+    reject(malformed, columns[FRAME_COLUMN], frame, "not a frame number like TT_S01_E01_FRM-00-00-08-12")
+    other_episode = live & parsed[0].notna() & frame_episode.ne(episode_id)
+    reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
+
+    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity
+    candidates = pd.DataFrame({"frame": frame[good], "rarity": rarity[good], "metadata": metadata[good]})
+
+    # identical duplicates collapse; a frame given two different rarities is rejected everywhere
+    distinct = candidates.drop_duplicates(["frame", "rarity"])
+    conflicted = distinct["frame"][distinct["frame"].duplicated(keep=False)]
+    conflict_mask = good & frame.isin(set(conflicted))
+    reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
+    candidates = candidates[~candidates["frame"].isin(set(conflicted))]
+    candidates = candidates.drop_duplicates("frame")
+
+    unclassified = int(candidates["rarity"].eq("").sum())
+    frames = candidates[candidates["rarity"].ne("")].reset_index(drop=True)
+    rejections = (
+        pd.concat(rejected, ignore_index=True).sort_values(["row", "column"], kind="stable").reset_index(drop=True)
+        if rejected
+        else pd.DataFrame(columns=REJECTION_COLUMNS)
+    )
+    return FrameTable(episode_id, frames, rejections, unclassified)

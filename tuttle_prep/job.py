@@ -1,0 +1,308 @@
+"""The sync run: wires the edges (S3, sheets) to the pure core (frame table, split, plan).
+
+manifests -> sheets -> frame tables -> wanted datasets -> listings -> plan -> guard -> apply.
+Everything found along the way goes into a `RunReport`; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import aws
+from .errors import ConfigError, InventoryError, SheetError
+from .frame_table import build_frame_table
+from .manifests import Episode, collect_episodes, filter_episodes
+from .plan import KeyLayout, Plan, plan_changes, wanted_frames
+from .report import COUNT_COLUMNS, RunReport
+from .s3_store import S3Store
+from .settings import Settings
+from .sheets import CsvFileSource, CsvS3Source, SheetReader, SheetSource, is_google_location
+
+log = logging.getLogger(__name__)
+
+SHEET_THREADS = 8
+
+
+@dataclass(frozen=True)
+class DeleteLimit:
+    """`--max-delete`: a count (`500`) or a share of the planned dataset files (`10%`)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> DeleteLimit | None:
+        """None for the default rule; ValueError with a sentence if `text` is malformed."""
+        if text is None or not text.strip():
+            return None
+        text = text.strip()
+        try:
+            if text.endswith("%"):
+                value = float(text[:-1])
+                if not 0 <= value <= 100:
+                    raise ValueError
+                return cls(percent=value)
+            value_int = int(text)
+            if value_int < 0:
+                raise ValueError
+            return cls(count=value_int)
+        except ValueError:
+            raise ValueError(f"'{text}' is not a number of files (500) or a percentage (10%)") from None
+
+    def exceeded(self, deletes: int, existing: int) -> bool:
+        if self.count is not None:
+            return deletes > self.count
+        return deletes > existing * (self.percent or 0) / 100
+
+
+DEFAULT_DELETE_SHARE = 0.10
+DEFAULT_DELETE_FLOOR = 100
+
+
+def delete_guard(deletes: int, existing: int, limit: DeleteLimit | None) -> str | None:
+    """The refusal message if `deletes` plain deletes are too many, else None."""
+    if limit is None:
+        too_many = deletes > DEFAULT_DELETE_FLOOR and deletes > existing * DEFAULT_DELETE_SHARE
+        rule = f"more than {DEFAULT_DELETE_SHARE:.0%} of them and more than {DEFAULT_DELETE_FLOOR}"
+    else:
+        too_many = limit.exceeded(deletes, existing)
+        rule = f"more than --max-delete {limit.count if limit.count is not None else f'{limit.percent:g}%'}"
+    if not too_many:
+        return None
+    return (
+        f"refusing {deletes:,} deletes of the {existing:,} dataset files of the planned episodes "
+        f"({rule}); check the sheets, then rerun with --force or a higher --max-delete"
+    )
+
+
+@dataclass
+class SyncOptions:
+    """The `sync` command's options."""
+
+    dry_run: bool = False
+    seasons: tuple[str, ...] = ()
+    episodes: tuple[str, ...] = ()
+    plan_out: Path | None = None
+    workers: int = 32
+    max_delete: DeleteLimit | None = None
+    force: bool = False
+    allow_empty: bool = False
+    prune_orphans: bool = False
+
+
+@dataclass
+class SyncContext:
+    """The outside systems a run talks to (replaceable in tests and the demo)."""
+
+    store: S3Store
+    reader: SheetReader
+    lock: Callable[[], AbstractContextManager[Any]] = field(default=nullcontext)
+
+
+def build_context(settings: Settings, options: SyncOptions) -> SyncContext:
+    """One S3 client sized to the workers, and the sheet sources (Google first when configured)."""
+    client = aws.make_client("s3", max_pool=options.workers)
+    store = S3Store(client, settings.bucket, options.workers)
+    sources: list[SheetSource] = [CsvFileSource(), CsvS3Source(store.fetch)]
+    if settings.google_credentials_file is not None:
+        from .google_sheets import GoogleSheetSource
+
+        sources.insert(0, GoogleSheetSource.from_settings(settings))
+    return SyncContext(store=store, reader=SheetReader(sources))
+
+
+def _read_sheet(reader: SheetReader, episode: Episode) -> pd.DataFrame:
+    source = next((s for s in reader.sources if s.can_read(episode.sheet_location)), None)
+    if source is not None and "episode_id" in inspect.signature(source.read).parameters:
+        return source.read(episode.sheet_location, title=episode.title, episode_id=episode.episode_id)
+    return reader.read(episode.sheet_location)
+
+
+def load_frames(
+    episodes: list[Episode], reader: SheetReader, report: RunReport, allow_empty: bool
+) -> dict[str, pd.DataFrame]:
+    """Read every episode's sheet (a few at a time) into its classified frames; skip and report failures."""
+
+    def load(episode: Episode) -> tuple[Episode, Any]:
+        try:
+            raw = _read_sheet(reader, episode)
+            return episode, build_frame_table(raw, episode.episode_id, f"{episode.episode_id} sheet")
+        except SheetError as exc:
+            return episode, exc
+
+    loaded: dict[str, pd.DataFrame] = {}
+    rejections = [report.rejections]
+    with ThreadPoolExecutor(max_workers=SHEET_THREADS, thread_name_prefix="sheet") as pool:
+        for episode, outcome in pool.map(load, episodes):
+            eid = episode.episode_id
+            if isinstance(outcome, SheetError):
+                report.error(f"{eid}: {outcome}")
+                report.skip(eid, "sheet not read")
+                continue
+            rejections.append(outcome.rejections)
+            for row in outcome.rejections.itertuples(index=False):
+                report.error(f"{eid} sheet row {row.row}, column {row.column!r}: {row.value!r} {row.reason}")
+            if outcome.frames.empty and not allow_empty:
+                report.error(f"{eid}: the sheet has no classified frames; skipped (use --allow-empty to empty it)")
+                report.skip(eid, "no classified frames")
+                continue
+            log.info(
+                "%s: sheet read, %d classified frames, %d rejected rows",
+                eid,
+                len(outcome.frames),
+                len(outcome.rejections),
+            )
+            loaded[eid] = outcome.frames.assign(episode_id=eid)
+    report.rejections = pd.concat([r for r in rejections if len(r)] or [report.rejections], ignore_index=True)
+    return loaded
+
+
+def _record_counts(report: RunReport, plan: Plan | None, episode_ids: list[str]) -> None:
+    counts = plan.counts_by_episode() if plan is not None else pd.DataFrame(columns=COUNT_COLUMNS)
+    rejected = report.rejections.groupby("episode_id").size() if len(report.rejections) else pd.Series(dtype=int)
+    index = sorted(set(counts.index) | set(episode_ids) | set(rejected.index))
+    counts = counts.reindex(index=index, columns=COUNT_COLUMNS, fill_value=0)
+    counts["rejected"] = rejected.reindex(index, fill_value=0).to_numpy()
+    report.counts = counts.fillna(0).astype(int)
+
+
+def run_sync(
+    settings: Settings, options: SyncOptions, context: SyncContext, report: RunReport | None = None
+) -> RunReport:
+    """Run one sync (or dry run) and return its report. ConfigError propagates (exit 2)."""
+    report = report or RunReport(dry_run=options.dry_run)
+    store = context.store
+    aws.check_bucket(store.client, settings.bucket)
+    layout = KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
+
+    lock = nullcontext() if options.dry_run else context.lock()
+    with lock:
+        plan = _plan_run(settings, options, context, layout, report)
+        if plan is None or options.dry_run:
+            return report
+        guard = delete_guard(plan.count("delete"), plan.current_count, options.max_delete)
+        if guard and not options.force:
+            report.refused = guard
+            log.warning(guard)
+        if plan.writes == 0:
+            report.applied = True
+            return report
+        log.info(
+            "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
+        )
+        result = store.apply(plan, plain_deletes=report.refused is None, on_progress=log.info)
+        report.applied = True
+        report.copied, report.moved, report.deleted = result.copied, result.moved, result.deleted
+        report.failed = result.failed
+        report.deletes_held_back = result.deletes_held_back
+        for failure in result.failures[:20]:
+            report.error(f"{failure.action} {failure.key} failed: {failure.error}")
+        if result.failed > 20:
+            report.error(f"... and {result.failed - 20:,} more failed operations")
+        if result.failed and result.deletes_held_back:
+            report.error(
+                f"{result.deletes_held_back:,} plain deletes held back because {result.failed:,} operations failed; "
+                "the next run retries them"
+            )
+    return report
+
+
+def _plan_run(
+    settings: Settings, options: SyncOptions, context: SyncContext, layout: KeyLayout, report: RunReport
+) -> Plan | None:
+    store = context.store
+    files, read_errors = store.read_manifests(settings.manifests_prefix)
+    for message in read_errors:
+        report.error(message)
+    if not files and not read_errors:
+        report.error(f"no manifests (*-episodes.json) under s3://{settings.bucket}/{settings.manifests_prefix}")
+        return None
+    manifests = collect_episodes(files)
+    for message in manifests.errors:
+        report.error(message)
+    episodes = filter_episodes(manifests.episodes, options.seasons, options.episodes)
+    for wanted in sorted({e.upper() for e in options.episodes} - {e.episode_id for e in manifests.episodes}):
+        report.error(f"--episode {wanted}: no such episode in the manifests")
+    for season in sorted({s.upper() for s in options.seasons} - {e.season_code for e in manifests.episodes}):
+        report.error(f"--season {season}: no such season in the manifests")
+    if any(is_google_location(e.sheet_location) for e in episodes) and settings.google_credentials_file is None:
+        raise ConfigError(
+            "the manifests link Google Sheets but GOOGLE_DRIVE_CREDENTIALS_FILE is not set (see .env.example)"
+        )
+    log.info("%d manifest files, %d episodes, %d selected", len(files), len(manifests.episodes), len(episodes))
+
+    frames = load_frames(episodes, context.reader, report, options.allow_empty)
+
+    folders = {eid: layout.source_folder(eid) for eid in frames}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        datasets_future = pool.submit(store.list_datasets, layout)
+        sources_future = pool.submit(store.list_sources, folders)
+        try:
+            inventory = datasets_future.result()
+        except InventoryError as exc:
+            report.error(f"{exc}; nothing was planned or changed")
+            _record_counts(report, None, [e.episode_id for e in episodes])
+            return None
+        sources, source_errors = sources_future.result()
+    for eid, message in source_errors.items():
+        report.error(f"{eid}: {message}")
+        report.skip(eid, "source listing failed")
+        frames.pop(eid, None)
+
+    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+    report.unexpected = len(unexpected)
+    for key in unexpected[:20]:
+        report.warn(f"not a dataset object, left alone: {key}")
+    if len(unexpected) > 20:
+        report.warn(f"... and {len(unexpected) - 20:,} more keys under {settings.ml_prefix} left alone")
+
+    prune = options.prune_orphans
+    if prune and manifests.errors:
+        report.error("--prune-orphans ignored: some manifests have errors, so orphans cannot be told apart")
+        prune = False
+    frame_list = list(frames.values())
+    all_frames = (
+        pd.concat(frame_list, ignore_index=True)
+        if frame_list
+        else pd.DataFrame(columns=["episode_id", "frame", "rarity"])
+    )
+    wanted = wanted_frames(all_frames, settings.split, settings.split_seed, settings.split_group_seconds)
+    plan = plan_changes(
+        wanted,
+        current,
+        sources,
+        layout,
+        planned_episodes=set(frames),
+        known_episodes=manifests.episode_ids,
+        prune_orphans=prune,
+    )
+    report.orphans = len(plan.orphans)
+    if len(plan.orphans):
+        orphan_episodes = ", ".join(sorted(set(plan.orphans["episode_id"])))
+        verb = "deleting" if prune else "left alone (use --prune-orphans to delete)"
+        report.warn(f"{len(plan.orphans):,} dataset files of episodes in no manifest ({orphan_episodes}): {verb}")
+    for row in plan.missing.head(20).itertuples(index=False):
+        report.error(f"{row.episode_id}: missing source frame s3://{settings.bucket}/{row.src_key}")
+    if len(plan.missing) > 20:
+        report.error(f"... and {len(plan.missing) - 20:,} more missing source frames (see --plan-out)")
+    _record_counts(report, plan, [e.episode_id for e in episodes if e.episode_id not in report.skipped])
+    if options.plan_out is not None:
+        write_plan_csv(plan, options.plan_out)
+    return plan
+
+
+def write_plan_csv(plan: Plan, path: Path) -> None:
+    """`action,episode_id,frame,src_key,dst_key`, one row per frame decision."""
+    try:
+        plan.to_csv_frame().to_csv(path, index=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot write --plan-out {path}: {exc.strerror or exc}") from None

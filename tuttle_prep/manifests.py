@@ -1,0 +1,127 @@
+"""Season manifests: parsing and validation (pure; reading the files is the caller's job).
+
+A manifest is a JSON list of episodes. Problems are collected, not raised: one bad episode or file
+must not stop the good episodes of other files, but every problem is reported with file and key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .sheets import location_kind
+
+MANIFEST_SUFFIX = "-episodes.json"
+REQUIRED_KEYS = ("season_code", "episode_code")
+LOCATION_KEYS = ("google_spreadsheet_share_link", "google_spreadsheet_url")
+_SEASON = re.compile(r"^S\d{2}$")
+_EPISODE = re.compile(r"^E\d{2}$")
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode of a season manifest."""
+
+    season_code: str
+    episode_code: str
+    sheet_location: str
+    title: str = ""
+    manifest: str = ""
+
+    @property
+    def episode_id(self) -> str:
+        """`S01E01`."""
+        return self.season_code + self.episode_code
+
+
+@dataclass
+class ManifestSet:
+    """Every episode read from a set of manifest files, and every problem found in them."""
+
+    episodes: list[Episode] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    #: files that could not be used at all (their episodes are unknown, so orphans can't be judged)
+    broken_files: list[str] = field(default_factory=list)
+
+    @property
+    def episode_ids(self) -> set[str]:
+        return {e.episode_id for e in self.episodes}
+
+
+def parse_manifest(data: bytes | str, name: str) -> tuple[list[Episode], list[str]]:
+    """Parse one manifest file; return its usable episodes and a message per problem (file and key)."""
+    try:
+        items = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        return [], [f"{name}: not valid JSON{where}: {getattr(exc, 'msg', exc)}"]
+    if not isinstance(items, list):
+        return [], [f"{name}: expected a JSON list of episodes, found a {type(items).__name__}"]
+    episodes: list[Episode] = []
+    errors: list[str] = []
+    for index, item in enumerate(items):
+        where = f"{name}: episode #{index + 1}"
+        if not isinstance(item, dict):
+            errors.append(f"{where}: expected an object, found a {type(item).__name__}")
+            continue
+        missing = [key for key in REQUIRED_KEYS if not str(item.get(key) or "").strip()]
+        location_key = next((k for k in LOCATION_KEYS if str(item.get(k) or "").strip()), None)
+        if location_key is None:
+            missing.append(" or ".join(LOCATION_KEYS))
+        if missing:
+            errors.append(f"{where}: missing key {', '.join(repr(m) for m in missing)}")
+            continue
+        season = str(item["season_code"]).strip().upper()
+        code = str(item["episode_code"]).strip().upper()
+        where = f"{name}: episode {season}{code}"
+        if not _SEASON.match(season):
+            errors.append(f"{where}: season_code '{item['season_code']}' is not like 'S01'")
+            continue
+        if not _EPISODE.match(code):
+            errors.append(f"{where}: episode_code '{item['episode_code']}' is not like 'E01'")
+            continue
+        location = str(item[location_key]).strip()
+        if location_kind(location) is None:
+            errors.append(
+                f"{where}: {location_key} '{location}' is not a Google Sheets link, s3:// URL, file:// URL or path"
+            )
+            continue
+        title = str(item.get("google_spreadsheet_title") or "").strip()
+        episodes.append(Episode(season, code, location, title, name))
+    return episodes, errors
+
+
+def collect_episodes(files: Iterable[tuple[str, bytes | str]]) -> ManifestSet:
+    """Parse several manifest files; an episode_id seen in an earlier file (or twice) is reported and dropped."""
+    result = ManifestSet()
+    seen: dict[str, str] = {}
+    for name, data in files:
+        result.files.append(name)
+        episodes, errors = parse_manifest(data, name)
+        result.errors.extend(errors)
+        if errors and not episodes:
+            result.broken_files.append(name)
+        for episode in episodes:
+            first = seen.get(episode.episode_id)
+            if first is not None:
+                result.errors.append(
+                    f"{name}: episode {episode.episode_id} repeats an episode already in {first}; the first one is used"
+                )
+                continue
+            seen[episode.episode_id] = name
+            result.episodes.append(episode)
+    return result
+
+
+def filter_episodes(
+    episodes: Iterable[Episode], seasons: Iterable[str] = (), episode_ids: Iterable[str] = ()
+) -> list[Episode]:
+    """Keep episodes of the given seasons or ids (no filter given = all)."""
+    seasons = {s.strip().upper() for s in seasons}
+    episode_ids = {e.strip().upper() for e in episode_ids}
+    if not seasons and not episode_ids:
+        return list(episodes)
+    return [e for e in episodes if e.season_code in seasons or e.episode_id in episode_ids]

@@ -1,0 +1,248 @@
+"""S3 at the edge: reading manifests and CSV sheets, listing the inventory, applying a plan.
+
+Listing never hides an error as "no files": a listing that fails after botocore's retries raises
+`InventoryError`, so nothing is planned from a partial view. Applying copies before it deletes, and
+deletes the source of a move only after its copy succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pandas as pd
+from botocore.exceptions import BotoCoreError, ClientError
+from tqdm import tqdm
+
+from .aws import describe
+from .errors import InventoryError, SheetError
+from .frame_table import RARITIES
+from .manifests import MANIFEST_SUFFIX
+from .plan import KeyLayout, Plan
+
+log = logging.getLogger(__name__)
+
+DELETE_BATCH = 1000  # the DeleteObjects limit
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def progress(total: int, desc: str) -> tqdm:
+    """A progress bar on a terminal; silent (and nearly free) in cron logs."""
+    return tqdm(total=total, desc=desc, unit="obj", disable=None, leave=False, mininterval=0.5)
+
+
+def run_bounded(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[tuple[T, R | BaseException]]:
+    """Run `fn` over `items` on `workers` threads, at most 4×workers in flight; yield (item, result or error)."""
+    items = iter(items)
+    limit = max(1, workers) * 4
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="s3") as pool:
+        running: dict[Future, T] = {}
+        while True:
+            while len(running) < limit:
+                item = next(items, _DONE)
+                if item is _DONE:
+                    break
+                running[pool.submit(fn, item)] = item
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = running.pop(future)
+                error = future.exception()
+                yield item, (error if error is not None else future.result())
+
+
+_DONE: Any = object()
+
+
+@dataclass
+class Failure:
+    """One S3 operation that failed after retries."""
+
+    action: str
+    key: str
+    error: str
+
+
+@dataclass
+class ApplyResult:
+    """What applying a plan did."""
+
+    copied: int = 0
+    moved: int = 0
+    deleted: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    #: plain deletes not attempted (a copy failed, or the delete guard refused them)
+    deletes_held_back: int = 0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+
+@dataclass
+class Inventory:
+    """The listed state of the dataset folders."""
+
+    keys: list[str]
+    #: keys and folders under the ML prefix that are not dataset objects; reported, never touched
+    unexpected: list[str]
+
+
+class S3Store:
+    """One bucket, one client (shared by all threads: boto3 clients are thread-safe)."""
+
+    def __init__(self, client: Any, bucket: str, workers: int = 32) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.workers = max(1, workers)
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def fetch(self, bucket: str, key: str) -> bytes:
+        """Read one object; SheetError naming the URL if it can't (used for CSV sheet exports)."""
+        try:
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise SheetError(f"s3://{bucket}/{key}: cannot read ({describe(exc)})") from None
+
+    def list_page_keys(self, prefix: str, delimiter: str | None = None) -> tuple[list[str], list[str]]:
+        """Every key (and common prefix, with a delimiter) under `prefix`; InventoryError on any failure."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        keys: list[str] = []
+        folders: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
+                keys.extend(obj["Key"] for obj in page.get("Contents", ()))
+                folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
+        except (ClientError, BotoCoreError) as exc:
+            raise InventoryError(f"listing s3://{self.bucket}/{prefix} failed: {describe(exc)}") from None
+        return keys, folders
+
+    def read_manifests(self, prefix: str) -> tuple[list[tuple[str, bytes]], list[str]]:
+        """Every `*-episodes.json` under `prefix` as (name, bytes), plus an error per unreadable file."""
+        keys, _ = self.list_page_keys(prefix)
+        files, errors = [], []
+        for key in sorted(k for k in keys if k.endswith(MANIFEST_SUFFIX)):
+            try:
+                files.append(
+                    (key.rsplit("/", 1)[-1], self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+                )
+            except (ClientError, BotoCoreError) as exc:
+                errors.append(f"s3://{self.bucket}/{key}: cannot read the manifest ({describe(exc)})")
+        return files, errors
+
+    def list_sources(self, folders: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
+        """List each episode's source folder in parallel: (episode_id, frame) rows, and errors by episode."""
+        rows: list[tuple[str, str]] = []
+        errors: dict[str, str] = {}
+        for episode_id, outcome in run_bounded(
+            lambda e: self.list_page_keys(folders[e])[0], folders, min(self.workers, 16)
+        ):
+            if isinstance(outcome, BaseException):
+                errors[episode_id] = str(outcome)
+                continue
+            start = len(folders[episode_id])
+            rows.extend(
+                (episode_id, key[start:-4]) for key in outcome if key.endswith(".jpg") and "/" not in key[start:]
+            )
+        return pd.DataFrame(rows, columns=["episode_id", "frame"]), errors
+
+    def list_datasets(self, layout: KeyLayout) -> Inventory:
+        """List the ML prefix once: discover folders with '/' listings, then each rarity folder in parallel."""
+        top_keys, dataset_folders = self.list_page_keys(layout.ml_prefix, "/")
+        unexpected = list(top_keys)
+        known = {f"{layout.ml_prefix}{d}/" for d in layout.datasets}
+        wanted_dataset_folders = [f for f in dataset_folders if f in known]
+        unexpected += [f"{f} (folder of no configured dataset; not listed)" for f in dataset_folders if f not in known]
+        leaves: list[str] = []
+        rarity_names = set(RARITIES)
+        for folder, outcome in run_bounded(lambda f: self.list_page_keys(f, "/"), wanted_dataset_folders, 8):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            keys, subfolders = outcome
+            unexpected += keys
+            for sub in subfolders:
+                if sub[len(folder) :].rstrip("/") in rarity_names:
+                    leaves.append(sub)
+                else:
+                    unexpected.append(f"{sub} (not a rarity folder; not listed)")
+        keys: list[str] = []
+        for _, outcome in run_bounded(lambda f: self.list_page_keys(f)[0], leaves, min(self.workers, 16)):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            keys.extend(outcome)
+        return Inventory(keys=keys, unexpected=sorted(unexpected))
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def _copy(self, src_dst: tuple[str, str]) -> None:
+        src, dst = src_dst
+        self.client.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})
+
+    def _delete_batch(self, keys: list[str]) -> list[Failure]:
+        response = self.client.delete_objects(
+            Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+        )
+        return [
+            Failure("delete", e.get("Key", "?"), f"{e.get('Code', 'error')}: {e.get('Message', '')}".rstrip(": "))
+            for e in response.get("Errors", ())
+        ]
+
+    def delete_keys(self, keys: list[str], desc: str = "delete") -> tuple[int, list[Failure]]:
+        """Delete in batches of 1,000, checking every per-key error; return (deleted, failures)."""
+        batches = [keys[i : i + DELETE_BATCH] for i in range(0, len(keys), DELETE_BATCH)]
+        failures: list[Failure] = []
+        with progress(len(keys), desc) as bar:
+            for batch, outcome in run_bounded(self._delete_batch, batches, min(self.workers, 8)):
+                if isinstance(outcome, BaseException):
+                    failures += [Failure("delete", k, describe(outcome)) for k in batch]
+                else:
+                    failures += outcome
+                bar.update(len(batch))
+        return len(keys) - len(failures), failures
+
+    def apply(
+        self, plan: Plan, plain_deletes: bool = True, on_progress: Callable[[str], None] | None = None
+    ) -> ApplyResult:
+        """Copies and moves in parallel, then deletes: move sources whose copy succeeded, and, only if
+        every copy succeeded and `plain_deletes` is true, the plain deletes."""
+        result = ApplyResult()
+        copies = plan.of("copy")
+        moves = plan.of("move")
+        jobs = [("copy", s, d) for s, d in zip(copies["src_key"], copies["dst_key"], strict=True)]
+        jobs += [("move", s, d) for s, d in zip(moves["src_key"], moves["dst_key"], strict=True)]
+        moved_sources: list[str] = []
+        with progress(len(jobs), "copy") as bar:
+            for (action, src, dst), outcome in run_bounded(lambda j: self._copy(j[1:]), jobs, self.workers):
+                bar.update(1)
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, (ClientError, BotoCoreError)):
+                        raise outcome
+                    result.failures.append(Failure(action, dst, f"copy from {src}: {describe(outcome)}"))
+                elif action == "copy":
+                    result.copied += 1
+                else:
+                    moved_sources.append(src)
+        if on_progress:
+            on_progress(f"copied {result.copied + len(moved_sources)} of {len(jobs)} objects")
+        deletes = plan.of("delete")["src_key"].tolist()
+        copy_failed = bool(result.failures)
+        to_delete = list(moved_sources)
+        if plain_deletes and not copy_failed:
+            to_delete += deletes
+        else:
+            result.deletes_held_back = len(deletes)
+        if to_delete:
+            _, failures = self.delete_keys(to_delete)
+            failed = {f.key for f in failures}
+            result.moved = sum(1 for k in moved_sources if k not in failed)
+            result.deleted = sum(1 for k in to_delete[len(moved_sources) :] if k not in failed)
+            result.failures += failures
+        return result

@@ -1,0 +1,117 @@
+"""Settings read from the environment (and `.env`), validated once at start-up.
+
+Every variable is documented in `.env.example`. A bad value raises `ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"
+DEFAULT_SEED = "tuttle-twins-2022"
+IMG_SIZES = ("high_res", "mid_res", "low_res", "thumbnails")
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def parse_split(text: str, variable: str = "TUTTLE_SPLIT") -> dict[str, float]:
+    """Parse `train=0.7,validate=0.2,test=0.1` into an ordered {dataset: share} dict summing to 1."""
+    shares: dict[str, float] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not _FOLDER_NAME.match(name):
+            raise ConfigError(f"{variable}: '{part}' is not of the form name=share (e.g. train=0.7)")
+        try:
+            share = float(value)
+        except ValueError:
+            raise ConfigError(f"{variable}: share '{value.strip()}' of '{name}' is not a number") from None
+        if not 0 <= share <= 1:
+            raise ConfigError(f"{variable}: share of '{name}' must be between 0 and 1, got {share}")
+        if name in shares:
+            raise ConfigError(f"{variable}: dataset '{name}' is named twice")
+        shares[name] = share
+    if not shares:
+        raise ConfigError(f"{variable}: no datasets given (expected e.g. {DEFAULT_SPLIT})")
+    total = sum(shares.values())
+    if abs(total - 1) > 1e-6:
+        raise ConfigError(f"{variable}: shares must add up to 1, they add up to {total:g}")
+    return shares
+
+
+def _prefix(value: str, variable: str) -> str:
+    value = value.strip().lstrip("/")
+    if not value:
+        raise ConfigError(f"{variable} must not be empty")
+    return value if value.endswith("/") else value + "/"
+
+
+def _positive_int(env: Mapping[str, str], variable: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{variable} must be a whole number, got '{raw}'") from None
+    if value < minimum:
+        raise ConfigError(f"{variable} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the data lives and how it is split. Built by `Settings.from_env`."""
+
+    bucket: str = "media.angel-nft.com"
+    manifests_prefix: str = "tuttle_twins/manifests/"
+    ml_prefix: str = "tuttle_twins/ML/"
+    source_prefix: str = "tuttle_twins/"
+    img_size: str = "thumbnails"
+    split: dict[str, float] = field(default_factory=lambda: parse_split(DEFAULT_SPLIT))
+    split_seed: str = DEFAULT_SEED
+    split_group_seconds: int = 0
+    google_credentials_file: Path | None = None
+    log_group: str | None = None
+    lock_key: str = "tuttle_twins/locks/data-prep.lock"
+    lock_stale_seconds: int = 6 * 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every TUTTLE_* / GOOGLE_* variable; raise ConfigError on the first bad one."""
+        env = os.environ if env is None else env
+        bucket = env.get("TUTTLE_BUCKET", cls.bucket).strip()
+        if not bucket:
+            raise ConfigError("TUTTLE_BUCKET must not be empty")
+        img_size = env.get("TUTTLE_IMG_SIZE", cls.img_size).strip()
+        if img_size not in IMG_SIZES:
+            raise ConfigError(f"TUTTLE_IMG_SIZE must be one of {', '.join(IMG_SIZES)}; got '{img_size}'")
+        seed = env.get("TUTTLE_SPLIT_SEED", DEFAULT_SEED)
+        if not seed.strip():
+            raise ConfigError("TUTTLE_SPLIT_SEED must not be empty (it fixes which frame goes to which dataset)")
+        creds = env.get("GOOGLE_DRIVE_CREDENTIALS_FILE", "").strip()
+        log_group = env.get("TUTTLE_LOG_GROUP", "").strip()
+        return cls(
+            bucket=bucket,
+            manifests_prefix=_prefix(
+                env.get("TUTTLE_MANIFESTS_PREFIX", cls.manifests_prefix), "TUTTLE_MANIFESTS_PREFIX"
+            ),
+            ml_prefix=_prefix(env.get("TUTTLE_ML_PREFIX", cls.ml_prefix), "TUTTLE_ML_PREFIX"),
+            source_prefix=_prefix(env.get("TUTTLE_SOURCE_PREFIX", cls.source_prefix), "TUTTLE_SOURCE_PREFIX"),
+            img_size=img_size,
+            split=parse_split(env.get("TUTTLE_SPLIT", DEFAULT_SPLIT)),
+            split_seed=seed,
+            split_group_seconds=_positive_int(env, "TUTTLE_SPLIT_GROUP_SECONDS", 0),
+            google_credentials_file=Path(creds).expanduser() if creds else None,
+            log_group=log_group or None,
+            lock_key=env.get("TUTTLE_LOCK_KEY", cls.lock_key).strip().lstrip("/") or cls.lock_key,
+            lock_stale_seconds=_positive_int(env, "TUTTLE_LOCK_STALE_SECONDS", cls.lock_stale_seconds, 60),
+        )

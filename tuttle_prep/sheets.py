@@ -1,0 +1,148 @@
+"""Reading episode sheets: the source interface and the CSV-export source.
+
+A sheet location (from the manifest) is handed to the first `SheetSource` whose `can_read` accepts it.
+Every source returns the sheet's first worksheet as a DataFrame of strings: the header row becomes the
+column names, blank cells are "", nothing is coerced to numbers. Turning that table into frames and
+rarities is the pure job of `tuttle_prep.frame_table`.
+
+Sources here: local paths, `file://` URLs and `s3://bucket/key` URLs read as CSV exports of the sheet.
+The Google Sheets source lives in `tuttle_prep.google_sheets`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from .errors import SheetError
+
+
+class SheetSource(Protocol):
+    """One way of reading a sheet location into a DataFrame of strings."""
+
+    name: str
+
+    def can_read(self, location: str) -> bool:
+        """True if this source understands `location`."""
+        ...
+
+    def read(self, location: str) -> pd.DataFrame:
+        """Return the first worksheet with the header row as columns; raise SheetError if it can't."""
+        ...
+
+
+def is_google_location(location: str) -> bool:
+    """True for a Google Sheets URL (docs.google.com/spreadsheets/...)."""
+    parsed = urlparse(location.strip())
+    return parsed.scheme in ("http", "https") and parsed.netloc.endswith("docs.google.com")
+
+
+def location_kind(location: str) -> str | None:
+    """Classify a manifest's sheet location: 'google', 's3', 'file', or None if unknown."""
+    location = location.strip()
+    if not location:
+        return None
+    if is_google_location(location):
+        return "google"
+    scheme = urlparse(location).scheme
+    if scheme == "s3":
+        return "s3"
+    if scheme == "file" or scheme == "" or (len(scheme) == 1 and location[1:3] in (":\\", ":/")):
+        return "file"
+    return None
+
+
+def table_from_rows(rows: Sequence[Sequence[Any]], where: str) -> pd.DataFrame:
+    """Build a sheet table from a list of rows whose first row is the header (ragged rows are padded)."""
+    if not rows or not any(str(cell).strip() for cell in rows[0]):
+        raise SheetError(f"{where}: the sheet is empty (no header row)")
+    header = [str(cell) for cell in rows[0]]
+    width = len(header)
+    body = [[("" if cell is None else str(cell)) for cell in row[:width]] for row in rows[1:]]
+    body = [row + [""] * (width - len(row)) for row in body]
+    return pd.DataFrame(body, columns=header, dtype=object)
+
+
+def parse_csv(data: bytes, where: str) -> pd.DataFrame:
+    """Parse a CSV export (UTF-8, optional BOM) into a sheet table of strings."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SheetError(
+            f"{where}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); "
+            "export the sheet again as CSV (UTF-8)"
+        ) from None
+    if not text.strip():
+        raise SheetError(f"{where}: the file is empty (no header row)")
+    try:
+        table = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise SheetError(f"{where}: not a readable CSV file ({exc})") from None
+    return table.astype(object)
+
+
+class CsvFileSource:
+    """A CSV export on the local disk: a path or a `file://` URL."""
+
+    name = "csv-file"
+
+    def can_read(self, location: str) -> bool:
+        return location_kind(location) == "file"
+
+    def read(self, location: str) -> pd.DataFrame:
+        location = location.strip()
+        path = Path(unquote(urlparse(location).path)) if location.startswith("file://") else Path(location)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SheetError(f"{path}: cannot read the CSV export ({exc.strerror or exc})") from None
+        return parse_csv(data, str(path))
+
+
+class CsvS3Source:
+    """A CSV export stored in S3, named by an `s3://bucket/key` URL."""
+
+    name = "csv-s3"
+
+    def __init__(self, fetch: Callable[[str, str], bytes]) -> None:
+        """`fetch(bucket, key)` returns the object's bytes or raises SheetError (see `s3_store`)."""
+        self._fetch = fetch
+
+    def can_read(self, location: str) -> bool:
+        return location_kind(location) == "s3"
+
+    def read(self, location: str) -> pd.DataFrame:
+        parsed = urlparse(location.strip())
+        bucket, key = parsed.netloc, parsed.path.lstrip("/")
+        if not bucket or not key:
+            raise SheetError(f"{location}: an S3 sheet location must look like s3://bucket/path/sheet.csv")
+        return parse_csv(self._fetch(bucket, key), location.strip())
+
+
+class SheetReader:
+    """Dispatches a location to the first source that can read it."""
+
+    def __init__(self, sources: Sequence[SheetSource]) -> None:
+        self.sources = list(sources)
+
+    def read(self, location: str) -> pd.DataFrame:
+        """Read `location` with the matching source; SheetError if none matches or reading fails."""
+        for source in self.sources:
+            if source.can_read(location):
+                return source.read(location)
+        if is_google_location(location):
+            raise SheetError(
+                f"{location}: a Google Sheets link, but Google access is not configured "
+                "(set GOOGLE_DRIVE_CREDENTIALS_FILE in .env)"
+            )
+        raise SheetError(
+            f"{location}: unknown sheet location (expected a Google Sheets link, s3://bucket/key.csv, "
+            "file:// URL or local path of a CSV export)"
+        )
