@@ -28,7 +28,7 @@ _FRAME_RE = re.compile(f"^{FRAME_PATTERN}$")
 #: header row is sheet row 1, so data row i (0-based) is sheet row i + 2
 FIRST_DATA_ROW = 2
 
-REJECTION_COLUMNS = ["episode_id", "row", "column", "value", "reason"]
+REJECTION_COLUMNS = ["episode_id", "row", "column", "value", "reason", "frame"]
 
 
 def normalize_header(name: str) -> str:
@@ -61,6 +61,12 @@ class FrameTable:
     rejections: pd.DataFrame
     #: rows with a valid frame number but no rarity in any column
     unclassified: int = 0
+
+    @property
+    def held_frames(self) -> set[str]:
+        """Frames of this episode whose rows were rejected: their dataset files stay as they are until fixed."""
+        frames = self.rejections["frame"]
+        return {f for f in frames if (parsed := parse_frame(f)) is not None and parsed[0] == self.episode_id}
 
 
 def _find_columns(table: pd.DataFrame, where: str) -> dict[str, str]:
@@ -111,6 +117,7 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
                         "column": column,
                         "value": values[mask].to_numpy(),
                         "reason": reason,
+                        "frame": frame[mask].to_numpy(),
                     }
                 )
             )

@@ -129,8 +129,11 @@ def _read_sheet(reader: SheetReader, episode: Episode) -> pd.DataFrame:
 
 def load_frames(
     episodes: list[Episode], reader: SheetReader, report: RunReport, allow_empty: bool
-) -> dict[str, pd.DataFrame]:
-    """Read every episode's sheet (a few at a time) into its classified frames; skip and report failures."""
+) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    """Read every episode's sheet (a few at a time) into its classified frames; skip and report failures.
+
+    Returns the frames by episode and the frames held back by rejected rows.
+    """
 
     def load(episode: Episode) -> tuple[Episode, Any]:
         try:
@@ -140,6 +143,7 @@ def load_frames(
             return episode, exc
 
     loaded: dict[str, pd.DataFrame] = {}
+    held: set[str] = set()
     rejections = [report.rejections]
     with ThreadPoolExecutor(max_workers=SHEET_THREADS, thread_name_prefix="sheet") as pool:
         for episode, outcome in pool.map(load, episodes):
@@ -149,6 +153,7 @@ def load_frames(
                 report.skip(eid, "sheet not read")
                 continue
             rejections.append(outcome.rejections)
+            held |= outcome.held_frames
             for row in outcome.rejections.itertuples(index=False):
                 report.error(f"{eid} sheet row {row.row}, column {row.column!r}: {row.value!r} {row.reason}")
             if outcome.frames.empty and not allow_empty:
@@ -163,7 +168,7 @@ def load_frames(
             )
             loaded[eid] = outcome.frames.assign(episode_id=eid)
     report.rejections = pd.concat([r for r in rejections if len(r)] or [report.rejections], ignore_index=True)
-    return loaded
+    return loaded, held
 
 
 def _record_counts(report: RunReport, plan: Plan | None, episode_ids: list[str]) -> None:
@@ -240,7 +245,7 @@ def _plan_run(
         )
     log.info("%d manifest files, %d episodes, %d selected", len(files), len(manifests.episodes), len(episodes))
 
-    frames = load_frames(episodes, context.reader, report, options.allow_empty)
+    frames, held = load_frames(episodes, context.reader, report, options.allow_empty)
 
     folders = {eid: layout.source_folder(eid) for eid in frames}
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -284,6 +289,7 @@ def _plan_run(
         planned_episodes=set(frames),
         known_episodes=manifests.episode_ids,
         prune_orphans=prune,
+        held_frames=held,
     )
     report.orphans = len(plan.orphans)
     if len(plan.orphans):

@@ -159,6 +159,7 @@ def plan_changes(
     planned_episodes: Collection[str],
     known_episodes: Collection[str],
     prune_orphans: bool = False,
+    held_frames: Collection[str] = (),
 ) -> Plan:
     """Diff the wanted state against the bucket into keep / copy / move / delete.
 
@@ -167,6 +168,7 @@ def plan_changes(
     - `sources`: episode_id, frame of every source frame found for the planned episodes.
     - `planned_episodes`: only their dataset objects may be kept, moved or deleted.
     - `known_episodes`: every episode in a manifest; dataset objects of others are orphans.
+    - `held_frames`: frames whose sheet rows were rejected; their dataset objects are not deleted.
     """
     planned = set(planned_episodes)
     wanted = wanted[wanted["episode_id"].isin(planned)].reset_index(drop=True)
@@ -189,7 +191,7 @@ def plan_changes(
     missing = unplaced[~has_source]
 
     used = pd.concat([keep["dst_key"], move_src.dropna()])
-    deletes = mine[~mine["key"].isin(used)]
+    deletes = mine[~mine["key"].isin(used) & ~mine["frame"].isin(set(held_frames))]
 
     orphans = current[~current["episode_id"].isin(set(known_episodes))].reset_index(drop=True)
     if prune_orphans:
