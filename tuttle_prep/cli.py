@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from dotenv import load_dotenv
@@ -42,10 +43,9 @@ def load_settings() -> Settings:
         return Settings.from_env()
     except ConfigError as exc:
         fail_config(str(exc))
-        raise  # unreachable
 
 
-def fail_config(message: str) -> None:
+def fail_config(message: str) -> NoReturn:
     click.echo(f"configuration error: {message}", err=True)
     sys.exit(EXIT_CONFIG)
 
@@ -91,14 +91,21 @@ def main(env_file: Path | None, verbose: int, quiet: bool) -> None:
     "--season", "seasons", multiple=True, callback=_codes(_SEASON, "S01"), help="Only this season (repeatable)."
 )
 @click.option(
-    "--episode", "episodes", multiple=True, callback=_codes(_EPISODE, "S01E01"), help="Only this episode (repeatable)."
+    "--episode",
+    "episodes",
+    multiple=True,
+    metavar="S01E01",
+    callback=_codes(_EPISODE, "S01E01"),
+    help="Only this episode (repeatable).",
 )
 @click.option(
     "--plan-out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write every decision to this CSV: action,episode_id,frame,src_key,dst_key.",
 )
-@click.option("--workers", type=click.IntRange(1, 512), default=32, show_default=True, help="Parallel S3 requests.")
+@click.option(
+    "--workers", type=click.IntRange(1, 512), default=32, show_default=True, metavar="N", help="Parallel S3 requests."
+)
 @click.option(
     "--max-delete",
     metavar="N|P%",
