@@ -12,6 +12,7 @@ The Google Sheets source lives in `tuttle_prep.google_sheets`.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,9 +37,15 @@ class SheetSource(Protocol):
         ...
 
 
+_BARE_SHEET_KEY = re.compile(r"^[A-Za-z0-9_-]{25,}$")
+
+
 def is_google_location(location: str) -> bool:
-    """True for a Google Sheets URL (docs.google.com/spreadsheets/...)."""
-    parsed = urlparse(location.strip())
+    """True for a Google Sheets URL (docs.google.com/...) or a bare spreadsheet key."""
+    location = location.strip()
+    if _BARE_SHEET_KEY.match(location):
+        return True
+    parsed = urlparse(location)
     return parsed.scheme in ("http", "https") and parsed.netloc.endswith("docs.google.com")
 
 
