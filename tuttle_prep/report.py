@@ -100,9 +100,10 @@ class RunReport:
         if self.config_error:
             return f"configuration error: {self.config_error}"
         if self.dry_run:
+            deletes = "refuse the deletes" if self.refused else f"delete {self.total('delete'):,}"
             return (
                 f"dry run: would copy {self.total('copy'):,}, move {self.total('move'):,}, "
-                f"delete {self.total('delete'):,}; nothing was changed"
+                f"{deletes}; nothing was changed"
             )
         if not self.applied:
             return "nothing was applied"
@@ -132,5 +133,6 @@ class RunReport:
             "refused": self.refused,
             "errors": len(self.errors),
             "duration_seconds": round(finished - self.started, 3),
+            "config_error": self.config_error,
             "exit_code": self.exit_code,
         }
