@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from .errors import ConfigError
 
 DEFAULT_REGION = "us-east-1"
+DEFAULT_RETRIES = 5
 
 
 def new_session() -> boto3.session.Session:
@@ -27,16 +28,24 @@ def make_client(
     service: str,
     *,
     max_pool: int = 10,
-    max_attempts: int = 5,
+    max_attempts: int | None = None,
     connect_timeout: float = 10,
     read_timeout: float = 60,
     session: boto3.session.Session | None = None,
 ) -> Any:
-    """A client with botocore's standard retry mode and a connection pool sized for `max_pool` threads."""
+    """A client with botocore's standard retry mode and a connection pool sized for `max_pool` threads.
+
+    `max_attempts` is botocore's: retries after the first try. Without it, AWS_MAX_ATTEMPTS (total tries, as
+    botocore reads it) decides when set, else DEFAULT_RETRIES.
+    """
     session = session or new_session()
     region = session.region_name or os.environ.get("AWS_REGION") or DEFAULT_REGION
+    retries: dict[str, Any] = {"mode": "standard"}
+    if max_attempts is not None or not os.environ.get("AWS_MAX_ATTEMPTS", "").strip():
+        # an explicit retries count in the Config would silently override AWS_MAX_ATTEMPTS
+        retries["max_attempts"] = DEFAULT_RETRIES if max_attempts is None else max_attempts
     config = Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries=retries,
         max_pool_connections=max(10, max_pool),
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,

@@ -23,3 +23,11 @@ class SheetError(TuttlePrepError):
 
 class InventoryError(TuttlePrepError):
     """An S3 listing failed, so nothing may be planned from it."""
+
+
+class LockError(TuttlePrepError):
+    """The run lock cannot be taken or read, so nothing may be changed (exit code 1)."""
+
+
+class LockHeld(LockError):
+    """Another run holds the run lock; the message names it."""

@@ -1,0 +1,627 @@
+"""Fault injection: every case runs the real CLI against moto server on loopback and checks the bucket.
+
+Faults are injected with botocore event hooks on the sessions the job creates (`tuttle_prep.aws.new_session`
+is replaced): `before-send` answers a request with a fake HTTP response (so botocore's retries see it),
+`provide-client-params` sees every API call once. The SIGKILL case runs data_preparation.py in a process.
+After each fault the bucket must hold every wanted frame or its previous copy, every source frame, and
+nothing outside the ML prefix may have changed; the next run without the fault must converge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+from xml.sax.saxutils import escape
+
+import boto3
+import pandas as pd
+import pytest
+from botocore.awsrequest import AWSResponse
+from conftest import Bucket, make_s3_client, run_cli
+from season import (
+    FRAME,
+    JPEG,
+    ML_PREFIX,
+    UNSUPERVISED,
+    dataset_key,
+    dataset_keys,
+    frame_number,
+    sheet_rows,
+    upload_season,
+)
+
+from tuttle_prep import aws
+from tuttle_prep.errors import LockHeld
+from tuttle_prep.lock import LockHolder, S3Lock
+from tuttle_prep.plan import wanted_frames
+from tuttle_prep.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+LOCK_KEY = Settings().lock_key
+RARITY_CYCLE = ["Common", "Rare", "Uncommon", "Common", "Trash", "Legendary", "Common", "Uncommon"]
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+class _Body:
+    """The `raw` of a fake AWSResponse: botocore reads it through `stream()`."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: object):
+        yield self.data
+
+
+def fake_response(request, status: int, body: str = "", headers: dict[str, str] | None = None) -> AWSResponse:
+    """An HTTP response botocore treats as if S3 had sent it."""
+    return AWSResponse(request.url, status, headers or {}, _Body(body.encode()))
+
+
+def s3_error(request, status: int, code: str, message: str = "injected fault") -> AWSResponse:
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return fake_response(request, status, body)
+
+
+def frame_of(url: str) -> str:
+    """The frame a CopyObject request writes (its destination key ends in `<frame>.jpg`)."""
+    return unquote(url.split("?")[0]).rsplit("/", 1)[-1].removesuffix(".jpg")
+
+
+class Hooks:
+    """Botocore handlers registered on every session the job creates."""
+
+    def __init__(self) -> None:
+        self.handlers: list[tuple[str, Callable]] = []
+        self.calls: list[tuple[str, str | None]] = []
+
+    def on(self, event: str, handler: Callable) -> None:
+        self.handlers.append((event, handler))
+
+    def clear(self) -> None:
+        self.handlers.clear()
+        self.calls.clear()
+
+    def session(self) -> boto3.session.Session:
+        session = boto3.session.Session()
+        session.events.register("provide-client-params.s3", self._record)
+        for event, handler in self.handlers:
+            session.events.register(event, handler)
+        return session
+
+    def _record(self, params: dict, model, **_: object) -> None:
+        self.calls.append((model.name, params.get("Key")))
+
+    def writes(self) -> list[tuple[str, str | None]]:
+        """Every write the job asked for: (operation, key)."""
+        return [
+            (op, key) for op, key in self.calls if op in ("PutObject", "CopyObject", "DeleteObject", "DeleteObjects")
+        ]
+
+
+@pytest.fixture
+def hooks(monkeypatch: pytest.MonkeyPatch) -> Hooks:
+    installed = Hooks()
+    monkeypatch.setattr(aws, "new_session", installed.session)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # one retry: exhausting retries stays fast
+    return installed
+
+
+def snapshot(bucket: Bucket, prefix: str = "") -> dict[str, str]:
+    """{key: ETag} of every object under `prefix`."""
+    return {key: etag for key, (etag, _) in bucket.etags(prefix).items()}
+
+
+def outside_ml(state: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in state.items() if not k.startswith(ML_PREFIX)}
+
+
+def season_rows(episode_id: str, count: int) -> list[dict[str, str]]:
+    return sheet_rows(episode_id, [RARITY_CYCLE[i % len(RARITY_CYCLE)] for i in range(count)])
+
+
+def expected_state(sheets: dict[str, list[dict[str, str]]]) -> dict[str, tuple[str, str]]:
+    """{frame: (dataset, rarity)} the datasets must converge to (rows carry canonical UNSUPERVISED rarities)."""
+    settings = Settings()
+    frames = pd.DataFrame(
+        [
+            (episode_id, r[FRAME], r[UNSUPERVISED])
+            for episode_id, rows in sheets.items()
+            for r in rows
+            if r.get(UNSUPERVISED)
+        ],
+        columns=["episode_id", "frame", "rarity"],
+    )
+    wanted = wanted_frames(frames, settings.split, settings.split_seed, settings.split_group_seconds)
+    return {w.frame: (w.dataset, w.rarity) for w in wanted.itertuples()}
+
+
+@dataclass
+class EditedSeason:
+    """Datasets a previous sync left, and sheets edited since (S01E01: 4 moves, 3 plain deletes, 4 copies)."""
+
+    sheets: dict[str, list[dict[str, str]]]
+    before: dict[str, tuple[str, str]]
+    after: dict[str, tuple[str, str]]
+    moved: list[str]
+    blanked: list[str]
+    added: list[str]
+
+
+def edited_season(bucket: Bucket) -> EditedSeason:
+    """Place a synced season in the datasets, then upload its sheets with S01E01 edited (and every source)."""
+    original = {"S01E01": season_rows("S01E01", 14), "S01E02": season_rows("S01E02", 3)}
+    before = expected_state(original)
+    for frame, (dataset, rarity) in before.items():
+        bucket.put(dataset_key(dataset, rarity, frame), JPEG + frame.encode())
+    rows = [dict(r) for r in original["S01E01"]]
+    for r in rows[:4]:
+        r[UNSUPERVISED] = "Legendary" if r[UNSUPERVISED] != "Legendary" else "Rare"
+    for r in rows[4:7]:
+        r[UNSUPERVISED] = ""
+    rows += sheet_rows("S01E01", ["Rare"] * 4, start=14)
+    sheets = {**original, "S01E01": rows}
+    upload_season(bucket, sheets)
+    return EditedSeason(
+        sheets=sheets,
+        before=before,
+        after=expected_state(sheets),
+        moved=[frame_number("S01E01", i) for i in range(4)],
+        blanked=[frame_number("S01E01", i) for i in range(4, 7)],
+        added=[frame_number("S01E01", i) for i in range(14, 18)],
+    )
+
+
+def key_of(state: dict[str, tuple[str, str]], frame: str) -> str:
+    dataset, rarity = state[frame]
+    return dataset_key(dataset, rarity, frame)
+
+
+# ---- 1. S3 500 / SlowDown on a share of copies ---------------------------------------------------------
+
+
+def test_failing_copies_are_retried_then_reported_and_no_source_of_a_failed_move_is_deleted(
+    bucket: Bucket, hooks: Hooks
+) -> None:
+    season = edited_season(bucket)
+    before, after = season.before, season.after
+    uploaded = snapshot(bucket)
+    transient = {season.moved[0], season.added[0]}  # fail once with SlowDown, then succeed
+    permanent = {season.moved[1], season.added[1]}  # fail on every attempt with InternalError
+    attempts: Counter[str] = Counter()
+
+    def copy_fault(request, **_: object) -> AWSResponse | None:
+        frame = frame_of(request.url)
+        attempts[frame] += 1
+        if frame in permanent:
+            return s3_error(request, 500, "InternalError", "We encountered an internal error.")
+        if frame in transient and attempts[frame] == 1:
+            return s3_error(request, 503, "SlowDown", "Please reduce your request rate.")
+        return None
+
+    hooks.on("before-send.s3.CopyObject", copy_fault)
+    result = run_cli("sync")
+
+    assert result.exit_code == 1, result.output
+    assert "copied 3, moved 3, deleted 0; failed 2; 3 deletes held back" in result.output
+    for frame in permanent:
+        assert f"{key_of(after, frame)} failed" in result.output
+        assert attempts[frame] == 2  # AWS_MAX_ATTEMPTS=2 is honoured: one retry, then reported
+    assert all(attempts[frame] == 2 for frame in transient)
+    keys = bucket.keys()
+    # the failed move's source stays; its destination was never written
+    assert key_of(before, season.moved[1]) in keys and key_of(after, season.moved[1]) not in keys
+    # retried copies and the other moves landed; those moves' sources are gone
+    for frame in transient | set(season.moved[2:]):
+        assert key_of(after, frame) in keys
+    for frame in {season.moved[0], *season.moved[2:]}:
+        assert key_of(before, frame) not in keys
+    assert key_of(after, season.added[1]) not in keys
+    # no plain delete ran while a copy had failed
+    assert all(key_of(before, frame) in keys for frame in season.blanked)
+    assert outside_ml(snapshot(bucket)) == outside_ml(uploaded)
+
+    hooks.clear()
+    rerun = run_cli("sync")
+    assert rerun.exit_code == 0, rerun.output
+    assert dataset_keys(bucket) == after
+    assert outside_ml(snapshot(bucket)) == outside_ml(uploaded)
+
+
+# ---- 3. DeleteObjects answering 200 with per-key errors ------------------------------------------------
+
+
+def test_per_key_delete_errors_in_a_200_response_are_counted_and_the_next_run_deletes_them(
+    bucket: Bucket, hooks: Hooks
+) -> None:
+    season = edited_season(bucket)
+    uploaded = snapshot(bucket)
+    # one plain delete and one move source refuse to go; everything else in the batch is really deleted
+    refusing = {key_of(season.before, season.blanked[1]), key_of(season.before, season.moved[2])}
+    batches: list[list[str]] = []
+
+    def delete_fault(request, **_: object) -> AWSResponse:
+        keys = [e.text or "" for e in ET.fromstring(request.body).iter() if e.tag.split("}")[-1] == "Key"]
+        batches.append(keys)
+        others = [k for k in keys if k not in refusing]
+        if others:
+            bucket.client.delete_objects(Bucket=bucket.name, Delete={"Objects": [{"Key": k} for k in others]})
+        errors = "".join(
+            f"<Error><Key>{escape(k)}</Key><Code>InternalError</Code><Message>try again</Message></Error>"
+            for k in keys
+            if k in refusing
+        )
+        body = f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult>{errors}</DeleteResult>'
+        return fake_response(request, 200, body)
+
+    hooks.on("before-send.s3.DeleteObjects", delete_fault)
+    result = run_cli("sync")
+
+    assert result.exit_code == 1, result.output
+    assert refusing <= {k for batch in batches for k in batch}
+    for key in refusing:
+        assert f"delete {key} failed: InternalError: try again" in result.output
+    assert "copied 4, moved 3, deleted 2; failed 2" in result.output
+    keys = bucket.keys()
+    assert refusing <= keys
+    assert not ({key_of(season.before, f) for f in season.blanked} - refusing) & keys
+    assert outside_ml(snapshot(bucket)) == outside_ml(uploaded)
+
+    hooks.clear()
+    rerun = run_cli("sync")
+    assert rerun.exit_code == 0, rerun.output
+    assert not (refusing & bucket.keys())
+    assert dataset_keys(bucket) == season.after
+
+
+# ---- 4. ListObjectsV2 failing mid-pagination ------------------------------------------------------------
+
+
+def _paginate_small(params: dict, model, **_: object) -> None:
+    if model.name == "ListObjectsV2":
+        params.setdefault("MaxKeys", 2)  # many pages from a small bucket
+
+
+def _fail_second_pages_under(prefix: str) -> Callable:
+    def list_fault(request, **_: object) -> AWSResponse | None:
+        url = unquote(request.url).replace("+", " ")
+        if "continuation-token=" in url and f"prefix={prefix}" in url:
+            return s3_error(request, 500, "InternalError", "We encountered an internal error.")
+        return None
+
+    return list_fault
+
+
+@pytest.mark.parametrize(
+    ("scope", "prefix"),
+    [
+        ("datasets", "tuttle_twins/ML/train/"),
+        ("rarity folder", "tuttle_twins/ML/train/Common/"),
+        ("manifests", "tuttle_twins/manifests/"),
+    ],
+)
+def test_a_listing_failing_mid_pagination_changes_nothing(
+    bucket: Bucket, hooks: Hooks, scope: str, prefix: str
+) -> None:
+    edited_season(bucket)
+    if scope == "manifests":  # more manifest files than one page holds
+        for season in ("S02", "S03"):
+            bucket.put(f"tuttle_twins/manifests/{season}-episodes.json", "[]")
+    uploaded = snapshot(bucket)
+    assert len(snapshot(bucket, prefix)) > 2  # more than one page
+    hooks.on("provide-client-params.s3.ListObjectsV2", _paginate_small)
+    hooks.on("before-send.s3.ListObjectsV2", _fail_second_pages_under(prefix))
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert f"listing s3://{bucket.name}/{prefix}" in result.output and "InternalError" in result.output
+    assert "nothing was planned or changed" in result.output
+    assert snapshot(bucket) == uploaded
+    assert not [w for w in hooks.writes() if w[1] != LOCK_KEY]
+
+
+def test_a_source_listing_failing_mid_pagination_skips_only_that_episode(bucket: Bucket, hooks: Hooks) -> None:
+    season = edited_season(bucket)
+    e02 = [dict(r) for r in season.sheets["S01E02"]]
+    e02[0][UNSUPERVISED] = "Legendary" if e02[0][UNSUPERVISED] != "Legendary" else "Rare"
+    upload_season(bucket, {**season.sheets, "S01E02": e02}, sources=False)
+    wanted_e02 = expected_state({"S01E02": e02})
+    ml_before = snapshot(bucket, ML_PREFIX)
+    e01_folder = "tuttle_twins/s01e01/default_eng/v1/frames/thumbnails/"
+    hooks.on("provide-client-params.s3.ListObjectsV2", _paginate_small)
+    hooks.on("before-send.s3.ListObjectsV2", _fail_second_pages_under(e01_folder))
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 1, result.output
+    assert "S01E01" in result.output and "source listing failed" in result.output
+    e01_keys = {k: v for k, v in snapshot(bucket, ML_PREFIX).items() if "_S01_E01_" in k}
+    assert e01_keys == {k: v for k, v in ml_before.items() if "_S01_E01_" in k}
+    assert {f: v for f, v in dataset_keys(bucket).items() if f.startswith("TT_S01_E02")} == wanted_e02
+
+
+# ---- 5. two runs at once: the S3 run lock ----------------------------------------------------------------
+
+
+def put_lock(bucket: Bucket, host: str, pid: int, run_id: str, age_seconds: float) -> None:
+    bucket.put(LOCK_KEY, LockHolder(host, pid, run_id, time.time() - age_seconds).to_json())
+
+
+def test_a_run_finding_the_lock_held_on_this_host_exits_1_naming_the_holder_and_writes_nothing(
+    bucket: Bucket, hooks: Hooks
+) -> None:
+    edited_season(bucket)
+    put_lock(bucket, socket.gethostname(), os.getpid(), "f00dcafe0001", age_seconds=90)
+    uploaded = snapshot(bucket)
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 1, result.output
+    assert "another sync holds the run lock" in result.output
+    assert f"run f00dcafe0001 (pid {os.getpid()} on {socket.gethostname()}" in result.output
+    assert snapshot(bucket) == uploaded
+    assert hooks.writes() == [("PutObject", LOCK_KEY)]  # only the conditional write that lost
+
+
+def test_a_lock_held_on_another_host_blocks_a_real_run_but_not_a_dry_run(bucket: Bucket, hooks: Hooks) -> None:
+    edited_season(bucket)
+    put_lock(bucket, "ip-10-0-3-17", 4242, "beefbeef0002", age_seconds=600)
+    uploaded = snapshot(bucket)
+
+    blocked = run_cli("sync")
+    dry = run_cli("sync", "--dry-run")
+
+    assert blocked.exit_code == 1
+    assert "run beefbeef0002 (pid 4242 on ip-10-0-3-17" in blocked.output and "10 min ago" in blocked.output
+    assert dry.exit_code == 0, dry.output
+    assert "dry run: would copy 4, move 4, delete 3" in dry.output
+    assert snapshot(bucket) == uploaded
+
+
+@pytest.mark.parametrize("holder", ["stale on another host", "dead process on this host"])
+def test_a_stale_lock_is_taken_over_and_released_at_the_end(bucket: Bucket, hooks: Hooks, holder: str) -> None:
+    season = edited_season(bucket)
+    if holder == "stale on another host":
+        put_lock(bucket, "ip-10-0-3-17", 4242, "0ldrun000003", age_seconds=Settings().lock_stale_seconds + 60)
+    else:
+        finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+        put_lock(bucket, socket.gethostname(), int(finished.stdout), "k1lledrun004", age_seconds=30)
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 0, result.output
+    assert "took over the run lock" in result.output
+    assert dataset_keys(bucket) == season.after
+    assert not bucket.keys(LOCK_KEY)
+
+
+def test_the_lock_timeout_is_read_from_tuttle_lock_stale_seconds(bucket: Bucket, monkeypatch) -> None:
+    bucket.put("tuttle_twins/manifests/S01-episodes.json", "[]")  # a run with nothing to do
+    put_lock(bucket, "ip-10-0-3-17", 4242, "beefbeef0005", age_seconds=150)
+    monkeypatch.setenv("TUTTLE_LOCK_STALE_SECONDS", "600")
+    assert "another sync holds the run lock" in run_cli("sync").output
+    monkeypatch.setenv("TUTTLE_LOCK_STALE_SECONDS", "120")
+    taken = run_cli("sync")
+    assert taken.exit_code == 0 and "took over the run lock" in taken.output
+    assert not bucket.keys(LOCK_KEY)
+
+
+def test_the_lock_is_released_when_the_run_fails_or_raises(bucket: Bucket, hooks: Hooks) -> None:
+    upload_season(bucket, {"S01E01": season_rows("S01E01", 2)})
+
+    def broken_copy(request, **_: object) -> None:
+        raise RuntimeError("injected bug")
+
+    hooks.on("before-send.s3.CopyObject", broken_copy)
+    with pytest.raises(RuntimeError, match="injected bug"):
+        run_cli("sync")
+    assert not bucket.keys(LOCK_KEY)
+
+    hooks.clear()
+    hooks.on("before-send.s3.CopyObject", lambda request, **_: s3_error(request, 500, "InternalError"))
+    assert run_cli("sync").exit_code == 1
+    assert not bucket.keys(LOCK_KEY)
+
+
+def test_a_second_lock_on_the_same_key_is_refused_naming_the_first(bucket: Bucket) -> None:
+    first = S3Lock(make_s3_client(bucket.endpoint), bucket.name, LOCK_KEY, 3600, "firstrun0001")
+    second = S3Lock(make_s3_client(bucket.endpoint), bucket.name, LOCK_KEY, 3600, "secondrun002")
+    with first:
+        with pytest.raises(LockHeld, match=f"run firstrun0001 \\(pid {os.getpid()} on "):
+            second.acquire()
+        assert json.loads(bucket.get(LOCK_KEY))["run_id"] == "firstrun0001"
+    with second:
+        assert json.loads(bucket.get(LOCK_KEY))["run_id"] == "secondrun002"
+    assert not bucket.keys(LOCK_KEY)
+
+
+def test_of_two_runs_taking_over_one_stale_lock_exactly_one_wins(bucket: Bucket) -> None:
+    put_lock(bucket, "ip-10-0-3-17", 4242, "0ldrun000006", age_seconds=7200)
+    contenders = [S3Lock(make_s3_client(bucket.endpoint), bucket.name, LOCK_KEY, 3600, f"run{i}") for i in range(2)]
+    # both read the stale lock before either writes: the conditional takeover must let only one through
+    stale = contenders[0]._read()
+    for lock in contenders:
+        lock._read = lambda stale=stale: stale  # type: ignore[method-assign]
+    results = []
+    for lock in contenders:
+        try:
+            lock.acquire()
+            results.append("won")
+        except LockHeld:
+            results.append("held")
+    assert results == ["won", "held"]
+    assert json.loads(bucket.get(LOCK_KEY))["run_id"] == "run0"
+
+
+def test_a_lock_taken_over_while_running_is_not_deleted_by_its_old_holder(bucket: Bucket) -> None:
+    old = S3Lock(make_s3_client(bucket.endpoint), bucket.name, LOCK_KEY, 3600, "slowrun00007")
+    old.acquire()
+    put_lock(bucket, "ip-10-0-3-17", 4242, "newrun000008", age_seconds=1)  # as a takeover would
+    old.release()
+    assert json.loads(bucket.get(LOCK_KEY))["run_id"] == "newrun000008"
+
+
+# ---- 2. SIGKILL in the middle of a large apply ------------------------------------------------------------
+
+
+def test_a_run_killed_mid_apply_is_converged_by_the_next_run(bucket: Bucket, tmp_path: Path) -> None:
+    sheets = {eid: season_rows(eid, 150) for eid in ("S01E01", "S01E02")}
+    upload_season(bucket, sheets)
+    wanted = expected_state(sheets)
+    sources = snapshot(bucket, "tuttle_twins/s01")
+    command = [sys.executable, str(REPO / "data_preparation.py"), "sync", "--workers", "1"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if len(bucket.keys(ML_PREFIX)) >= 10:
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGSTOP)  # frozen mid-apply: the lock is held by a live process
+        assert process.poll() is None, "the run finished before it could be killed; make the plan larger"
+        time.sleep(0.5)  # a copy request sent just before the freeze may still land on the server
+        copied = len(dataset_keys(bucket))
+        assert 0 < copied < len(wanted)
+
+        second = run_cli("sync")  # another run on this host meanwhile: refused, naming the first
+        assert second.exit_code == 1
+        assert f"(pid {process.pid} on {socket.gethostname()}" in second.output
+        assert len(dataset_keys(bucket)) == copied
+
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    interrupted = dataset_keys(bucket)
+    assert 0 < len(interrupted) < len(wanted)
+    assert all(wanted[frame] == place for frame, place in interrupted.items())
+    assert bucket.keys(LOCK_KEY)  # SIGKILL skips every finally
+
+    rerun = run_cli("sync")
+    assert rerun.exit_code == 0, rerun.output
+    assert "took over the run lock" in rerun.output and "no longer runs on this host" in rerun.output
+    assert dataset_keys(bucket) == wanted
+    assert snapshot(bucket, "tuttle_twins/s01") == sources
+    assert not bucket.keys(LOCK_KEY)
+
+
+def test_a_run_terminated_mid_apply_stops_promptly_releases_the_lock_and_deletes_nothing(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    rows = season_rows("S01E01", 300)
+    upload_season(bucket, {"S01E01": rows})
+    stray = dataset_key("train", "Rare", frame_number("S01E01", 9999))  # a plain delete the run would make
+    bucket.put(stray, JPEG)
+    command = [sys.executable, str(REPO / "data_preparation.py"), "sync", "--workers", "1"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None and len(bucket.keys(ML_PREFIX)) < 10:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == 128 + signal.SIGTERM
+    assert 0 < len(dataset_keys(bucket)) < 300  # stopped mid-way, queued copies cancelled
+    assert stray in bucket.keys(ML_PREFIX)  # deletes come after every copy: none started
+    assert not bucket.keys(LOCK_KEY)  # the finally ran: the next run need not wait for a takeover
+    rerun = run_cli("sync")
+    assert rerun.exit_code == 0, rerun.output
+    assert dataset_keys(bucket) == expected_state({"S01E01": rows})
+
+
+def test_the_copies_a_run_killed_mid_move_leaves_behind_are_removed_without_force(bucket: Bucket) -> None:
+    # a big reclassification killed after its copies, before its deletes: every moved frame is in two places
+    rows = sheet_rows("S01E01", ["Rare"] * 105)
+    wanted = expected_state({"S01E01": rows})
+    upload_season(bucket, {"S01E01": rows}, sources=False)
+    for frame, (dataset, rarity) in wanted.items():
+        bucket.put(dataset_key(dataset, rarity, frame), JPEG + frame.encode())
+        bucket.put(dataset_key(dataset, "Common", frame), JPEG + frame.encode())
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 0, result.output
+    assert "done: copied 0, moved 0, deleted 105; failed 0" in result.output
+    assert dataset_keys(bucket) == wanted
+
+
+def test_the_delete_guard_still_counts_frames_leaving_the_datasets(bucket: Bucket) -> None:
+    rows = sheet_rows("S01E01", ["Rare"] * 105)
+    placed = expected_state({"S01E01": rows})
+    upload_season(bucket, {"S01E01": rows[:4]}, sources=False)  # 101 rows removed from the sheet
+    for frame, (dataset, rarity) in placed.items():
+        bucket.put(dataset_key(dataset, rarity, frame), JPEG + frame.encode())
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 1, result.output
+    assert "refusing 101 deletes of the 105 dataset files" in result.output
+    assert dataset_keys(bucket) == placed
+
+
+# ---- 6. credentials missing, wrong region, bucket missing -------------------------------------------------
+
+
+def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask 169.254.169.254 from a test
+
+
+def _moved_permanently(request, **_: object) -> AWSResponse:
+    # botocore follows one redirect to the named region; a store that redirects again is reported
+    return fake_response(request, 301, headers={"x-amz-bucket-region": "eu-west-1"})
+
+
+@pytest.mark.parametrize(
+    ("case", "sentence"),
+    [
+        ("credentials missing", "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"),
+        ("bucket in another region", "is in another region than us-east-1 (set AWS_REGION)"),
+        ("bucket missing", "bucket 'no-such-bucket-here' does not exist (check TUTTLE_BUCKET)"),
+        ("lock not writable", "cannot write the run lock"),
+    ],
+)
+def test_a_configuration_fault_exits_2_with_one_sentence_and_changes_nothing(
+    bucket: Bucket, hooks: Hooks, monkeypatch: pytest.MonkeyPatch, case: str, sentence: str
+) -> None:
+    upload_season(bucket, {"S01E01": season_rows("S01E01", 3)})
+    uploaded = snapshot(bucket)
+    if case == "credentials missing":
+        _no_credentials(monkeypatch)
+    elif case == "bucket in another region":
+        hooks.on("before-send.s3.HeadBucket", _moved_permanently)
+    elif case == "bucket missing":
+        monkeypatch.setenv("TUTTLE_BUCKET", "no-such-bucket-here")
+    else:
+        hooks.on("before-send.s3.PutObject", lambda request, **_: s3_error(request, 403, "AccessDenied"))
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    first_line = result.stderr.splitlines()[0]
+    assert first_line.startswith("configuration error: ") and sentence in first_line
+    assert "Traceback" not in result.output
+    assert snapshot(bucket) == uploaded
