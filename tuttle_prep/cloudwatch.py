@@ -1,0 +1,374 @@
+"""CloudWatch at the edge: the run's log stream, its metrics, and the SMS alarms on them.
+
+Observability never decides a run's outcome: every failure here is a warning on stderr, every call has
+short timeouts and few retries, and the log handler is flushed and closed within a bound, so cron never
+hangs at exit and the sync's exit code is the one its `RunReport` earned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import watchtower
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import aws
+from .report import COUNT_COLUMNS, EXIT_OK, RunReport
+
+log = logging.getLogger(__name__)
+run_log = logging.getLogger("tuttle_prep.run")
+
+NAMESPACE = "TuttlePrep"
+METRIC_NAMES = (
+    "RunSucceeded",
+    "RunFailed",
+    "FilesCopied",
+    "FilesMoved",
+    "FilesDeleted",
+    "OperationErrors",
+    "MissingSources",
+    "RejectedRows",
+    "DurationSeconds",
+)
+#: seconds between batches sent to CloudWatch Logs while the run goes on
+LOG_SEND_INTERVAL = 5
+#: seconds the end of a run may wait for the last log batch
+LOG_CLOSE_TIMEOUT = 5.0
+# Two attempts per call (botocore's retries "max_attempts" counts retries, not the first try): an endpoint
+# that refuses costs well under a second, one that never answers at most ~2 × read_timeout + backoff.
+_OBSERVABILITY_CLIENT = {"max_attempts": 1, "connect_timeout": 2, "read_timeout": 5}
+# ':' and '*' are not allowed in stream names; braces would be read by watchtower's str.format of the name
+_STREAM_FORBIDDEN = re.compile(r"[:*{}\s]")
+
+DEFAULT_TOPIC = "tuttle-prep-alerts"
+RUN_FAILED_ALARM = "tuttle-prep-run-failed"
+DID_NOT_RUN_ALARM = "tuttle-prep-did-not-run"
+MAX_WINDOW_HOURS = 168  # CloudWatch: Period × EvaluationPeriods ≤ 7 days
+PHONE_NUMBER = re.compile(r"^\+[1-9]\d{7,14}$")
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def observability_client(service: str) -> Any:
+    """A client for logs/cloudwatch with short timeouts and one retry: it may fail, but not stall the run."""
+    return aws.make_client(service, **_OBSERVABILITY_CLIENT)
+
+
+def log_group_from_env(env: Mapping[str, str]) -> str | None:
+    """TUTTLE_LOG_GROUP read on its own, so a run whose other settings are invalid still ships its logs."""
+    return env.get("TUTTLE_LOG_GROUP", "").strip() or None
+
+
+# -- logs --------------------------------------------------------------------------------------------
+
+
+def stream_name(report: RunReport, host: str | None = None) -> str:
+    """`<host>/<start time UTC>/<run id>`: one stream per run, sorted by time within a host."""
+    started = datetime.fromtimestamp(report.started, UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    host = _STREAM_FORBIDDEN.sub("-", host or platform.node() or "unknown-host")
+    return f"{host}/{started}/{report.run_id}"
+
+
+class _CloudWatchFormatter(logging.Formatter):
+    """`LEVEL logger message` lines; structured records (the run summary) as their bare JSON."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "structured", False):
+            return record.getMessage()
+        return super().format(record)
+
+
+@dataclass
+class RunLogShipper:
+    """A watchtower handler on the `tuttle_prep` logger that sends this run's records to one stream."""
+
+    handler: watchtower.CloudWatchLogHandler
+    log_group: str
+    stream: str
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("tuttle_prep"))
+
+    @classmethod
+    def start(cls, log_group: str, report: RunReport, host: str | None = None) -> RunLogShipper | None:
+        """Create the group (if allowed) and the run's stream, attach the handler; None (and a warning) on failure."""
+        stream = stream_name(report, host)
+        try:
+            client = observability_client("logs")
+            try:
+                client.create_log_group(logGroupName=log_group)
+            except client.exceptions.ResourceAlreadyExistsException:
+                pass
+            except ClientError as exc:
+                # The group may have been created by operations and this role may only write to it.
+                if aws.error_code(exc) not in ("AccessDeniedException", "AccessDenied"):
+                    raise
+            client.create_log_stream(logGroupName=log_group, logStreamName=stream)
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("CloudWatch Logs unavailable, logging to stderr only: %s", aws.describe(exc))
+            return None
+        handler = watchtower.CloudWatchLogHandler(
+            log_group_name=log_group,
+            log_stream_name=stream,
+            boto3_client=client,
+            send_interval=LOG_SEND_INTERVAL,
+            create_log_group=False,
+        )
+        handler.FLUSH_TIMEOUT = LOG_CLOSE_TIMEOUT  # watchtower waits this long per stream on close
+        handler.setFormatter(_CloudWatchFormatter())
+        shipper = cls(handler=handler, log_group=log_group, stream=stream)
+        shipper.logger.addHandler(handler)
+        return shipper
+
+    def send_outcome(self, report: RunReport) -> None:
+        """Send one line per episode and the run's JSON summary record to the stream.
+
+        They go to the stream only, whatever the log level: stdout already has the table and the outcome
+        line, and a configuration error stays one sentence on stderr.
+        """
+        for line in episode_lines(report):
+            self._send(line)
+        summary = {"event": "run_summary", **report.summary()}
+        self._send(json.dumps(summary, default=str), structured=True)
+
+    def _send(self, message: str, structured: bool = False) -> None:
+        record = run_log.makeRecord(run_log.name, logging.INFO, __file__, 0, message, (), None)
+        record.structured = structured
+        self.handler.handle(record)
+
+    def stop(self) -> None:
+        """Send what is queued (waiting at most LOG_CLOSE_TIMEOUT) and detach the handler."""
+        self.logger.removeHandler(self.handler)
+        try:
+            self.handler.close()
+        except Exception as exc:  # a broken log transport must not fail the run
+            log.warning("CloudWatch Logs: closing the stream failed: %s", aws.describe(exc))
+            return
+        if any(q.unfinished_tasks for q in self.handler.queues.values()):
+            log.warning(
+                "CloudWatch Logs: the last records were not delivered within %gs; stderr has them all",
+                LOG_CLOSE_TIMEOUT,
+            )
+
+
+def episode_lines(report: RunReport) -> list[str]:
+    """One line per episode with its counts and status, for the log."""
+    counts = report.counts.reindex(columns=COUNT_COLUMNS, fill_value=0)
+    lines = []
+    for episode_id, row in counts.iterrows():
+        numbers = ", ".join(f"{column} {int(row[column])}" for column in COUNT_COLUMNS)
+        status = report.skipped.get(str(episode_id))
+        lines.append(f"{episode_id}: {numbers}; {'skipped: ' + status if status else 'ok'}")
+    for episode_id in sorted(set(report.skipped) - {str(e) for e in counts.index}):
+        lines.append(f"{episode_id}: skipped: {report.skipped[episode_id]}")
+    return lines
+
+
+
+
+# -- metrics -----------------------------------------------------------------------------------------
+
+
+def metric_data(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's datapoints for PutMetricData, from `RunReport.summary()`; exit code ≠ 0 is a failed run."""
+    failed = summary["exit_code"] != EXIT_OK
+    values = {
+        "RunSucceeded": (0 if failed else 1, "Count"),
+        "RunFailed": (1 if failed else 0, "Count"),
+        "FilesCopied": (summary["copied"], "Count"),
+        "FilesMoved": (summary["moved"], "Count"),
+        "FilesDeleted": (summary["deleted"], "Count"),
+        "OperationErrors": (summary["failed"], "Count"),
+        "MissingSources": (summary["missing_sources"], "Count"),
+        "RejectedRows": (summary["rejected_rows"], "Count"),
+        "DurationSeconds": (summary["duration_seconds"], "Seconds"),
+    }
+    return [{"MetricName": name, "Value": float(values[name][0]), "Unit": values[name][1]} for name in METRIC_NAMES]
+
+
+def publish_run_metrics(report: RunReport, namespace: str = NAMESPACE) -> bool:
+    """Put the run's metrics; False (and a warning) if CloudWatch cannot be reached."""
+    try:
+        client = observability_client("cloudwatch")
+        client.put_metric_data(Namespace=namespace, MetricData=metric_data(report.summary()))
+    except (BotoCoreError, ClientError) as exc:
+        log.warning("CloudWatch metrics not published: %s", aws.describe(exc))
+        return False
+    return True
+
+
+@contextmanager
+def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: bool) -> Iterator[None]:
+    """Around a run: its records go to `log_group` (if set); at the end its summary there, then its metrics.
+
+    An exception escaping the block counts as a failed run (it is re-raised). Nothing here changes the
+    report's exit code or raises; the log stream is closed within LOG_CLOSE_TIMEOUT.
+    """
+    shipper = None
+    if log_group:
+        try:
+            shipper = RunLogShipper.start(log_group, report)
+        except Exception as exc:  # the run goes on with stderr only
+            log.warning("CloudWatch Logs unavailable, logging to stderr only: %s", exc)
+    try:
+        yield
+    except BaseException as exc:
+        if not isinstance(exc, SystemExit):
+            report.error(f"the run stopped early: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        report.finished = report.finished or time.time()
+        try:
+            if shipper is not None:
+                shipper.send_outcome(report)
+            if publish_metrics:
+                publish_run_metrics(report)
+        except Exception as exc:  # observability must not replace the run's own outcome
+            log.warning("run summary or metrics failed: %s", exc)
+        finally:
+            if shipper is not None:
+                shipper.stop()
+
+
+# -- alarm -------------------------------------------------------------------------------------------
+
+
+def masked_phone(phone: str) -> str:
+    """`+1******0123`: enough to recognise a number in a log, not to dial it."""
+    return phone[:2] + "*" * max(0, len(phone) - 6) + phone[-4:]
+
+
+def alarm_definitions(topic_arn: str, schedule_hours: int, slack_hours: int) -> list[dict[str, Any]]:
+    """PutMetricAlarm arguments of the two alarms: a failed run, and no successful run within the window."""
+    window_hours = schedule_hours + slack_hours
+    if window_hours > MAX_WINDOW_HOURS:
+        raise ValueError(f"schedule plus slack is {window_hours} hours; CloudWatch allows at most {MAX_WINDOW_HOURS}")
+    common = {"Namespace": NAMESPACE, "ActionsEnabled": True, "AlarmActions": [topic_arn], "Threshold": 1.0}
+    return [
+        {
+            "AlarmName": RUN_FAILED_ALARM,
+            "AlarmDescription": "A tuttle-prep data-preparation run exited non-zero; read its log stream.",
+            "MetricName": "RunFailed",
+            "Statistic": "Maximum",
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "DatapointsToAlarm": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            **common,
+        },
+        {
+            "AlarmName": DID_NOT_RUN_ALARM,
+            "AlarmDescription": (
+                f"No successful tuttle-prep run in the last {window_hours} hours "
+                f"(schedule {schedule_hours} h + {slack_hours} h slack): check cron on the EC2 host."
+            ),
+            "MetricName": "RunSucceeded",
+            "Statistic": "Sum",
+            # hourly periods, all of them empty (missing = breaching) or zero, over the whole window
+            "Period": 3600,
+            "EvaluationPeriods": window_hours,
+            "DatapointsToAlarm": window_hours,
+            "ComparisonOperator": "LessThanThreshold",
+            "TreatMissingData": "breaching",
+            **common,
+        },
+    ]
+
+
+@dataclass
+class SetupOutcome:
+    """What `alarm setup` did, one description per resource."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    topic_arn: str = ""
+
+
+def find_topic(sns: Any, topic_name: str) -> str | None:
+    """The ARN of the SNS topic named `topic_name` in the client's region, or None."""
+    for page in sns.get_paginator("list_topics").paginate():
+        for topic in page.get("Topics", ()):
+            if topic["TopicArn"].rsplit(":", 1)[-1] == topic_name:
+                return topic["TopicArn"]
+    return None
+
+
+def _sms_endpoints(sns: Any, topic_arn: str) -> set[str]:
+    endpoints = set()
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
+        for subscription in page.get("Subscriptions", ()):
+            if subscription.get("Protocol") == "sms":
+                endpoints.add(subscription.get("Endpoint", ""))
+    return endpoints
+
+
+def setup_alarms(
+    phones: list[str], schedule_hours: int, slack_hours: int = 2, topic_name: str = DEFAULT_TOPIC
+) -> SetupOutcome:
+    """Create or update the topic, the SMS subscriptions and both alarms; unchanged resources are left alone.
+
+    Raises ValueError for a bad phone number or window, botocore errors for AWS failures.
+    """
+    for phone in phones:
+        if not PHONE_NUMBER.match(phone):
+            raise ValueError(f"'{phone}' is not a phone number in E.164 form (+15555550123)")
+    if not TOPIC_NAME.match(topic_name):
+        raise ValueError(f"'{topic_name}' is not an SNS topic name (letters, digits, '-' and '_')")
+    outcome = SetupOutcome()
+    sns = aws.make_client("sns")
+    topic_arn = find_topic(sns, topic_name)
+    if topic_arn is None:
+        topic_arn = sns.create_topic(Name=topic_name)["TopicArn"]
+        outcome.created.append(f"SNS topic {topic_arn}")
+    else:
+        outcome.existing.append(f"SNS topic {topic_arn}")
+    outcome.topic_arn = topic_arn
+
+    subscribed = _sms_endpoints(sns, topic_arn)
+    for phone in phones:
+        if phone in subscribed:
+            outcome.existing.append(f"SMS subscription {masked_phone(phone)}")
+        else:
+            sns.subscribe(TopicArn=topic_arn, Protocol="sms", Endpoint=phone)
+            outcome.created.append(f"SMS subscription {masked_phone(phone)}")
+
+    cloudwatch = aws.make_client("cloudwatch")
+    definitions = alarm_definitions(topic_arn, schedule_hours, slack_hours)
+    names = [d["AlarmName"] for d in definitions]
+    current = {a["AlarmName"]: a for a in cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", ())}
+    for definition in definitions:
+        name = definition["AlarmName"]
+        described = f"alarm {name} ({definition['MetricName']} {definition['Statistic']})"
+        existing = current.get(name)
+        if existing is not None and all(existing.get(k) == v for k, v in definition.items()):
+            outcome.existing.append(described)
+            continue
+        cloudwatch.put_metric_alarm(**definition)
+        (outcome.updated if existing is not None else outcome.created).append(described)
+    return outcome
+
+
+def send_test_message(topic_name: str = DEFAULT_TOPIC) -> tuple[str, str]:
+    """Publish a short test text through the alarm topic; return (topic ARN, message id).
+
+    Raises LookupError if the topic does not exist (run `alarm setup` first).
+    """
+    sns = aws.make_client("sns")
+    topic_arn = find_topic(sns, topic_name)
+    if topic_arn is None:
+        raise LookupError(f"no SNS topic '{topic_name}' in {sns.meta.region_name}; run `alarm setup` first")
+    sent = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    message = f"tuttle-prep test alert from {platform.node() or 'unknown host'} at {sent}. Alerts reach this phone."
+    response = sns.publish(TopicArn=topic_arn, Subject="tuttle-prep test alert", Message=message)
+    return topic_arn, response["MessageId"]
