@@ -1,0 +1,166 @@
+"""`pull`: datasets to a local folder, incrementally, with `--delete` and `DEST/labels.csv`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+from conftest import run_cli
+from season import ML_PREFIX, row, upload_season
+
+from tuttle_prep import aws
+from tuttle_prep.labels import LABEL_COLUMNS, labels_key
+
+LABELS = labels_key(ML_PREFIX)
+
+
+class GetCounter:
+    """Counts GetObject calls for dataset jpgs on the sessions the CLI creates."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def session(self) -> boto3.session.Session:
+        session = boto3.session.Session()
+        session.events.register("provide-client-params.s3.GetObject", self._record)
+        return session
+
+    def _record(self, params: dict, **_: object) -> None:
+        if params["Key"].endswith(".jpg"):
+            self.keys.append(params["Key"])
+
+
+@pytest.fixture
+def gets(monkeypatch: pytest.MonkeyPatch) -> GetCounter:
+    counter = GetCounter()
+    monkeypatch.setattr(aws, "new_session", counter.session)
+    return counter
+
+
+def frame(episode_id: str, second: int) -> str:
+    return f"TT_{episode_id[:3]}_{episode_id[3:]}_FRM-00-00-{second:02d}-00"
+
+
+@pytest.fixture
+def synced(bucket):
+    """Two episodes of 15 frames synced into the datasets (so the labels index exists too)."""
+    rarities = ["Common", "Rare", "Uncommon", "Trash", "Legendary"]
+    sheets = {
+        eid: [row(frame(eid, s), rarities[s % 5], METADATA=f"[Emily, {eid} {s}]") for s in range(15)]
+        for eid in ("S01E01", "S02E01")
+    }
+    upload_season(bucket, sheets)
+    assert run_cli("sync").exit_code == 0
+    return bucket
+
+
+def objects_of(bucket, *datasets: str) -> dict[str, bytes]:
+    """{relative path: content} of the bucket's dataset objects of `datasets`."""
+    return {
+        key[len(ML_PREFIX) :]: bucket.get(key)
+        for key in bucket.keys(ML_PREFIX)
+        if key.split("/")[2] in datasets and key.endswith(".jpg")
+    }
+
+
+def local_files(dest: Path, *datasets: str) -> dict[str, bytes]:
+    return {
+        p.relative_to(dest).as_posix(): p.read_bytes() for d in datasets for p in (dest / d).rglob("*") if p.is_file()
+    }
+
+
+def read_local_labels(dest: Path) -> pd.DataFrame:
+    return pd.read_csv(dest / "labels.csv", dtype=str, keep_default_na=False)
+
+
+def test_pull_twice_downloads_once_and_writes_labels(synced, gets: GetCounter, tmp_path: Path) -> None:
+    dest = tmp_path / "box"
+    first = run_cli("pull", "--dataset", "train", "--dataset", "validate", "--dest", str(dest))
+    assert first.exit_code == 0, first.output
+    wanted = objects_of(synced, "train", "validate")
+    assert local_files(dest, "train", "validate") == wanted
+    assert not (dest / "test").exists()
+    assert len(gets.keys) == len(wanted) > 0
+
+    labels = read_local_labels(dest)
+    assert list(labels.columns) == LABEL_COLUMNS
+    assert {k[len(ML_PREFIX) :] for k in labels["s3_key"]} == set(wanted)
+    index = pd.read_csv(io.BytesIO(synced.get(LABELS)), dtype=str, keep_default_na=False)
+    assert labels.to_dict(orient="records") == index[index["dataset"].isin(["train", "validate"])].to_dict(
+        orient="records"
+    )
+    assert (labels["metadata"] != "").all()
+
+    labels_mtime = (dest / "labels.csv").stat().st_mtime_ns
+    gets.keys.clear()
+    second = run_cli("pull", "--dataset", "train", "--dataset", "validate", "--dest", str(dest))
+    assert second.exit_code == 0, second.output
+    assert gets.keys == []
+    assert local_files(dest, "train", "validate") == wanted
+    assert (dest / "labels.csv").stat().st_mtime_ns == labels_mtime
+
+
+def test_pull_fetches_only_files_of_another_size(synced, gets: GetCounter, tmp_path: Path) -> None:
+    dest = tmp_path / "box"
+    assert run_cli("pull", "--dataset", "train", "--dest", str(dest)).exit_code == 0
+    changed_key = sorted(k for k in synced.keys(ML_PREFIX + "train/"))[0]
+    synced.put(changed_key, b"a longer jpeg body than before" * 3)
+    truncated = sorted((dest / "train").rglob("*.jpg"))[-1]
+    truncated.write_bytes(truncated.read_bytes()[:3])
+
+    gets.keys.clear()
+    result = run_cli("pull", "--dataset", "train", "--dest", str(dest))
+    assert result.exit_code == 0, result.output
+    assert sorted(gets.keys) == sorted([changed_key, ML_PREFIX + truncated.relative_to(dest).as_posix()])
+    assert local_files(dest, "train") == objects_of(synced, "train")
+
+
+def test_delete_removes_local_files_no_longer_in_the_pulled_datasets_only(synced, tmp_path: Path) -> None:
+    dest = tmp_path / "box"
+    assert run_cli("pull", "--dataset", "train", "--dataset", "test", "--dest", str(dest)).exit_code == 0
+    gone = sorted(synced.keys(ML_PREFIX + "train/"))[0]
+    synced.client.delete_object(Bucket=synced.name, Key=gone)
+    stray = dest / "train" / "Legendary" / "TT_S09_E09_FRM-00-00-00-00.jpg"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"old")
+    notes = dest / "train" / "Junk" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    outside = dest / "my-notes.txt"
+    outside.write_text("mine")
+
+    without = run_cli("pull", "--dataset", "train", "--dest", str(dest))
+    assert without.exit_code == 0, without.output
+    assert (dest / gone[len(ML_PREFIX) :]).exists() and stray.exists()
+
+    result = run_cli("pull", "--dataset", "train", "--dest", str(dest), "--delete")
+    assert result.exit_code == 0, result.output
+    assert local_files(dest, "train") == objects_of(synced, "train")
+    assert not (dest / "train" / "Junk").exists()
+    # the test dataset was not pulled this time, so its files stay; so do files outside the datasets
+    assert local_files(dest, "test") == objects_of(synced, "test") != {}
+    assert outside.read_text() == "mine"
+    assert set(read_local_labels(dest)["dataset"]) == {"train"}
+
+
+def test_delete_leaves_a_dataset_that_is_empty_in_s3_alone(bucket, tmp_path: Path) -> None:
+    dest = tmp_path / "box"
+    kept = dest / "test" / "Rare" / "TT_S01_E01_FRM-00-00-01-00.jpg"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"jpeg")
+    result = run_cli("pull", "--dataset", "test", "--dest", str(dest), "--delete")
+    assert result.exit_code == 0, result.output
+    assert kept.exists()
+    assert "has no files" in result.stderr
+    # no labels index in S3 yet: the pull still works, with empty metadata and a note saying why
+    assert "no labels index" in result.stderr
+    assert read_local_labels(dest).empty
+
+
+def test_pull_of_an_unknown_dataset_is_a_usage_error(bucket, tmp_path: Path) -> None:
+    result = run_cli("pull", "--dataset", "training", "--dest", str(tmp_path / "box"))
+    assert result.exit_code == 2
+    assert "not a dataset of TUTTLE_SPLIT" in result.output
