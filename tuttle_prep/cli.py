@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import NoReturn
 import click
 from dotenv import load_dotenv
 
+from .cloudwatch import log_group_from_env, observed_run
 from .errors import ConfigError
 from .job import DeleteLimit, SyncOptions, build_context, run_sync
 from .report import EXIT_CONFIG, RunReport
@@ -26,11 +28,15 @@ def setup_logging(verbose: int) -> None:
     """Readable lines on stderr; botocore and urllib3 kept quiet."""
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
     root = logging.getLogger()
-    if not any(getattr(h, "_tuttle", False) for h in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "_tuttle", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
         handler._tuttle = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    else:
+        # a second run in one process (tests, embedding) must log to the stderr of its own time
+        handler.setStream(sys.stderr)  # type: ignore[attr-defined]
     root.setLevel(logging.WARNING)
     logging.getLogger("tuttle_prep").setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug"):
@@ -147,13 +153,16 @@ def sync(
         allow_empty=allow_empty,
         prune_orphans=prune_orphans,
     )
-    settings = load_settings()
     report = RunReport(dry_run=dry_run)
-    try:
-        run_sync(settings, options, build_context(settings, options), report)
-    except ConfigError as exc:
-        report.config_error = str(exc)
-    sys.exit(print_report(report))
+    # invalid settings are reported inside: a real run's exit 2 must reach the logs and RunFailed too
+    with observed_run(report, log_group_from_env(os.environ), publish_metrics=not dry_run):
+        try:
+            settings = Settings.from_env()
+            run_sync(settings, options, build_context(settings, options, report.run_id), report)
+        except ConfigError as exc:
+            report.config_error = str(exc)
+        exit_code = print_report(report)
+    sys.exit(exit_code)
 
 
 def print_report(report: RunReport) -> int:
@@ -186,3 +195,17 @@ def demo(keep: bool) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(keep=keep))
+
+
+from .cli_alarm import alarm  # noqa: E402
+
+main.add_command(alarm)
+
+from .cli_data import pull_command, report_command  # noqa: E402
+
+main.add_command(report_command)
+main.add_command(pull_command)
+
+from .cli_manifests import manifests  # noqa: E402
+
+main.add_command(manifests)

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from . import aws
-from .errors import ConfigError, InventoryError, SheetError
+from .errors import ConfigError, InventoryError, LockError, SheetError
 from .frame_table import build_frame_table
+from .labels import labels_key, update_labels_index
+from .lock import S3Lock
 from .manifests import Episode, collect_episodes, filter_episodes
 from .plan import KeyLayout, Plan, plan_changes, wanted_frames
 from .report import COUNT_COLUMNS, RunReport
@@ -108,16 +112,38 @@ class SyncContext:
     lock: Callable[[], AbstractContextManager[Any]] = field(default=nullcontext)
 
 
-def build_context(settings: Settings, options: SyncOptions) -> SyncContext:
-    """One S3 client sized to the workers, and the sheet sources (Google first when configured)."""
+class LazyGoogleSource:
+    """The Google Sheets source, built on the first Google location read: a run whose manifests link no
+    Google sheet needs no key file. A bad key file raises ConfigError (exit 2) from that first read."""
+
+    name = "google-sheets"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._source: Any = None
+        self._lock = threading.Lock()
+
+    def can_read(self, location: str) -> bool:
+        return is_google_location(location)
+
+    def read(self, location: str, *, title: str = "", episode_id: str = "") -> pd.DataFrame:
+        with self._lock:
+            if self._source is None:
+                from .google_sheets import GoogleSheetSource
+
+                self._source = GoogleSheetSource.from_settings(self._settings)
+        return self._source.read(location, title=title, episode_id=episode_id)
+
+
+def build_context(settings: Settings, options: SyncOptions, run_id: str | None = None) -> SyncContext:
+    """One S3 client sized to the workers, the sheet sources (Google first when configured), the run lock."""
     client = aws.make_client("s3", max_pool=options.workers)
     store = S3Store(client, settings.bucket, options.workers)
     sources: list[SheetSource] = [CsvFileSource(), CsvS3Source(store.fetch)]
     if settings.google_credentials_file is not None:
-        from .google_sheets import GoogleSheetSource
-
-        sources.insert(0, GoogleSheetSource.from_settings(settings))
-    return SyncContext(store=store, reader=SheetReader(sources))
+        sources.insert(0, LazyGoogleSource(settings))
+    lock = partial(S3Lock, client, settings.bucket, settings.lock_key, settings.lock_stale_seconds, run_id)
+    return SyncContext(store=store, reader=SheetReader(sources), lock=lock)
 
 
 def _read_sheet(reader: SheetReader, episode: Episode) -> pd.DataFrame:
@@ -189,17 +215,30 @@ def run_sync(
     aws.check_bucket(store.client, settings.bucket)
     layout = KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
 
-    lock = nullcontext() if options.dry_run else context.lock()
-    with lock:
+    with ExitStack() as held:
+        if not options.dry_run:  # a dry run writes nothing, so it runs beside a real one
+            try:
+                held.enter_context(context.lock())
+            except LockError as exc:
+                report.error(str(exc))
+                return report
         plan = _plan_run(settings, options, context, layout, report)
-        if plan is None or options.dry_run:
+        if plan is None:
             return report
-        guard = delete_guard(plan.count("delete"), plan.current_count, options.max_delete)
+        # checked in a dry run too, so it tells whether the real run would refuse
+        # an extra copy of a frame that stays in the datasets (what an interrupted move leaves) loses nothing,
+        # so only deletes of frames leaving the datasets count against the guard
+        staying = plan.actions.loc[plan.actions["action"] != "delete", "frame"]
+        leaving = int((~plan.of("delete")["frame"].isin(staying)).sum())
+        guard = delete_guard(leaving, plan.current_count, options.max_delete)
         if guard and not options.force:
             report.refused = guard
             log.warning(guard)
+        if options.dry_run:
+            return report
         if plan.writes == 0:
             report.applied = True
+            update_labels_index(store, layout, plan, report)
             return report
         log.info(
             "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
@@ -218,6 +257,7 @@ def run_sync(
                 f"{result.deletes_held_back:,} plain deletes held back because {result.failed:,} operations failed; "
                 "the next run retries them"
             )
+        update_labels_index(store, layout, plan, report, result)
     return report
 
 
@@ -225,7 +265,11 @@ def _plan_run(
     settings: Settings, options: SyncOptions, context: SyncContext, layout: KeyLayout, report: RunReport
 ) -> Plan | None:
     store = context.store
-    files, read_errors = store.read_manifests(settings.manifests_prefix)
+    try:
+        files, read_errors = store.read_manifests(settings.manifests_prefix)
+    except InventoryError as exc:
+        report.error(f"{exc}; nothing was planned or changed")
+        return None
     for message in read_errors:
         report.error(message)
     if not files and not read_errors:
@@ -264,6 +308,7 @@ def _plan_run(
         frames.pop(eid, None)
 
     current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+    unexpected = [k for k in unexpected if k != labels_key(settings.ml_prefix)]  # the job's own index
     report.unexpected = len(unexpected)
     for key in unexpected[:20]:
         report.warn(f"not a dataset object, left alone: {key}")
@@ -291,6 +336,7 @@ def _plan_run(
         prune_orphans=prune,
         held_frames=held,
     )
+    plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
     report.orphans = len(plan.orphans)
     if len(plan.orphans):
         orphan_episodes = ", ".join(sorted(set(plan.orphans["episode_id"])))

@@ -8,6 +8,7 @@ deletes the source of a move only after its copy succeeded.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def progress(total: int, desc: str) -> tqdm:
+def progress(total: int | None, desc: str) -> tqdm:
     """A progress bar on a terminal; silent (and nearly free) in cron logs."""
     return tqdm(total=total, desc=desc, unit="obj", disable=None, leave=False, mininterval=0.5)
 
@@ -41,19 +42,24 @@ def run_bounded(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
     limit = max(1, workers) * 4
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="s3") as pool:
         running: dict[Future, T] = {}
-        while True:
-            while len(running) < limit:
-                item = next(items, _DONE)
-                if item is _DONE:
-                    break
-                running[pool.submit(fn, item)] = item
-            if not running:
-                return
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                item = running.pop(future)
-                error = future.exception()
-                yield item, (error if error is not None else future.result())
+        try:
+            while True:
+                while len(running) < limit:
+                    item = next(items, _DONE)
+                    if item is _DONE:
+                        break
+                    running[pool.submit(fn, item)] = item
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = running.pop(future)
+                    error = future.exception()
+                    yield item, (error if error is not None else future.result())
+        finally:
+            # stopped early (an error, SIGTERM, the caller gave up): queued work never starts
+            for future in running:
+                future.cancel()
 
 
 _DONE: Any = object()
@@ -91,6 +97,8 @@ class Inventory:
     keys: list[str]
     #: keys and folders under the ML prefix that are not dataset objects; reported, never touched
     unexpected: list[str]
+    #: size in bytes of each key in `keys` (only when listed with `with_sizes=True`)
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 class S3Store:
@@ -110,8 +118,17 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise SheetError(f"s3://{bucket}/{key}: cannot read ({describe(exc)})") from None
 
-    def list_page_keys(self, prefix: str, delimiter: str | None = None) -> tuple[list[str], list[str]]:
-        """Every key (and common prefix, with a delimiter) under `prefix`; InventoryError on any failure."""
+    def list_page_keys(
+        self,
+        prefix: str,
+        delimiter: str | None = None,
+        sizes: dict[str, int] | None = None,
+        on_page: Callable[[int], Any] | None = None,
+    ) -> tuple[list[str], list[str]]:
+        """Every key (and common prefix, with a delimiter) under `prefix`; InventoryError on any failure.
+
+        `sizes`, if given, receives each key's size; `on_page(n)` is called with each page's key count.
+        """
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
             kwargs["Delimiter"] = delimiter
@@ -119,8 +136,13 @@ class S3Store:
         folders: list[str] = []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
-                keys.extend(obj["Key"] for obj in page.get("Contents", ()))
+                contents = page.get("Contents", ())
+                keys.extend(obj["Key"] for obj in contents)
                 folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
+                if sizes is not None:
+                    sizes.update((obj["Key"], obj["Size"]) for obj in contents)
+                if on_page is not None:
+                    on_page(len(contents))
         except (ClientError, BotoCoreError) as exc:
             raise InventoryError(f"listing s3://{self.bucket}/{prefix} failed: {describe(exc)}") from None
         return keys, folders
@@ -154,8 +176,11 @@ class S3Store:
             )
         return pd.DataFrame(rows, columns=["episode_id", "frame"]), errors
 
-    def list_datasets(self, layout: KeyLayout) -> Inventory:
-        """List the ML prefix once: discover folders with '/' listings, then each rarity folder in parallel."""
+    def list_datasets(self, layout: KeyLayout, with_sizes: bool = False) -> Inventory:
+        """List the ML prefix once: discover folders with '/' listings, then each rarity folder in parallel.
+
+        A progress bar counts the listed objects on a terminal. `with_sizes` also records each key's size.
+        """
         top_keys, dataset_folders = self.list_page_keys(layout.ml_prefix, "/")
         unexpected = list(top_keys)
         known = {f"{layout.ml_prefix}{d}/" for d in layout.datasets}
@@ -174,11 +199,24 @@ class S3Store:
                 else:
                     unexpected.append(f"{sub} (not a rarity folder; not listed)")
         keys: list[str] = []
-        for _, outcome in run_bounded(lambda f: self.list_page_keys(f)[0], leaves, min(self.workers, 16)):
-            if isinstance(outcome, BaseException):
-                raise outcome
-            keys.extend(outcome)
-        return Inventory(keys=keys, unexpected=sorted(unexpected))
+        sizes: dict[str, int] = {}
+        with progress(None, "list") as bar:
+            bar_lock = threading.Lock()  # pages arrive on several threads
+
+            def count(n: int) -> None:
+                with bar_lock:
+                    bar.update(n)
+
+            def list_leaf(folder: str) -> tuple[list[str], dict[str, int] | None]:
+                leaf_sizes: dict[str, int] | None = {} if with_sizes else None
+                return self.list_page_keys(folder, sizes=leaf_sizes, on_page=count)[0], leaf_sizes
+
+            for _, outcome in run_bounded(list_leaf, leaves, min(self.workers, 16)):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                keys.extend(outcome[0])
+                sizes.update(outcome[1] or {})
+        return Inventory(keys=keys, unexpected=sorted(unexpected), sizes=sizes)
 
     # ---- writing -------------------------------------------------------------------------------
 
