@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from dotenv import load_dotenv
 
+from .cli_common import episode_option, fail_config, season_option
 from .cloudwatch import log_group_from_env, observed_run
 from .errors import ConfigError
 from .job import DeleteLimit, SyncOptions, build_context, run_sync
-from .report import EXIT_CONFIG, RunReport
+from .report import RunReport
 from .settings import Settings
 
 log = logging.getLogger("tuttle_prep")
-
-_SEASON = re.compile(r"^S\d{2}$", re.I)
-_EPISODE = re.compile(r"^S\d{2}E\d{2}$", re.I)
 
 
 def setup_logging(verbose: int) -> None:
@@ -41,29 +37,6 @@ def setup_logging(verbose: int) -> None:
     logging.getLogger("tuttle_prep").setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 with one sentence."""
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        fail_config(str(exc))
-
-
-def fail_config(message: str) -> NoReturn:
-    click.echo(f"configuration error: {message}", err=True)
-    sys.exit(EXIT_CONFIG)
-
-
-def _codes(pattern: re.Pattern[str], example: str):
-    def check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-        for value in values:
-            if not pattern.match(value.strip()):
-                raise click.BadParameter(f"'{value}' is not like {example}")
-        return tuple(v.strip().upper() for v in values)
-
-    return check
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -93,17 +66,8 @@ def main(env_file: Path | None, verbose: int, quiet: bool) -> None:
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Read, list and plan; print what would change; change nothing.")
-@click.option(
-    "--season", "seasons", multiple=True, callback=_codes(_SEASON, "S01"), help="Only this season (repeatable)."
-)
-@click.option(
-    "--episode",
-    "episodes",
-    multiple=True,
-    metavar="S01E01",
-    callback=_codes(_EPISODE, "S01E01"),
-    help="Only this episode (repeatable).",
-)
+@season_option
+@episode_option
 @click.option(
     "--plan-out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -16,42 +15,18 @@ from typing import Any
 import click
 
 from . import aws
+from .cli_common import episode_option, fail_config, load_settings, season_option
 from .errors import ConfigError, InventoryError
 from .labels import labels_key
 from .manifests import collect_episodes
 from .plan import KeyLayout
-from .report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
+from .report import EXIT_ERRORS, EXIT_OK
 from .s3_store import S3Store
 from .settings import Settings
 
 log = logging.getLogger("tuttle_prep")
 
 LIST_WORKERS = 16
-_SEASON = re.compile(r"^S\d{2}$", re.I)
-_EPISODE = re.compile(r"^S\d{2}E\d{2}$", re.I)
-
-
-def _codes(pattern: re.Pattern[str], example: str):
-    def check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-        for value in values:
-            if not pattern.match(value.strip()):
-                raise click.BadParameter(f"'{value}' is not like {example}")
-        return tuple(v.strip().upper() for v in values)
-
-    return check
-
-
-def _fail_config(message: str) -> None:
-    click.echo(f"configuration error: {message}", err=True)
-    sys.exit(EXIT_CONFIG)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        _fail_config(str(exc))
-        raise  # unreachable
 
 
 def _store(settings: Settings, workers: int) -> S3Store:
@@ -60,7 +35,7 @@ def _store(settings: Settings, workers: int) -> S3Store:
     try:
         aws.check_bucket(client, settings.bucket)
     except ConfigError as exc:
-        _fail_config(str(exc))
+        fail_config(str(exc))
     return S3Store(client, settings.bucket, workers)
 
 
@@ -72,7 +47,7 @@ def _make_folder(path: Path, option: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        _fail_config(f"cannot create {option} {path}: {exc.strerror or exc}")
+        fail_config(f"cannot create {option} {path}: {exc.strerror or exc}")
 
 
 def _size(n: int) -> str:
@@ -84,12 +59,8 @@ def _size(n: int) -> str:
 
 
 @click.command("report")
-@click.option(
-    "--season", "seasons", multiple=True, callback=_codes(_SEASON, "S01"), help="Only this season (repeatable)."
-)
-@click.option(
-    "--episode", "episodes", multiple=True, callback=_codes(_EPISODE, "S01E01"), help="Only this episode (repeatable)."
-)
+@season_option
+@episode_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -114,7 +85,7 @@ def report_command(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Pat
     """
     from .dataset_report import build_dataset_report, table_csv, write_chart
 
-    settings = _settings()
+    settings = load_settings()
     _make_folder(out, "--out")
     store = _store(settings, LIST_WORKERS)
     layout = _layout(settings)
@@ -142,7 +113,7 @@ def report_command(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Pat
         csv.write_text(table_csv(report), encoding="utf-8")
         write_chart(report, png, f"Tuttle Twins datasets{scope}: {report.total_files:,} files in {where}")
     except OSError as exc:
-        _fail_config(f"cannot write to --out {out}: {exc.strerror or exc}")
+        fail_config(f"cannot write to --out {out}: {exc.strerror or exc}")
 
     if output_format == "json":
         record: dict[str, Any] = {
@@ -206,7 +177,7 @@ def pull_command(datasets: tuple[str, ...], dest: Path, delete: bool, workers: i
     """
     from .pull import pull_datasets
 
-    settings = _settings()
+    settings = load_settings()
     for name in datasets:
         if name not in settings.split:
             raise click.BadParameter(
