@@ -20,15 +20,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-HEADER = [
-    "S3_BASE_URI",
-    "ROW_INDEX",
-    "FRAME NUMBER",
-    "UNSUPERVISED CLASSIFICATION",
-    "SUPERVISED CLASSIFICATION",
-    "JONNY's RECLASSIFICATION",
-    "METADATA",
-]
+from tuttle_prep.frame_table import SHEET_HEADER
+
+HEADER = list(SHEET_HEADER)
 FRAME = "FRAME NUMBER"
 UNSUPERVISED = "UNSUPERVISED CLASSIFICATION"
 SUPERVISED = "SUPERVISED CLASSIFICATION"

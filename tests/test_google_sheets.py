@@ -19,6 +19,7 @@ from fake_google import PRIVATE_KEY_ID, SERVICE_ACCOUNT_EMAIL, FakeGoogle, forbi
 from season import dataset_keys, frame_number, manifest_entry, put_manifest, put_sources
 
 from tuttle_prep.errors import ConfigError, SheetError
+from tuttle_prep.frame_table import SHEET_HEADER
 from tuttle_prep.google_sheets import (
     SCOPES,
     GoogleOptions,
@@ -31,15 +32,7 @@ from tuttle_prep.google_sheets import (
 from tuttle_prep.settings import Settings
 from tuttle_prep.sheets import CsvFileSource, SheetReader
 
-HEADER = [
-    "S3_BASE_URI",
-    "ROW_INDEX",
-    "FRAME NUMBER",
-    "UNSUPERVISED CLASSIFICATION",
-    "SUPERVISED CLASSIFICATION",
-    "JONNY's RECLASSIFICATION",
-    "METADATA",
-]
+HEADER = list(SHEET_HEADER)
 BASE = "media.angel-nft.com/tuttle_twins/default_eng/v1/frames/thumbnails/"
 #: back-off waits of a few milliseconds, so retry tests stay fast
 FAST = {"backoff_multiplier": 0.005, "backoff_max": 0.02, "backoff_jitter": 0.005}

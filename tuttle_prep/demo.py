@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from .frame_table import RARITIES
+from .frame_table import RARITIES, SHEET_HEADER
 from .job import SyncOptions, build_context, run_sync
 from .report import RunReport
 from .settings import Settings
@@ -44,15 +44,7 @@ _FRAME_JPEG_B64 = (
 EPISODES = ("E01", "E02", "E03")
 SEASON = "S01"
 SHEET_PREFIX = "tuttle_twins/demo_sheets/"
-HEADER = [
-    "S3_BASE_URI",
-    "ROW_INDEX",
-    "FRAME NUMBER",
-    "UNSUPERVISED CLASSIFICATION",
-    "SUPERVISED CLASSIFICATION",
-    "JONNY's RECLASSIFICATION",
-    "METADATA",
-]
+HEADER = list(SHEET_HEADER)
 
 
 def frame_jpeg(frame: str) -> bytes:

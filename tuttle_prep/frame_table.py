@@ -22,6 +22,16 @@ FRAME_COLUMN = "FRAME NUMBER"
 #: rarity columns, most trusted first
 RARITY_COLUMNS = ("JONNY's RECLASSIFICATION", "SUPERVISED CLASSIFICATION", "UNSUPERVISED CLASSIFICATION")
 METADATA_COLUMN = "METADATA"
+#: the header row of an episode sheet, as the reviewers' sheets have it
+SHEET_HEADER = (
+    "S3_BASE_URI",
+    "ROW_INDEX",
+    FRAME_COLUMN,
+    RARITY_COLUMNS[2],
+    RARITY_COLUMNS[1],
+    RARITY_COLUMNS[0],
+    METADATA_COLUMN,
+)
 
 FRAME_PATTERN = r"TT_S(\d{2})_E(\d{2})_FRM-(\d{2})-([0-5]\d)-([0-5]\d)-([01]\d|2[0-3])"
 _FRAME_RE = re.compile(f"^{FRAME_PATTERN}$")

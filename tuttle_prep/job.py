@@ -6,7 +6,6 @@ Everything found along the way goes into a `RunReport`; nothing here prints.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -146,13 +145,6 @@ def build_context(settings: Settings, options: SyncOptions, run_id: str | None =
     return SyncContext(store=store, reader=SheetReader(sources), lock=lock)
 
 
-def _read_sheet(reader: SheetReader, episode: Episode) -> pd.DataFrame:
-    source = next((s for s in reader.sources if s.can_read(episode.sheet_location)), None)
-    if source is not None and "episode_id" in inspect.signature(source.read).parameters:
-        return source.read(episode.sheet_location, title=episode.title, episode_id=episode.episode_id)
-    return reader.read(episode.sheet_location)
-
-
 def load_frames(
     episodes: list[Episode], reader: SheetReader, report: RunReport, allow_empty: bool
 ) -> tuple[dict[str, pd.DataFrame], set[str]]:
@@ -163,7 +155,7 @@ def load_frames(
 
     def load(episode: Episode) -> tuple[Episode, Any]:
         try:
-            raw = _read_sheet(reader, episode)
+            raw = reader.read(episode.sheet_location, title=episode.title, episode_id=episode.episode_id)
             return episode, build_frame_table(raw, episode.episode_id, f"{episode.episode_id} sheet")
         except SheetError as exc:
             return episode, exc

@@ -32,8 +32,10 @@ class SheetSource(Protocol):
         """True if this source understands `location`."""
         ...
 
-    def read(self, location: str) -> pd.DataFrame:
-        """Return the first worksheet with the header row as columns; raise SheetError if it can't."""
+    def read(self, location: str, *, title: str = "", episode_id: str = "") -> pd.DataFrame:
+        """Return the first worksheet with the header row as columns; raise SheetError if it can't.
+
+        `title` and `episode_id` come from the manifest and only make error messages clearer."""
         ...
 
 
@@ -103,7 +105,7 @@ class CsvFileSource:
     def can_read(self, location: str) -> bool:
         return location_kind(location) == "file"
 
-    def read(self, location: str) -> pd.DataFrame:
+    def read(self, location: str, *, title: str = "", episode_id: str = "") -> pd.DataFrame:
         location = location.strip()
         path = Path(unquote(urlparse(location).path)) if location.startswith("file://") else Path(location)
         try:
@@ -125,7 +127,7 @@ class CsvS3Source:
     def can_read(self, location: str) -> bool:
         return location_kind(location) == "s3"
 
-    def read(self, location: str) -> pd.DataFrame:
+    def read(self, location: str, *, title: str = "", episode_id: str = "") -> pd.DataFrame:
         parsed = urlparse(location.strip())
         bucket, key = parsed.netloc, parsed.path.lstrip("/")
         if not bucket or not key:
@@ -139,11 +141,11 @@ class SheetReader:
     def __init__(self, sources: Sequence[SheetSource]) -> None:
         self.sources = list(sources)
 
-    def read(self, location: str) -> pd.DataFrame:
+    def read(self, location: str, *, title: str = "", episode_id: str = "") -> pd.DataFrame:
         """Read `location` with the matching source; SheetError if none matches or reading fails."""
         for source in self.sources:
             if source.can_read(location):
-                return source.read(location)
+                return source.read(location, title=title, episode_id=episode_id)
         if is_google_location(location):
             raise SheetError(
                 f"{location}: a Google Sheets link, but Google access is not configured "
