@@ -218,11 +218,7 @@ def run_sync(
         if plan is None:
             return report
         # checked in a dry run too, so it tells whether the real run would refuse
-        # an extra copy of a frame that stays in the datasets (what an interrupted move leaves) loses nothing,
-        # so only deletes of frames leaving the datasets count against the guard
-        staying = plan.actions.loc[plan.actions["action"] != "delete", "frame"]
-        leaving = int((~plan.of("delete")["frame"].isin(staying)).sum())
-        guard = delete_guard(leaving, plan.current_count, options.max_delete)
+        guard = delete_guard(plan.deletes_leaving(), plan.current_count, options.max_delete)
         if guard and not options.force:
             report.refused = guard
             log.warning(guard)

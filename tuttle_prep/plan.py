@@ -148,6 +148,12 @@ class Plan:
         """S3 objects this plan would write or delete."""
         return self.count("copy") + 2 * self.count("move") + self.count("delete")
 
+    def deletes_leaving(self) -> int:
+        """Plain deletes of frames that leave the datasets. An extra copy of a frame that stays (what an
+        interrupted move leaves behind) loses nothing, so only these count against the delete guard."""
+        staying = self.actions.loc[self.actions["action"] != "delete", "frame"]
+        return int((~self.of("delete")["frame"].isin(staying)).sum())
+
     def counts_by_episode(self) -> pd.DataFrame:
         """Per episode: keep, copy, move, delete, missing."""
         counts = pd.crosstab(self.actions["episode_id"], self.actions["action"])
