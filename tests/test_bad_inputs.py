@@ -28,6 +28,7 @@ from season import (
     put_sources,
     row,
     sheet_csv,
+    sheet_key,
     source_key,
     upload_season,
 )
@@ -277,3 +278,21 @@ def test_a_frame_in_two_datasets_ends_in_one_and_a_missing_source_is_reported(bu
         assert f"missing source frame s3://{bucket.name}/{source_key(frame)}" not in result.output
     assert dataset_keys(bucket) == {frame: wanted[frame] for frame in f[:4]}
     assert set(snapshot(bucket, "tuttle_twins/s01e01/")) == {source_key(frame) for frame in f[:2]}
+
+
+def test_a_sheet_of_another_episode_is_rejected_row_by_row_without_flooding_the_log(bucket: Bucket) -> None:
+    # S01E02's manifest entry links S01E01's sheet by mistake: every row names a frame of another episode
+    upload_season(bucket, {E01: season_rows(E01, 80)})
+    upload_season(bucket, {E02: season_rows(E01, 80)}, sources=False, manifest=False)
+    entries = [
+        {"season_code": "S01", "episode_code": e[3:], "google_spreadsheet_share_link": f"s3://{bucket.name}/{sheet_key(e)}"}
+        for e in (E01, E02)
+    ]
+    bucket.put("tuttle_twins/manifests/S01-episodes.json", json.dumps(entries))
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 1
+    assert result.stderr.count("frame of another episode (this sheet is S01E02)") == 50
+    assert "S01E02: ... and 30 more rejected rows in its sheet (50 shown)" in result.stderr
+    assert dataset_keys(bucket) == expected_state({E01: season_rows(E01, 80)})

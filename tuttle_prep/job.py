@@ -33,6 +33,8 @@ from .sheets import CsvFileSource, CsvS3Source, SheetReader, SheetSource, is_goo
 log = logging.getLogger(__name__)
 
 SHEET_THREADS = 8
+#: rejected rows logged one by one per sheet; a sheet linked to the wrong episode would otherwise flood the log
+REJECTIONS_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,11 @@ def load_frames(
                 continue
             rejections.append(outcome.rejections)
             held |= outcome.held_frames
-            for row in outcome.rejections.itertuples(index=False):
+            for row in outcome.rejections.head(REJECTIONS_SHOWN).itertuples(index=False):
                 report.error(f"{eid} sheet row {row.row}, column {row.column!r}: {row.value!r} {row.reason}")
+            if len(outcome.rejections) > REJECTIONS_SHOWN:
+                more = len(outcome.rejections) - REJECTIONS_SHOWN
+                report.error(f"{eid}: ... and {more:,} more rejected rows in its sheet ({REJECTIONS_SHOWN} shown)")
             if outcome.frames.empty and not allow_empty:
                 report.error(f"{eid}: the sheet has no classified frames; skipped (use --allow-empty to empty it)")
                 report.skip(eid, "no classified frames")
