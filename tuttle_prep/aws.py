@@ -7,16 +7,34 @@ environment itself, so the same code runs against AWS, moto server or any S3-com
 from __future__ import annotations
 
 import os
+import re
+from datetime import datetime
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+from botocore.utils import parse_timestamp
 
 from .errors import ConfigError
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_RETRIES = 5
+
+
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z\Z")
+#: the tzinfo botocore gives a 'Z' time on this host (dateutil says tzlocal() where local time is UTC, else tzutc())
+_UTC_AS_BOTOCORE_SAYS = parse_timestamp("2000-01-01T00:00:00Z").tzinfo
+
+
+def fast_timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser, with a fast path for S3's ISO 8601 UTC times; same values, same tzinfo.
+
+    botocore parses every LastModified with dateutil (~30 µs): most of the CPU time of a large listing.
+    """
+    if isinstance(value, str) and _ISO_UTC.match(value):
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=_UTC_AS_BOTOCORE_SAYS)
+    return parse_timestamp(value)
 
 
 def new_session() -> boto3.session.Session:
@@ -39,6 +57,9 @@ def make_client(
     botocore reads it) decides when set, else DEFAULT_RETRIES.
     """
     session = session or new_session()
+    botocore_session = getattr(session, "_session", None)  # boto3 keeps it private; the parsers are its component
+    if botocore_session is not None:
+        botocore_session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
     region = session.region_name or os.environ.get("AWS_REGION") or DEFAULT_REGION
     retries: dict[str, Any] = {"mode": "standard"}
     if max_attempts is not None or not os.environ.get("AWS_MAX_ATTEMPTS", "").strip():

@@ -26,7 +26,7 @@ from .lock import S3Lock
 from .manifests import Episode, collect_episodes, filter_episodes
 from .plan import KeyLayout, Plan, plan_changes, wanted_frames
 from .report import COUNT_COLUMNS, RunReport
-from .s3_store import S3Store
+from .s3_store import S3Store, default_processes
 from .settings import Settings
 from .sheets import CsvFileSource, CsvS3Source, SheetReader, SheetSource, is_google_location
 
@@ -139,7 +139,7 @@ class LazyGoogleSource:
 def build_context(settings: Settings, options: SyncOptions, run_id: str | None = None) -> SyncContext:
     """One S3 client sized to the workers, the sheet sources (Google first when configured), the run lock."""
     client = aws.make_client("s3", max_pool=options.workers)
-    store = S3Store(client, settings.bucket, options.workers)
+    store = S3Store(client, settings.bucket, options.workers, processes=default_processes())
     sources: list[SheetSource] = [CsvFileSource(), CsvS3Source(store.fetch)]
     if settings.google_credentials_file is not None:
         sources.insert(0, LazyGoogleSource(settings))
@@ -213,6 +213,7 @@ def run_sync(
     layout = KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
 
     with ExitStack() as held:
+        held.callback(store.close)  # stops the worker processes a large listing may have started
         if not options.dry_run:  # a dry run writes nothing, so it runs beside a real one
             try:
                 held.enter_context(context.lock())
@@ -286,8 +287,9 @@ def _plan_run(
 
     folders = {eid: layout.source_folder(eid) for eid in frames}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        datasets_future = pool.submit(store.list_datasets, layout)
-        sources_future = pool.submit(store.list_sources, folders)
+        expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
+        datasets_future = pool.submit(store.list_datasets, layout, expected_keys=expected)
+        sources_future = pool.submit(store.list_sources, folders, expected_keys=expected)
         try:
             inventory = datasets_future.result()
         except InventoryError as exc:

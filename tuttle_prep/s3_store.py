@@ -8,9 +8,14 @@ deletes the source of a move only after its copy succeeded.
 from __future__ import annotations
 
 import logging
+import math
+import multiprocessing
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,7 +23,7 @@ import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
-from .aws import describe
+from .aws import describe, make_client
 from .errors import InventoryError, SheetError
 from .frame_table import RARITIES
 from .manifests import MANIFEST_SUFFIX
@@ -27,6 +32,12 @@ from .plan import KeyLayout, Plan
 log = logging.getLogger(__name__)
 
 DELETE_BATCH = 1000  # the DeleteObjects limit
+#: with several worker processes, plans with at least this many copies and listings of at least this many keys
+#: use them: one process's botocore tops out near 1,000 copies/s and 30,000 listed keys/s on the GIL
+#: (benchmarks/bench_sync.py), and starting the processes costs about a second
+PROCESS_MIN_COPIES = 2000
+PROCESS_MIN_KEYS = 100_000
+COPY_CHUNK = 500
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -36,11 +47,15 @@ def progress(total: int | None, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="obj", disable=None, leave=False, mininterval=0.5)
 
 
-def run_bounded(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[tuple[T, R | BaseException]]:
-    """Run `fn` over `items` on `workers` threads, at most 4×workers in flight; yield (item, result or error)."""
+def run_bounded(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, executor: Executor | None = None
+) -> Iterator[tuple[T, R | BaseException]]:
+    """Run `fn` over `items` on `workers` threads (or on `executor`), at most 4×workers in flight; yield (item,
+    result or error)."""
     items = iter(items)
     limit = max(1, workers) * 4
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="s3") as pool:
+    own_pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="s3") if executor is None else None
+    with own_pool or nullcontext(executor) as pool:
         running: dict[Future, T] = {}
         try:
             while True:
@@ -63,6 +78,51 @@ def run_bounded(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
 
 
 _DONE: Any = object()
+
+
+def default_processes() -> int:
+    """Worker processes for large listings and plans: one per core, at most 8."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class CopyProcessError(BotoCoreError):
+    """A copy that failed in a worker process, after botocore's retries there; carries botocore's description."""
+
+    fmt = "{description}"
+
+
+_process_store: S3Store | None = None
+
+
+def _start_worker_process(bucket: str, threads: int) -> None:
+    """Initializer of a worker process: its own client (clients don't cross processes); Ctrl-C is the parent's."""
+    global _process_store
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _process_store = S3Store(make_client("s3", max_pool=threads), bucket, threads)
+
+
+def _worker_store() -> S3Store:
+    if _process_store is None:
+        raise RuntimeError("this runs only in a worker process started by _start_worker_process")
+    return _process_store
+
+
+def _list_in_process(prefixes: list[str]) -> dict[str, list[str] | BaseException]:
+    """Run in a worker process: every key under each prefix (listed on threads), or the listing's error."""
+    store = _worker_store()
+    return dict(run_bounded(lambda p: store.list_page_keys(p)[0], prefixes, min(store.workers, 16)))
+
+
+def _copy_in_process(jobs: list[tuple[str, str, str]]) -> list[str | None]:
+    """Run in a worker process: each (action, src, dst) job's outcome, None or botocore's description of the error."""
+    store = _worker_store()
+    outcomes: list[str | None] = [None] * len(jobs)
+    for index, outcome in run_bounded(lambda i: store._copy(jobs[i][1:]), range(len(jobs)), store.workers):
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, (ClientError, BotoCoreError)):
+                raise outcome
+            outcomes[index] = describe(outcome)
+    return outcomes
 
 
 @dataclass
@@ -102,12 +162,53 @@ class Inventory:
 
 
 class S3Store:
-    """One bucket, one client (shared by all threads: boto3 clients are thread-safe)."""
+    """One bucket, one client (shared by all threads: boto3 clients are thread-safe).
 
-    def __init__(self, client: Any, bucket: str, workers: int = 32) -> None:
+    `processes` > 1 spreads the copies of large plans (PROCESS_MIN_COPIES) and large listings (PROCESS_MIN_KEYS)
+    over that many worker processes, each with its own client made by `aws.make_client` from the environment,
+    and `workers` threads in all. They start on first use and stop when `apply` ends or on `close`.
+    """
+
+    def __init__(self, client: Any, bucket: str, workers: int = 32, processes: int = 1) -> None:
         self.client = client
         self.bucket = bucket
         self.workers = max(1, workers)
+        self.processes = max(1, min(processes, self.workers))
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _worker_pool(self) -> ProcessPoolExecutor | None:
+        """The worker processes (started now if need be), or None where there are none."""
+        with self._pool_lock:
+            if self._pool is None and self.processes > 1:
+                try:
+                    self._pool = ProcessPoolExecutor(
+                        self.processes,
+                        mp_context=multiprocessing.get_context("spawn"),  # never fork a process that has threads
+                        initializer=_start_worker_process,
+                        initargs=(self.bucket, math.ceil(self.workers / self.processes)),
+                    )
+                except (OSError, NotImplementedError) as exc:  # no semaphores (some sandboxes): threads still work
+                    log.warning("working on threads only: cannot start worker processes (%s)", exc)
+                    self.processes = 1
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any started."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _list_in_processes(
+        self, pool: ProcessPoolExecutor, prefixes: list[str]
+    ) -> Iterator[tuple[str, list[str] | BaseException]]:
+        """Every key under each prefix, the prefixes dealt out to the worker processes; yield (prefix, keys or
+        error), each process's share together."""
+        shares = [prefixes[i :: self.processes] for i in range(self.processes) if prefixes[i :: self.processes]]
+        for share, outcome in run_bounded(_list_in_process, shares, self.processes, pool):
+            for prefix in share:
+                yield prefix, (outcome if isinstance(outcome, BaseException) else outcome[prefix])
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -160,13 +261,20 @@ class S3Store:
                 errors.append(f"s3://{self.bucket}/{key}: cannot read the manifest ({describe(exc)})")
         return files, errors
 
-    def list_sources(self, folders: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
-        """List each episode's source folder in parallel: (episode_id, frame) rows, and errors by episode."""
+    def list_sources(self, folders: dict[str, str], expected_keys: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:
+        """List each episode's source folder in parallel: (episode_id, frame) rows, and errors by episode.
+
+        With `expected_keys` >= PROCESS_MIN_KEYS the worker processes list, if the store has them.
+        """
         rows: list[tuple[str, str]] = []
         errors: dict[str, str] = {}
-        for episode_id, outcome in run_bounded(
-            lambda e: self.list_page_keys(folders[e])[0], folders, min(self.workers, 16)
-        ):
+        listings: Iterator[tuple[str, list[str] | BaseException]]
+        if expected_keys >= PROCESS_MIN_KEYS and (pool := self._worker_pool()) is not None:
+            episode_of_folder = {folder: episode_id for episode_id, folder in folders.items()}
+            listings = ((episode_of_folder[f], o) for f, o in self._list_in_processes(pool, list(episode_of_folder)))
+        else:
+            listings = run_bounded(lambda e: self.list_page_keys(folders[e])[0], folders, min(self.workers, 16))
+        for episode_id, outcome in listings:
             if isinstance(outcome, BaseException):
                 errors[episode_id] = str(outcome)
                 continue
@@ -176,10 +284,11 @@ class S3Store:
             )
         return pd.DataFrame(rows, columns=["episode_id", "frame"]), errors
 
-    def list_datasets(self, layout: KeyLayout, with_sizes: bool = False) -> Inventory:
+    def list_datasets(self, layout: KeyLayout, with_sizes: bool = False, expected_keys: int = 0) -> Inventory:
         """List the ML prefix once: discover folders with '/' listings, then each rarity folder in parallel.
 
         A progress bar counts the listed objects on a terminal. `with_sizes` also records each key's size.
+        Without it, and with `expected_keys` >= PROCESS_MIN_KEYS, the worker processes list, if the store has them.
         """
         top_keys, dataset_folders = self.list_page_keys(layout.ml_prefix, "/")
         unexpected = list(top_keys)
@@ -211,11 +320,18 @@ class S3Store:
                 leaf_sizes: dict[str, int] | None = {} if with_sizes else None
                 return self.list_page_keys(folder, sizes=leaf_sizes, on_page=count)[0], leaf_sizes
 
-            for _, outcome in run_bounded(list_leaf, leaves, min(self.workers, 16)):
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                keys.extend(outcome[0])
-                sizes.update(outcome[1] or {})
+            if expected_keys >= PROCESS_MIN_KEYS and not with_sizes and (pool := self._worker_pool()) is not None:
+                for _, listed in self._list_in_processes(pool, leaves):
+                    if isinstance(listed, BaseException):
+                        raise listed
+                    keys.extend(listed)
+                    count(len(listed))
+            else:
+                for _, outcome in run_bounded(list_leaf, leaves, min(self.workers, 16)):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    keys.extend(outcome[0])
+                    sizes.update(outcome[1] or {})
         return Inventory(keys=keys, unexpected=sorted(unexpected), sizes=sizes)
 
     # ---- writing -------------------------------------------------------------------------------
@@ -223,6 +339,18 @@ class S3Store:
     def _copy(self, src_dst: tuple[str, str]) -> None:
         src, dst = src_dst
         self.client.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})
+
+    def _copy_jobs(self, jobs: list[tuple[str, str, str]]) -> Iterator[tuple[tuple[str, str, str], Any]]:
+        """Run each (action, src, dst) copy; yield (job, None or the error), in any order."""
+        if len(jobs) >= PROCESS_MIN_COPIES and (pool := self._worker_pool()) is not None:
+            chunks = [jobs[i : i + COPY_CHUNK] for i in range(0, len(jobs), COPY_CHUNK)]
+            for chunk, outcomes in run_bounded(_copy_in_process, chunks, self.processes, pool):
+                if isinstance(outcomes, BaseException):
+                    raise outcomes  # a crashed worker process: nothing is deleted, the next run re-plans
+                for job, error in zip(chunk, outcomes, strict=True):
+                    yield job, (None if error is None else CopyProcessError(description=error))
+        else:
+            yield from run_bounded(lambda j: self._copy(j[1:]), jobs, self.workers)
 
     def _delete_batch(self, keys: list[str]) -> list[Failure]:
         response = self.client.delete_objects(
@@ -258,16 +386,19 @@ class S3Store:
         jobs += [("move", s, d) for s, d in zip(moves["src_key"], moves["dst_key"], strict=True)]
         moved_sources: list[str] = []
         with progress(len(jobs), "copy") as bar:
-            for (action, src, dst), outcome in run_bounded(lambda j: self._copy(j[1:]), jobs, self.workers):
-                bar.update(1)
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, (ClientError, BotoCoreError)):
-                        raise outcome
-                    result.failures.append(Failure(action, dst, f"copy from {src}: {describe(outcome)}"))
-                elif action == "copy":
-                    result.copied += 1
-                else:
-                    moved_sources.append(src)
+            try:
+                for (action, src, dst), outcome in self._copy_jobs(jobs):
+                    bar.update(1)
+                    if isinstance(outcome, BaseException):
+                        if not isinstance(outcome, (ClientError, BotoCoreError)):
+                            raise outcome
+                        result.failures.append(Failure(action, dst, f"copy from {src}: {describe(outcome)}"))
+                    elif action == "copy":
+                        result.copied += 1
+                    else:
+                        moved_sources.append(src)
+            finally:
+                self.close()  # copies under way finish; the deletes run here, on threads
         if on_progress:
             on_progress(f"copied {result.copied + len(moved_sources)} of {len(jobs)} objects")
         deletes = plan.of("delete")["src_key"].tolist()
