@@ -173,8 +173,6 @@ def episode_lines(report: RunReport) -> list[str]:
     return lines
 
 
-
-
 # -- metrics -----------------------------------------------------------------------------------------
 
 
