@@ -108,3 +108,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
     from tuttle_prep.cli import main
 
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def fake_google(monkeypatch: pytest.MonkeyPatch):
+    """The fake Google token endpoint and Sheets API on 127.0.0.1; fails the test if anything else is reached."""
+    from fake_google import forbid_non_loopback, running_fake_google
+
+    leaks = forbid_non_loopback(monkeypatch)
+    with running_fake_google() as server:
+        yield server
+    assert not leaks, f"the code tried to reach {leaks}"

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from fake_google import PRIVATE_KEY_ID, SERVICE_ACCOUNT_EMAIL, FakeGoogle, forbid_non_loopback, running_fake_google
+from fake_google import PRIVATE_KEY_ID, SERVICE_ACCOUNT_EMAIL, FakeGoogle
 from season import dataset_keys, frame_number, manifest_entry, put_manifest, put_sources
 
 from tuttle_prep.errors import ConfigError, SheetError
@@ -52,11 +51,8 @@ def row(frame: str, unsupervised: str = "", supervised: str = "", jonny: str = "
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGoogle]:
-    leaks = forbid_non_loopback(monkeypatch)
-    with running_fake_google() as server:
-        yield server
-    assert not leaks, f"the code tried to reach {leaks}"
+def fake(fake_google: FakeGoogle) -> FakeGoogle:
+    return fake_google
 
 
 def make_source(fake: FakeGoogle, tmp_path: Path, **overrides) -> GoogleSheetSource:

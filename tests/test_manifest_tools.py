@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from fake_google import SERVICE_ACCOUNT_EMAIL, FakeGoogle, forbid_non_loopback, running_fake_google
+from fake_google import SERVICE_ACCOUNT_EMAIL, FakeGoogle
 from season import sheet_csv
 
 from tuttle_prep.cli_manifests import manifests
@@ -58,11 +57,8 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGoogle]:
-    leaks = forbid_non_loopback(monkeypatch)
-    with running_fake_google() as server:
-        yield server
-    assert not leaks, f"the code tried to reach {leaks}"
+def fake(fake_google: FakeGoogle) -> FakeGoogle:
+    return fake_google
 
 
 # ---------------------------------------------------------------------------------------- validate

@@ -48,7 +48,7 @@ from gspread.utils import absolute_range_name
 
 from .errors import ConfigError, SheetError
 from .frame_table import FRAME_COLUMN, RARITY_COLUMNS, normalize_header
-from .settings import Settings
+from .settings import Settings, env_number
 from .sheets import is_google_location, table_from_rows
 
 log = logging.getLogger(__name__)
@@ -137,32 +137,18 @@ class GoogleOptions:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GoogleOptions:
         """Read TUTTLE_GOOGLE_TIMEOUT/_ATTEMPTS/_CONCURRENCY/_REQUESTS_PER_MINUTE/_API_URL; ConfigError if bad."""
-        read_timeout = _number(env, "TUTTLE_GOOGLE_TIMEOUT", cls.read_timeout, float, 1)
+        read_timeout = env_number(env, "TUTTLE_GOOGLE_TIMEOUT", cls.read_timeout, float, 1)
         api_url = env.get("TUTTLE_GOOGLE_API_URL", "").strip().rstrip("/") or cls.api_base_url
         if urlparse(api_url).scheme not in ("http", "https"):
             raise ConfigError(f"TUTTLE_GOOGLE_API_URL must be an http(s) URL, got '{api_url}'")
         return cls(
             connect_timeout=min(cls.connect_timeout, read_timeout),
             read_timeout=read_timeout,
-            attempts=_number(env, "TUTTLE_GOOGLE_ATTEMPTS", cls.attempts, int, 1),
-            concurrency=_number(env, "TUTTLE_GOOGLE_CONCURRENCY", cls.concurrency, int, 1),
-            requests_per_minute=_number(env, "TUTTLE_GOOGLE_REQUESTS_PER_MINUTE", cls.requests_per_minute, int, 1),
+            attempts=env_number(env, "TUTTLE_GOOGLE_ATTEMPTS", cls.attempts, int, 1),
+            concurrency=env_number(env, "TUTTLE_GOOGLE_CONCURRENCY", cls.concurrency, int, 1),
+            requests_per_minute=env_number(env, "TUTTLE_GOOGLE_REQUESTS_PER_MINUTE", cls.requests_per_minute, int, 1),
             api_base_url=api_url,
         )
-
-
-def _number(env: Mapping[str, str], variable: str, default: Any, kind: type, minimum: float) -> Any:
-    raw = env.get(variable, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        word = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"{variable} must be {word}, got '{raw}'") from None
-    if value < minimum:
-        raise ConfigError(f"{variable} must be at least {minimum:g}, got {raw}")
-    return value
 
 
 # ------------------------------------------------------------------------------------- credentials

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -54,16 +55,18 @@ def _prefix(value: str, variable: str) -> str:
     return value if value.endswith("/") else value + "/"
 
 
-def _positive_int(env: Mapping[str, str], variable: str, default: int, minimum: int = 0) -> int:
+def env_number(env: Mapping[str, str], variable: str, default: Any, kind: type = int, minimum: float = 0) -> Any:
+    """`kind(env[variable])` if set, else `default`; ConfigError naming the variable if not a number >= minimum."""
     raw = env.get(variable, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{variable} must be a whole number, got '{raw}'") from None
+        word = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{variable} must be {word}, got '{raw}'") from None
     if value < minimum:
-        raise ConfigError(f"{variable} must be at least {minimum}, got {value}")
+        raise ConfigError(f"{variable} must be at least {minimum:g}, got {raw}")
     return value
 
 
@@ -109,9 +112,9 @@ class Settings:
             img_size=img_size,
             split=parse_split(env.get("TUTTLE_SPLIT", DEFAULT_SPLIT)),
             split_seed=seed,
-            split_group_seconds=_positive_int(env, "TUTTLE_SPLIT_GROUP_SECONDS", 0),
+            split_group_seconds=env_number(env, "TUTTLE_SPLIT_GROUP_SECONDS", 0),
             google_credentials_file=Path(creds).expanduser() if creds else None,
             log_group=log_group or None,
             lock_key=env.get("TUTTLE_LOCK_KEY", cls.lock_key).strip().lstrip("/") or cls.lock_key,
-            lock_stale_seconds=_positive_int(env, "TUTTLE_LOCK_STALE_SECONDS", cls.lock_stale_seconds, 60),
+            lock_stale_seconds=env_number(env, "TUTTLE_LOCK_STALE_SECONDS", cls.lock_stale_seconds, int, 60),
         )
