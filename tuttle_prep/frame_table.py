@@ -105,7 +105,9 @@ def _find_columns(table: pd.DataFrame, where: str) -> dict[str, str]:
 def _cells(table: pd.DataFrame, column: str | None) -> pd.Series:
     if column is None:
         return pd.Series("", index=table.index, dtype=object)
-    return table[column].fillna("").astype(str).str.strip()
+    # a comprehension over the plain values: pandas' .str.strip costs ~5x more on string columns
+    values = table[column].to_numpy(dtype=object, na_value="")
+    return pd.Series([str(v).strip() for v in values], index=table.index, dtype=object)
 
 
 def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = None) -> FrameTable:
