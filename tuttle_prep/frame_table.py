@@ -107,7 +107,7 @@ def _cells(table: pd.DataFrame, column: str | None) -> pd.Series:
         return pd.Series("", index=table.index, dtype=object)
     # a comprehension over the plain values: pandas' .str.strip costs ~5x more on string columns
     values = table[column].to_numpy(dtype=object, na_value="")
-    return pd.Series([str(v).strip() for v in values], index=table.index, dtype=object)
+    return pd.Series([v.strip() if type(v) is str else str(v).strip() for v in values], index=table.index, dtype=object)
 
 
 def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = None) -> FrameTable:

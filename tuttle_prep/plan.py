@@ -52,7 +52,7 @@ class KeyLayout:
     def dataset_keys(self, datasets: pd.Series, rarities: pd.Series, frames: pd.Series) -> pd.Series:
         """The dataset object key of each (dataset, rarity, frame) row; the index is `frames`'."""
         head = self.ml_prefix
-        rows = zip(datasets.astype(str).tolist(), rarities.astype(str).tolist(), frames.tolist(), strict=True)
+        rows = zip(datasets.tolist(), rarities.tolist(), frames.tolist(), strict=True)
         return pd.Series([f"{head}{d}/{r}/{f}.jpg" for d, r, f in rows], index=frames.index, dtype=object)
 
     def dataset_folders(self) -> list[str]:
@@ -182,6 +182,12 @@ def _rows(action: str, frame: pd.DataFrame, src: pd.Series | str, dst: pd.Series
     )
 
 
+def _isin(values: pd.Series, pool: Iterable[str]) -> np.ndarray:
+    """`values.isin(pool)` for string columns; a Python set is ~3x faster than pandas' hash table here."""
+    members = pool if isinstance(pool, (set, frozenset)) else set(pool)
+    return np.fromiter((v in members for v in values.tolist()), dtype=bool, count=len(values))
+
+
 def plan_changes(
     wanted: pd.DataFrame,
     current: pd.DataFrame,
@@ -207,23 +213,23 @@ def plan_changes(
     wanted = wanted.assign(dst_key=dst.to_numpy())
     mine = current[current["episode_id"].isin(planned)]
 
-    in_place = wanted["dst_key"].isin(mine["key"])
+    in_place = _isin(wanted["dst_key"], mine["key"].tolist())
     keep = wanted[in_place]
     pending = wanted[~in_place]
 
     # a frame already in the datasets elsewhere moves from its first (by key) dataset object
-    elsewhere = mine[mine["frame"].isin(pending["frame"])]  # sorting only these keeps a nightly plan fast
+    elsewhere = mine[_isin(mine["frame"], pending["frame"].tolist())]  # sorting only these keeps a nightly plan fast
     first_copy = elsewhere.sort_values("key").drop_duplicates("frame").set_index("frame")["key"]
     move_src = pending["frame"].map(first_copy)
     moves = pending[move_src.notna()]
     unplaced = pending[move_src.isna()]
 
-    has_source = unplaced["frame"].isin(sources["frame"])
+    has_source = _isin(unplaced["frame"], sources["frame"].tolist())
     copies = unplaced[has_source]
     missing = unplaced[~has_source]
 
     used = pd.concat([keep["dst_key"], move_src.dropna()])
-    deletes = mine[~mine["key"].isin(used) & ~mine["frame"].isin(set(held_frames))]
+    deletes = mine[~_isin(mine["key"], used.tolist()) & ~_isin(mine["frame"], set(held_frames))]
 
     orphans = current[~current["episode_id"].isin(set(known_episodes))].reset_index(drop=True)
     if prune_orphans:
