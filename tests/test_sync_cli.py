@@ -15,6 +15,7 @@ from conftest import run_cli
 from season import (
     FRAME,
     JONNY,
+    MANIFESTS_PREFIX,
     ML_PREFIX,
     SUPERVISED,
     UNSUPERVISED,
@@ -208,6 +209,33 @@ def test_first_run_copies_every_classified_frame_and_an_unchanged_rerun_writes_n
     assert s3_calls.writes() == []
     assert bucket.etags() == before
     assert counts(result.stdout, E1)["keep"] == 9 and "done: copied 0, moved 0, deleted 0" in result.stdout
+
+
+def test_sources_are_listed_only_for_episodes_with_frames_to_place(bucket, s3_calls):
+    sheets = {E1: pattern_rows(E1, 12), E2: pattern_rows(E2, 12)}
+    upload_season(bucket, sheets)
+    assert run_cli("sync").exit_code == 0
+
+    def source_listings() -> set[str]:
+        return {p["Prefix"] for p in s3_calls.of("ListObjectsV2") if not p["Prefix"].startswith(ML_PREFIX)}
+
+    s3_calls.clear()
+    sheets[E1][0][JONNY] = "Legendary"  # a reclassification moves a dataset object: no source needed
+    put_sheet(bucket, E1, sheets[E1])
+    result = run_cli("sync")
+    assert result.exit_code == 0, result.output
+    assert counts(result.stdout, E1)["move"] == 1
+    assert source_listings() == {MANIFESTS_PREFIX}
+
+    s3_calls.clear()
+    new = frame_number(E2, 50)
+    sheets[E2].append(row(new, "Rare"))
+    put_sources(bucket, [new])
+    put_sheet(bucket, E2, sheets[E2])
+    result = run_cli("sync")
+    assert result.exit_code == 0, result.output
+    assert source_listings() == {MANIFESTS_PREFIX, source_key(new).rsplit("/", 1)[0] + "/"}
+    assert dataset_keys(bucket) == expected(all_classified(sheets))
 
 
 def test_reclassified_rows_move_between_rarity_folders(bucket, season, s3_calls):

@@ -285,24 +285,29 @@ def _plan_run(
 
     frames, held = load_frames(episodes, context.reader, report, options.allow_empty)
 
-    folders = {eid: layout.source_folder(eid) for eid in frames}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
-        datasets_future = pool.submit(store.list_datasets, layout, expected_keys=expected)
-        sources_future = pool.submit(store.list_sources, folders, expected_keys=expected)
-        try:
-            inventory = datasets_future.result()
-        except InventoryError as exc:
-            report.error(f"{exc}; nothing was planned or changed")
-            _record_counts(report, None, [e.episode_id for e in episodes])
-            return None
-        sources, source_errors = sources_future.result()
+    expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
+    try:
+        inventory = store.list_datasets(layout, expected_keys=expected)
+    except InventoryError as exc:
+        report.error(f"{exc}; nothing was planned or changed")
+        _record_counts(report, None, [e.episode_id for e in episodes])
+        return None
+    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+
+    # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
+    # sheets added no frame lists the dataset folders alone
+    placed = set(current["frame"].tolist())
+    folders = {
+        eid: layout.source_folder(eid)
+        for eid, episode_frames in frames.items()
+        if any(frame not in placed for frame in episode_frames["frame"].tolist())
+    }
+    sources, source_errors = store.list_sources(folders, expected_keys=sum(len(frames[e]) for e in folders))
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")
         report.skip(eid, "source listing failed")
         frames.pop(eid, None)
 
-    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
     unexpected = [k for k in unexpected if k != labels_key(settings.ml_prefix)]  # the job's own index
     report.unexpected = len(unexpected)
     for key in unexpected[:20]:
