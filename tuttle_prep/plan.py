@@ -94,11 +94,6 @@ class KeyLayout:
         return inventory, unexpected
 
 
-def episode_of(frames: pd.Series) -> pd.Series:
-    """'TT_S01_E02_FRM-…' -> 'S01E02' (frames must already be valid)."""
-    return frames.str.slice(3, 6) + frames.str.slice(7, 10)
-
-
 def frame_seconds(frames: pd.Series) -> pd.Series:
     """Seconds into the episode of each (valid) frame number."""
     o = _FRAME_OFFSET
