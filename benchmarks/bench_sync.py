@@ -7,8 +7,8 @@
 
 Every ratio in the table is measured in the same run, on the same endpoint, one after the other:
 1. plan time and peak RSS at each --plan-sizes (pure core, no S3; one fresh process per size), scaling exponent;
-2. listing the N dataset keys (`S3Store.list_datasets`) vs `s5cmd ls`;
-3. applying a plan of N copies (`S3Store.apply` inside a real sync) vs `s5cmd run` of the same copy commands;
+2. listing the N dataset keys (`s3_listing.list_datasets`) vs `s5cmd ls`;
+3. applying a plan of N copies (`s3_apply.apply_plan` inside a real sync) vs `s5cmd run` of the same copy commands;
 4. an incremental sync after 5 % of the sheet rows changed vs a full reload (`s5cmd rm` all + `s5cmd run` copies);
 5. S3 requests by operation vs the minimum; an unchanged rerun writes nothing to the datasets.
 Results go to benchmarks/results/ as JSON and markdown (git-ignored).
@@ -49,11 +49,13 @@ sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
 
-from tuttle_prep import aws  # noqa: E402
-from tuttle_prep.frame_table import RARITIES, build_frame_table  # noqa: E402
-from tuttle_prep.job import SyncOptions, build_context, run_sync  # noqa: E402
-from tuttle_prep.plan import KeyLayout, plan_changes, wanted_frames  # noqa: E402
-from tuttle_prep.report import RunReport  # noqa: E402
+from tuttle_prep.commands import sync as sync_command  # noqa: E402
+from tuttle_prep.commands.sync import SyncOptions, build_context, run_sync  # noqa: E402
+from tuttle_prep.core.frame_table import RARITIES, build_frame_table  # noqa: E402
+from tuttle_prep.core.plan import KeyLayout, plan_changes, wanted_frames  # noqa: E402
+from tuttle_prep.core.run_report import RunReport  # noqa: E402
+from tuttle_prep.edges import aws  # noqa: E402
+from tuttle_prep.edges.s3_listing import list_datasets  # noqa: E402
 from tuttle_prep.settings import Settings  # noqa: E402
 
 EPISODE_FRAMES = 28_800  # 20 min x 60 s x 24 fps
@@ -168,7 +170,7 @@ def _reset_peak_rss() -> None:
 def plan_in_memory(
     sheets: dict[str, pd.DataFrame], listing: list[str], sources: pd.DataFrame, settings: Settings
 ) -> tuple[dict[str, float], dict[str, int]]:
-    """The pure part of a sync, as job.py runs it: sheets -> frame tables -> datasets -> parsed listing -> plan."""
+    """The pure part of a sync, as commands/sync.py runs it: sheets -> frame tables -> datasets -> parsed listing -> plan."""
     layout = KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -442,14 +444,14 @@ class S3Bench:
     # -- runs
 
     def sync(self, **options: Any) -> tuple[RunReport, float, float | None]:
-        """One sync as the CLI runs it; (report, wall seconds, seconds spent in S3Store.apply or None)."""
+        """One sync as the CLI runs it; (report, wall seconds, seconds spent in s3_apply.apply_plan or None)."""
         sync_options = SyncOptions(workers=self.workers, **options)
         context = build_context(self.settings, sync_options)
         if not self.endpoint.has_stats:
             # only the endpoint could count the worker processes' requests; the requests are the same on threads
             context.store.processes = 1
         applied: list[float] = []
-        apply = context.store.apply
+        apply = sync_command.apply_plan
 
         def timed_apply(*args: Any, **kwargs: Any) -> Any:
             clock = time.perf_counter()
@@ -458,9 +460,12 @@ class S3Bench:
             finally:
                 applied.append(time.perf_counter() - clock)
 
-        context.store.apply = timed_apply  # type: ignore[method-assign]
+        sync_command.apply_plan = timed_apply  # type: ignore[assignment]
         clock = time.perf_counter()
-        report = run_sync(self.settings, sync_options, context, RunReport(dry_run=sync_options.dry_run))
+        try:
+            report = run_sync(self.settings, sync_options, context, RunReport(dry_run=sync_options.dry_run))
+        finally:
+            sync_command.apply_plan = apply  # type: ignore[assignment]
         seconds = time.perf_counter() - clock
         if report.exit_code != 0:
             raise RuntimeError(f"sync exited {report.exit_code}: {(report.errors + [report.refused or ''])[:5]}")
@@ -523,7 +528,7 @@ class S3Bench:
         for _ in range(self.repeat):
             with self.requests() as list_counts:
                 clock = time.perf_counter()
-                inventory = store.list_datasets(self.layout, expected_keys=dataset_objects)
+                inventory = list_datasets(store, self.layout, expected_keys=dataset_objects)
                 store.close()
                 ours.append(time.perf_counter() - clock)
             seconds, out = self.s5cmd("ls", ml_glob)

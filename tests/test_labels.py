@@ -11,9 +11,9 @@ from botocore.exceptions import ClientError
 from conftest import run_cli
 from season import ML_PREFIX, dataset_key, row, upload_season
 
-from tuttle_prep import aws
-from tuttle_prep.labels import LABEL_COLUMNS, build_labels, catalogue_after_apply, labels_key
-from tuttle_prep.plan import KeyLayout, plan_changes
+from tuttle_prep.core.labels import LABEL_COLUMNS, build_labels, catalogue_after_apply, labels_key
+from tuttle_prep.core.plan import KeyLayout, plan_changes
+from tuttle_prep.edges import aws
 
 LABELS = labels_key(ML_PREFIX)
 LAYOUT = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))

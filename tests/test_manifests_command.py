@@ -11,8 +11,7 @@ from click.testing import CliRunner, Result
 from fake_google import SERVICE_ACCOUNT_EMAIL, FakeGoogle
 from season import sheet_csv
 
-from tuttle_prep.cli_manifests import manifests
-from tuttle_prep.manifest_tools import _remote_matches, md5_hex, validate_files
+from tuttle_prep.commands.manifests import _remote_matches, manifests, md5_hex, validate_files
 
 PREFIX = "tuttle_twins/manifests/"
 HEADER = ["ROW_INDEX", "FRAME NUMBER", "UNSUPERVISED CLASSIFICATION", "SUPERVISED CLASSIFICATION", "METADATA"]

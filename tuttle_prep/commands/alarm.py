@@ -9,17 +9,17 @@ from contextlib import contextmanager
 import click
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from .aws import describe
-from .cloudwatch import (
+from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS
+from ..edges.alarms import (
     DEFAULT_TOPIC,
     DID_NOT_RUN_ALARM,
     MAX_WINDOW_HOURS,
-    NAMESPACE,
     RUN_FAILED_ALARM,
     send_test_message,
     setup_alarms,
 )
-from .report import EXIT_CONFIG, EXIT_ERRORS
+from ..edges.aws import describe
+from ..edges.cloudwatch import NAMESPACE
 
 
 @contextmanager

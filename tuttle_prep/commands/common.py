@@ -1,4 +1,4 @@
-"""Pieces every command module shares: settings or exit 2, and the --season/--episode options.
+"""Pieces the command modules share: settings or exit 2, the bucket and key layout, the --season/--episode options.
 
 Kept apart from cli.py, which imports the command modules: they must not import cli.py back.
 """
@@ -8,13 +8,17 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from .errors import ConfigError
-from .report import EXIT_CONFIG
-from .settings import Settings
+from ..core.plan import KeyLayout
+from ..core.run_report import EXIT_CONFIG
+from ..edges import aws
+from ..edges.s3_bucket import S3Bucket
+from ..errors import ConfigError
+from ..settings import Settings
 
 _SEASON = re.compile(r"^S\d{2}$", re.I)
 _EPISODE = re.compile(r"^S\d{2}E\d{2}$", re.I)
@@ -32,6 +36,29 @@ def load_settings() -> Settings:
         return Settings.from_env()
     except ConfigError as exc:
         fail_config(str(exc))
+
+
+def open_bucket(settings: Settings, workers: int) -> S3Bucket:
+    """A client sized to `workers`, after checking the bucket (exit 2 with one sentence if it is unusable)."""
+    client = aws.make_client("s3", max_pool=workers)
+    try:
+        aws.check_bucket(client, settings.bucket)
+    except ConfigError as exc:
+        fail_config(str(exc))
+    return S3Bucket(client, settings.bucket, workers)
+
+
+def key_layout(settings: Settings) -> KeyLayout:
+    """Where the settings put the source frames and the dataset folders."""
+    return KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
+
+
+def make_folder(path: Path, option: str) -> None:
+    """Create a local folder an option names, or exit 2 naming the option."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail_config(f"cannot create {option} {path}: {exc.strerror or exc}")
 
 
 def _codes(pattern: re.Pattern[str], example: str) -> Callable[..., tuple[str, ...]]:

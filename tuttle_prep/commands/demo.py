@@ -20,10 +20,10 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from .frame_table import RARITIES, SHEET_HEADER
-from .job import SyncOptions, build_context, run_sync
-from .report import RunReport
-from .settings import Settings
+from ..core.frame_table import RARITIES, SHEET_HEADER
+from ..core.run_report import RunReport
+from ..settings import Settings
+from .sync import SyncOptions, build_context, run_sync
 
 _FRAME_JPEG_B64 = (
     "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAA0JCgsKCA0LCgsODg0PEyAVExISEyccHhcgLikxMC4pLSwzOko+MzZGNywtQFdB"
@@ -106,7 +106,7 @@ def run_demo(keep: bool = False) -> int:
     """Run the demo; return 0 if every step behaved as expected."""
     from moto.server import ThreadedMotoServer
 
-    from .aws import make_client
+    from ..edges.aws import make_client
 
     logging.getLogger("tuttle_prep").setLevel(logging.WARNING)  # the demo prints its own story
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -196,3 +196,14 @@ def run_demo(keep: bool = False) -> int:
         return 0 if ok else 1
     finally:
         server.stop()
+
+
+@click.command("demo")
+@click.option("--keep", is_flag=True, help="Keep the embedded S3 running until Ctrl-C to look around.")
+def demo(keep: bool) -> None:
+    """Run the whole job on an embedded S3 (moto server on 127.0.0.1): no accounts, no network.
+
+    Uploads a small synthetic season (real jpg frames, CSV sheets, a manifest), runs `sync`, edits a
+    few sheet rows, runs `sync` again to show the incremental plan.
+    """
+    sys.exit(run_demo(keep=keep))

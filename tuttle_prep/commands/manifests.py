@@ -1,4 +1,4 @@
-"""Checking, publishing and listing season manifests (`manifests validate | push | list`).
+"""`manifests validate | push | list`: check, publish and show the season manifests.
 
 * validate: every `*-episodes.json` of a local folder: JSON, required keys, codes, duplicates across
   files, sheet link forms; optionally (`check_sheets`) open every sheet and check its header row.
@@ -8,32 +8,38 @@
 
 Problems are collected, not raised: errors (exit 1) and warnings (reported, exit 0).
 Configuration problems (no bucket, no credentials, no key file) raise `ConfigError` (exit 2).
+Exit status: 0 clean (warnings allowed), 1 problems found, 2 usage or configuration error.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import inspect
 import json
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import click
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import aws
-from .errors import ConfigError, InventoryError, SheetError
-from .frame_table import build_frame_table
-from .google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
-from .manifests import LOCATION_KEYS, MANIFEST_SUFFIX, Episode, collect_episodes
-from .settings import Settings
-from .sheets import CsvFileSource, CsvS3Source, SheetReader, SheetSource, is_google_location, location_kind
+from ..core.frame_table import build_frame_table
+from ..core.manifests import LOCATION_KEYS, MANIFEST_SUFFIX, Episode, collect_episodes
+from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
+from ..core.sheets import SheetReader, SheetSource, is_google_location, location_kind
+from ..edges import aws
+from ..edges.csv_sheets import CsvFileSource, CsvS3Source
+from ..edges.google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
+from ..errors import ConfigError, InventoryError, SheetError, TuttlePrepError
+from ..settings import Settings
 
 KNOWN_KEYS = ("season_code", "episode_code", "google_spreadsheet_title", *LOCATION_KEYS)
 _NEAR_MANIFEST = re.compile(r"episodes?\.json$", re.IGNORECASE)
@@ -375,3 +381,149 @@ def list_remote(settings: Settings, *, client: Any = None) -> list[RemoteManifes
         name = message.split(":", 1)[0]
         (by_name.get(name) or manifests[0]).errors.append(message)
     return manifests
+
+
+# ---- the click commands ------------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_DIR = Path("manifests")
+
+_directory = click.argument(
+    "directory",
+    required=False,
+    default=DEFAULT_DIR,
+    metavar="[DIR]",
+    type=click.Path(file_okay=False, path_type=Path),
+)
+_check_sheets = click.option(
+    "--check-sheets",
+    is_flag=True,
+    help="Also open every episode's sheet and check its header row (Google links need GOOGLE_DRIVE_CREDENTIALS_FILE).",
+)
+
+
+def _exit_codes(command: F) -> F:
+    """ConfigError -> one sentence on stderr, exit 2; other expected errors -> one sentence, exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"configuration error: {exc}", err=True)
+            sys.exit(EXIT_CONFIG)
+        except TuttlePrepError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_ERRORS)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_findings(findings: Findings) -> None:
+    for line in findings.sheets:
+        click.echo(f"  sheet  {line}")
+    for message in findings.warnings:
+        click.echo(f"warning: {message}")
+    for message in findings.errors:
+        click.echo(f"ERROR: {message}")
+
+
+def _summary(findings: Findings) -> str:
+    files = len(findings.files)
+    episodes = len(findings.episodes)
+    text = f"{files} manifest file{'s' * (files != 1)}, {episodes} episode{'s' * (episodes != 1)}"
+    if findings.errors:
+        return f"{text}: {len(findings.errors)} error(s), {len(findings.warnings)} warning(s)"
+    return f"{text}: OK" + (f" ({len(findings.warnings)} warning(s))" if findings.warnings else "")
+
+
+@click.group("manifests", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def manifests() -> None:
+    """Check, publish and list the season manifests (the *-episodes.json files).
+
+    A manifest is a JSON list of episodes: season_code, episode_code, google_spreadsheet_title and the
+    sheet's google_spreadsheet_share_link (or google_spreadsheet_url). Keep them in the repo's
+    manifests/ folder, validate, then push: the nightly sync reads them from S3.
+    """
+
+
+@manifests.command("validate", short_help="Check the local manifest files: JSON, keys, duplicates, sheet links.")
+@_directory
+@_check_sheets
+@_exit_codes
+def validate_command(directory: Path, check_sheets: bool) -> None:
+    """Check the manifest files in DIR (default: manifests/).
+
+    Checks that each file is a JSON list, that every episode has its keys, that season and episode
+    codes look like S01 and E01, that no episode is listed twice (across all files) and that sheet
+    links are share links of Google spreadsheets. With --check-sheets also opens every sheet and
+    checks its header (FRAME NUMBER and a rarity column) and that its title matches the manifest.
+    """
+    settings = Settings.from_env() if check_sheets else None
+    findings, _ = validate_directory(directory, settings=settings, check_sheets_too=check_sheets)
+    _print_findings(findings)
+    click.echo(_summary(findings))
+    sys.exit(EXIT_OK if findings.ok else EXIT_ERRORS)
+
+
+@manifests.command("push", short_help="Validate, then upload the changed manifest files to S3.")
+@_directory
+@_check_sheets
+@click.option("--dry-run", is_flag=True, help="Show which files would be uploaded; upload nothing.")
+@_exit_codes
+def push_command(directory: Path, check_sheets: bool, dry_run: bool) -> None:
+    """Validate DIR (default: manifests/), then upload the files that changed to S3.
+
+    Files go to s3://TUTTLE_BUCKET/TUTTLE_MANIFESTS_PREFIX<file name>. A file whose content is
+    already in S3 is not uploaded again. If any file has an error, nothing is uploaded.
+    Manifests in S3 without a local file are listed and left alone.
+    """
+    settings = Settings.from_env()
+    result = push(directory, settings, dry_run=dry_run, check_sheets_too=check_sheets)
+    _print_findings(result.findings)
+    if not result.findings.ok:
+        click.echo(_summary(result.findings))
+        click.echo("nothing uploaded: fix the errors above first")
+        sys.exit(EXIT_ERRORS)
+    target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
+    verb = "would upload" if dry_run else "uploaded"
+    for name in result.uploaded:
+        click.echo(f"{verb}  {name}")
+    for name in result.unchanged:
+        click.echo(f"unchanged  {name}")
+    for name in result.only_in_s3:
+        click.echo(f"only in S3 (left alone)  {name}")
+    for message in result.errors:
+        click.echo(f"ERROR: {message}")
+    click.echo(
+        f"{target}: {len(result.uploaded)} {verb}, {len(result.unchanged)} unchanged"
+        + (f", {len(result.errors)} failed" if result.errors else "")
+    )
+    sys.exit(EXIT_OK if result.ok else EXIT_ERRORS)
+
+
+@manifests.command("list", short_help="Show the manifests in S3: seasons, episodes, sheet titles.")
+@_exit_codes
+def list_command() -> None:
+    """Show the manifests in S3: each file's season, episodes and sheet titles."""
+    settings = Settings.from_env()
+    remote = list_remote(settings)
+    target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
+    if not remote:
+        click.echo(f"{target}: no manifest files (*{MANIFEST_SUFFIX})")
+        sys.exit(EXIT_ERRORS)
+    click.echo(target)
+    problems = 0
+    for manifest in remote:
+        seasons = ", ".join(sorted({e.season_code for e in manifest.episodes})) or "?"
+        when = f", updated {manifest.last_modified:%Y-%m-%d %H:%M %Z}".rstrip() if manifest.last_modified else ""
+        count = len(manifest.episodes)
+        click.echo(f"{manifest.name}  season {seasons}: {count} episode{'s' * (count != 1)}{when}")
+        for episode in manifest.episodes:
+            click.echo(f"  {episode.episode_id}  {episode.title or '(no google_spreadsheet_title)'}")
+        for message in manifest.errors:
+            click.echo(f"  ERROR: {message}")
+        problems += len(manifest.errors)
+    episodes = sum(len(m.episodes) for m in remote)
+    click.echo(f"{len(remote)} manifest files, {episodes} episodes" + (f", {problems} error(s)" if problems else ""))
+    sys.exit(EXIT_ERRORS if problems else EXIT_OK)

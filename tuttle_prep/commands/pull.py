@@ -12,22 +12,30 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import click
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws import describe
-from .labels import LABELS_NAME, build_labels, labels_csv, labels_key, parse_labels_csv, read_labels_object
-from .plan import KeyLayout
-from .s3_store import Failure, S3Store, progress, run_bounded
+from ..core.labels import LABELS_NAME, build_labels, labels_csv, labels_key, parse_labels_csv
+from ..core.plan import KeyLayout
+from ..core.run_report import EXIT_ERRORS, EXIT_OK
+from ..edges.aws import describe
+from ..edges.s3_apply import Failure
+from ..edges.s3_bucket import S3Bucket, progress, run_bounded
+from ..edges.s3_labels import read_labels_object
+from ..edges.s3_listing import list_datasets
+from ..edges.s3_objects import PART_SUFFIX, download_object
+from ..errors import InventoryError
+from .common import key_layout, load_settings, make_folder, open_bucket
 
 log = logging.getLogger(__name__)
-
-PART_SUFFIX = ".part"
-_CHUNK = 1 << 20
+#: the command's outcome is logged under the package's own name, as every command's is
+outcome_log = logging.getLogger("tuttle_prep")
 
 
 @dataclass
@@ -80,23 +88,6 @@ def plan_downloads(dest: Path, ml_prefix: str, keys: Sequence[str], sizes: dict[
     return downloads
 
 
-def _download(store: S3Store, item: Download) -> int:
-    item.path.parent.mkdir(parents=True, exist_ok=True)
-    part = item.path.with_name(item.path.name + PART_SUFFIX)
-    body = store.client.get_object(Bucket=store.bucket, Key=item.key)["Body"]
-    written = 0
-    try:
-        with open(part, "wb") as out:
-            for chunk in body.iter_chunks(_CHUNK):
-                out.write(chunk)
-                written += len(chunk)
-        os.replace(part, item.path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return written
-
-
 def delete_extra_files(dest: Path, datasets: Sequence[str], wanted: set[Path]) -> int:
     """Remove files under `dest/<dataset>/` that are not in `wanted`, then empty folders; return the count."""
     deleted = 0
@@ -128,7 +119,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def _index_metadata(store: S3Store, layout: KeyLayout, result: PullResult) -> pd.DataFrame | None:
+def _index_metadata(store: S3Bucket, layout: KeyLayout, result: PullResult) -> pd.DataFrame | None:
     key = labels_key(layout.ml_prefix)
     where = f"s3://{store.bucket}/{key}"
     try:
@@ -147,7 +138,7 @@ def _index_metadata(store: S3Store, layout: KeyLayout, result: PullResult) -> pd
 
 
 def pull_datasets(
-    store: S3Store,
+    store: S3Bucket,
     layout: KeyLayout,
     datasets: Sequence[str],
     dest: Path,
@@ -157,7 +148,7 @@ def pull_datasets(
     """Bring `dest` in line with `datasets`; list failures raise InventoryError, download failures are collected."""
     result = PullResult()
     wanted_layout = replace(layout, datasets=tuple(datasets))
-    inventory = store.list_datasets(wanted_layout, with_sizes=True)
+    inventory = list_datasets(store, wanted_layout, with_sizes=True)
     current, _ = wanted_layout.parse_dataset_keys(inventory.keys)
     result.listed = len(current)
     keys = current["key"].tolist()
@@ -166,7 +157,7 @@ def pull_datasets(
     result.up_to_date = len(keys) - len(downloads)
     log.info("%d dataset files listed, %d to download", len(keys), len(downloads))
     with progress(len(downloads), "download") as bar:
-        for item, outcome in run_bounded(lambda d: _download(store, d), downloads, workers):
+        for item, outcome in run_bounded(lambda d: download_object(store, d.key, d.path), downloads, workers):
             bar.update(1)
             if isinstance(outcome, (ClientError, BotoCoreError, OSError)):
                 result.failures.append(Failure("download", item.key, describe(outcome)))
@@ -187,3 +178,73 @@ def pull_datasets(
     result.labels_rows = len(labels)
     result.labels_written = write_if_changed(dest / LABELS_NAME, labels_csv(labels))
     return result
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+@click.command("pull")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    required=True,
+    metavar="NAME",
+    help="A dataset to download, e.g. train (repeatable).",
+)
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Local folder; files land in DEST/<dataset>/<rarity>/<frame>.jpg.",
+)
+@click.option("--delete", is_flag=True, help="Remove local files under DEST/<dataset>/ that are no longer in it.")
+@click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True, help="Parallel downloads.")
+def pull(datasets: tuple[str, ...], dest: Path, delete: bool, workers: int) -> None:
+    """Download datasets to a local folder: only files missing locally or of another size.
+
+    Writes DEST/labels.csv (frame,episode_id,dataset,rarity,metadata,s3_key) for the pulled datasets,
+    with metadata from the labels index a real sync keeps in S3. A rerun with nothing changed downloads
+    nothing. Exit status: 0 done, 1 a listing or download failed, 2 usage or configuration error.
+    """
+    settings = load_settings()
+    for name in datasets:
+        if name not in settings.split:
+            raise click.BadParameter(
+                f"'{name}' is not a dataset of TUTTLE_SPLIT ({', '.join(settings.split)})", param_hint="--dataset"
+            )
+    datasets = tuple(dict.fromkeys(datasets))
+    make_folder(dest, "--dest")
+    store = open_bucket(settings, workers)
+    try:
+        result = pull_datasets(store, key_layout(settings), datasets, dest, delete=delete, workers=workers)
+    except InventoryError as exc:
+        outcome_log.error("%s; nothing downloaded or deleted", exc)
+        sys.exit(EXIT_ERRORS)
+    except OSError as exc:
+        outcome_log.error("cannot write under %s: %s", dest, exc.strerror or exc)
+        sys.exit(EXIT_ERRORS)
+    if result.metadata_note:
+        outcome_log.warning(result.metadata_note)
+    for name in result.empty_datasets:
+        note = "; its local files were left alone" if delete else ""
+        outcome_log.warning(
+            "dataset '%s' has no files in s3://%s/%s%s", name, settings.bucket, settings.ml_prefix, note
+        )
+    for failure in result.failures[:20]:
+        outcome_log.error("download %s failed: %s", failure.key, failure.error)
+    if result.failed > 20:
+        outcome_log.error("... and %d more failed downloads", result.failed - 20)
+    deleted = f", deleted {result.deleted:,} local files" if delete else ""
+    labels = "written" if result.labels_written else "unchanged"
+    click.echo(
+        f"pulled {', '.join(datasets)} to {dest}: {result.listed:,} files; downloaded {result.downloaded:,} "
+        f"({_size(result.downloaded_bytes)}), {result.up_to_date:,} up to date{deleted}; failed {result.failed:,}; "
+        f"labels.csv {labels} ({result.labels_rows:,} rows)"
+    )
+    sys.exit(EXIT_ERRORS if result.failed else EXIT_OK)

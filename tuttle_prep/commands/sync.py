@@ -1,12 +1,15 @@
-"""The sync run: wires the edges (S3, sheets) to the pure core (frame table, split, plan).
+"""The `sync` command: wires the edges (S3, sheets) to the pure core (frame table, split, plan).
 
 manifests -> sheets -> frame tables -> wanted datasets -> listings -> plan -> guard -> apply.
-Everything found along the way goes into a `RunReport`; nothing here prints.
+Everything found along the way goes into a `RunReport`; `run_sync` prints nothing, the click command prints
+the report and exits with its code.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,77 +19,36 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import click
 import pandas as pd
 
-from . import aws
-from .errors import ConfigError, InventoryError, LockError, SheetError
-from .frame_table import build_frame_table
-from .labels import labels_key, update_labels_index
-from .lock import S3Lock
-from .manifests import Episode, collect_episodes, filter_episodes
-from .plan import KeyLayout, Plan, plan_changes, wanted_frames
-from .report import COUNT_COLUMNS, RunReport
-from .s3_store import S3Store, default_processes
-from .settings import Settings
-from .sheets import CsvFileSource, CsvS3Source, SheetReader, SheetSource, is_google_location
+from ..core.delete_guard import DeleteLimit, delete_guard
+from ..core.frame_table import build_frame_table
+from ..core.labels import labels_key
+from ..core.manifests import Episode, collect_episodes, filter_episodes
+from ..core.plan import KeyLayout, Plan, plan_changes, wanted_frames
+from ..core.run_report import COUNT_COLUMNS, RunReport
+from ..core.sheets import SheetReader, SheetSource, is_google_location
+from ..edges import aws
+from ..edges.cloudwatch import log_group_from_env, observed_run
+from ..edges.csv_sheets import CsvFileSource, CsvS3Source
+from ..edges.s3_apply import apply_plan
+from ..edges.s3_bucket import S3Bucket, default_processes
+from ..edges.s3_labels import update_labels_index
+from ..edges.s3_listing import list_datasets, list_sources
+from ..edges.s3_lock import S3Lock
+from ..edges.s3_objects import fetch_object, read_manifests
+from ..errors import ConfigError, InventoryError, LockError, SheetError
+from ..settings import Settings
+from .common import episode_option, season_option
 
 log = logging.getLogger(__name__)
+#: the run's outcome is logged under the package's own name, as every command's is
+outcome_log = logging.getLogger("tuttle_prep")
 
 SHEET_THREADS = 8
 #: rejected rows logged one by one per sheet; a sheet linked to the wrong episode would otherwise flood the log
 REJECTIONS_SHOWN = 50
-
-
-@dataclass(frozen=True)
-class DeleteLimit:
-    """`--max-delete`: a count (`500`) or a share of the planned dataset files (`10%`)."""
-
-    count: int | None = None
-    percent: float | None = None
-
-    @classmethod
-    def parse(cls, text: str | None) -> DeleteLimit | None:
-        """None for the default rule; ValueError with a sentence if `text` is malformed."""
-        if text is None or not text.strip():
-            return None
-        text = text.strip()
-        try:
-            if text.endswith("%"):
-                value = float(text[:-1])
-                if not 0 <= value <= 100:
-                    raise ValueError
-                return cls(percent=value)
-            value_int = int(text)
-            if value_int < 0:
-                raise ValueError
-            return cls(count=value_int)
-        except ValueError:
-            raise ValueError(f"'{text}' is not a number of files (500) or a percentage (10%)") from None
-
-    def exceeded(self, deletes: int, existing: int) -> bool:
-        if self.count is not None:
-            return deletes > self.count
-        return deletes > existing * (self.percent or 0) / 100
-
-
-DEFAULT_DELETE_SHARE = 0.10
-DEFAULT_DELETE_FLOOR = 100
-
-
-def delete_guard(deletes: int, existing: int, limit: DeleteLimit | None) -> str | None:
-    """The refusal message if `deletes` plain deletes are too many, else None."""
-    if limit is None:
-        too_many = deletes > DEFAULT_DELETE_FLOOR and deletes > existing * DEFAULT_DELETE_SHARE
-        rule = f"more than {DEFAULT_DELETE_SHARE:.0%} of them and more than {DEFAULT_DELETE_FLOOR}"
-    else:
-        too_many = limit.exceeded(deletes, existing)
-        rule = f"more than --max-delete {limit.count if limit.count is not None else f'{limit.percent:g}%'}"
-    if not too_many:
-        return None
-    return (
-        f"refusing {deletes:,} deletes of the {existing:,} dataset files of the planned episodes "
-        f"({rule}); check the sheets, then rerun with --force or a higher --max-delete"
-    )
 
 
 @dataclass
@@ -108,7 +70,7 @@ class SyncOptions:
 class SyncContext:
     """The outside systems a run talks to (replaceable in tests and the demo)."""
 
-    store: S3Store
+    store: S3Bucket
     reader: SheetReader
     lock: Callable[[], AbstractContextManager[Any]] = field(default=nullcontext)
 
@@ -130,7 +92,7 @@ class LazyGoogleSource:
     def read(self, location: str, *, title: str = "", episode_id: str = "") -> pd.DataFrame:
         with self._lock:
             if self._source is None:
-                from .google_sheets import GoogleSheetSource
+                from ..edges.google_sheets import GoogleSheetSource
 
                 self._source = GoogleSheetSource.from_settings(self._settings)
         return self._source.read(location, title=title, episode_id=episode_id)
@@ -139,8 +101,8 @@ class LazyGoogleSource:
 def build_context(settings: Settings, options: SyncOptions, run_id: str | None = None) -> SyncContext:
     """One S3 client sized to the workers, the sheet sources (Google first when configured), the run lock."""
     client = aws.make_client("s3", max_pool=options.workers)
-    store = S3Store(client, settings.bucket, options.workers, processes=default_processes())
-    sources: list[SheetSource] = [CsvFileSource(), CsvS3Source(store.fetch)]
+    store = S3Bucket(client, settings.bucket, options.workers, processes=default_processes())
+    sources: list[SheetSource] = [CsvFileSource(), CsvS3Source(partial(fetch_object, client))]
     if settings.google_credentials_file is not None:
         sources.insert(0, LazyGoogleSource(settings))
     lock = partial(S3Lock, client, settings.bucket, settings.lock_key, settings.lock_stale_seconds, run_id)
@@ -237,7 +199,7 @@ def run_sync(
         log.info(
             "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
         )
-        result = store.apply(plan, plain_deletes=report.refused is None, on_progress=log.info)
+        result = apply_plan(store, plan, plain_deletes=report.refused is None, on_progress=log.info)
         report.applied = True
         report.copied, report.moved, report.deleted = result.copied, result.moved, result.deleted
         report.failed = result.failed
@@ -260,7 +222,7 @@ def _plan_run(
 ) -> Plan | None:
     store = context.store
     try:
-        files, read_errors = store.read_manifests(settings.manifests_prefix)
+        files, read_errors = read_manifests(store, settings.manifests_prefix)
     except InventoryError as exc:
         report.error(f"{exc}; nothing was planned or changed")
         return None
@@ -287,7 +249,7 @@ def _plan_run(
 
     expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
     try:
-        inventory = store.list_datasets(layout, expected_keys=expected)
+        inventory = list_datasets(store, layout, expected_keys=expected)
     except InventoryError as exc:
         report.error(f"{exc}; nothing was planned or changed")
         _record_counts(report, None, [e.episode_id for e in episodes])
@@ -302,7 +264,7 @@ def _plan_run(
         for eid, episode_frames in frames.items()
         if any(frame not in placed for frame in episode_frames["frame"].tolist())
     }
-    sources, source_errors = store.list_sources(folders, expected_keys=sum(len(frames[e]) for e in folders))
+    sources, source_errors = list_sources(store, folders, expected_keys=sum(len(frames[e]) for e in folders))
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")
         report.skip(eid, "source listing failed")
@@ -358,3 +320,87 @@ def write_plan_csv(plan: Plan, path: Path) -> None:
         plan.to_csv_frame().to_csv(path, index=False)
     except OSError as exc:
         raise ConfigError(f"cannot write --plan-out {path}: {exc.strerror or exc}") from None
+
+
+@click.command("sync")
+@click.option("--dry-run", is_flag=True, help="Read, list and plan; print what would change; change nothing.")
+@season_option
+@episode_option
+@click.option(
+    "--plan-out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write every decision to this CSV: action,episode_id,frame,src_key,dst_key.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 512), default=32, show_default=True, metavar="N", help="Parallel S3 requests."
+)
+@click.option(
+    "--max-delete",
+    metavar="N|P%",
+    help="Refuse plain deletes above N files or P% of the planned episodes' dataset files "
+    "[default: refuse above 10% when more than 100].",
+)
+@click.option("--force", is_flag=True, help="Apply the plain deletes even above --max-delete.")
+@click.option("--allow-empty", is_flag=True, help="Sync an episode whose sheet has no classified frames (empties it).")
+@click.option("--prune-orphans", is_flag=True, help="Delete dataset files of episodes that are in no manifest.")
+def sync(
+    dry_run: bool,
+    seasons: tuple[str, ...],
+    episodes: tuple[str, ...],
+    plan_out: Path | None,
+    workers: int,
+    max_delete: str | None,
+    force: bool,
+    allow_empty: bool,
+    prune_orphans: bool,
+) -> None:
+    """Bring the dataset folders in line with the sheets.
+
+    Copies run in parallel on the server side; deletes run last, in batches of 1,000, and only when
+    every copy succeeded. Exit status: 0 clean, 1 finished with errors (skipped episodes, rejected
+    rows, missing sources, failed operations, refused deletes), 2 usage or configuration error.
+    """
+    try:
+        limit = DeleteLimit.parse(max_delete)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-delete") from None
+    options = SyncOptions(
+        dry_run=dry_run,
+        seasons=seasons,
+        episodes=episodes,
+        plan_out=plan_out,
+        workers=workers,
+        max_delete=limit,
+        force=force,
+        allow_empty=allow_empty,
+        prune_orphans=prune_orphans,
+    )
+    report = RunReport(dry_run=dry_run)
+    # invalid settings are reported inside: a real run's exit 2 must reach the logs and RunFailed too
+    with observed_run(report, log_group_from_env(os.environ), publish_metrics=not dry_run):
+        try:
+            settings = Settings.from_env()
+            run_sync(settings, options, build_context(settings, options, report.run_id), report)
+        except ConfigError as exc:
+            report.config_error = str(exc)
+        exit_code = print_report(report)
+    sys.exit(exit_code)
+
+
+def print_report(report: RunReport) -> int:
+    """Print the table, the problems and the outcome; return the exit code."""
+    import time
+
+    report.finished = report.finished or time.time()
+    if report.config_error:
+        click.echo(f"configuration error: {report.config_error}", err=True)
+        return report.exit_code
+    click.echo(report.table())
+    for message in report.warnings:
+        outcome_log.warning(message)
+    for message in report.errors:
+        outcome_log.error(message)
+    if report.refused:
+        outcome_log.error(report.refused)
+    click.echo(report.outcome_line())
+    return report.exit_code

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import SheetError
+from ..errors import SheetError
 
 RARITIES = ("Legendary", "Rare", "Uncommon", "Common", "Trash")
 _RARITY_LOOKUP = {r.casefold(): r for r in RARITIES} | {"junk": "Trash"}

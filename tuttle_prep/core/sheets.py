@@ -1,26 +1,25 @@
-"""Reading episode sheets: the source interface and the CSV-export source.
+"""Episode sheets, the pure part: the source interface, sheet locations, rows and CSV bytes to a sheet table.
 
 A sheet location (from the manifest) is handed to the first `SheetSource` whose `can_read` accepts it.
 Every source returns the sheet's first worksheet as a DataFrame of strings: the header row becomes the
 column names, blank cells are "", nothing is coerced to numbers. Turning that table into frames and
-rarities is the pure job of `tuttle_prep.frame_table`.
+rarities is the pure job of `tuttle_prep.core.frame_table`.
 
-Sources here: local paths, `file://` URLs and `s3://bucket/key` URLs read as CSV exports of the sheet.
-The Google Sheets source lives in `tuttle_prep.google_sheets`.
+The sources that read are edges: CSV exports (local paths, `file://`, `s3://`) in
+`tuttle_prep.edges.csv_sheets`, Google Sheets in `tuttle_prep.edges.google_sheets`.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import pandas as pd
 
-from .errors import SheetError
+from ..errors import SheetError
 
 
 class SheetSource(Protocol):
@@ -95,44 +94,6 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
     except (pd.errors.ParserError, ValueError) as exc:
         raise SheetError(f"{where}: not a readable CSV file ({exc})") from None
     return table.astype(object)
-
-
-class CsvFileSource:
-    """A CSV export on the local disk: a path or a `file://` URL."""
-
-    name = "csv-file"
-
-    def can_read(self, location: str) -> bool:
-        return location_kind(location) == "file"
-
-    def read(self, location: str, *, title: str = "", episode_id: str = "") -> pd.DataFrame:
-        location = location.strip()
-        path = Path(unquote(urlparse(location).path)) if location.startswith("file://") else Path(location)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise SheetError(f"{path}: cannot read the CSV export ({exc.strerror or exc})") from None
-        return parse_csv(data, str(path))
-
-
-class CsvS3Source:
-    """A CSV export stored in S3, named by an `s3://bucket/key` URL."""
-
-    name = "csv-s3"
-
-    def __init__(self, fetch: Callable[[str, str], bytes]) -> None:
-        """`fetch(bucket, key)` returns the object's bytes or raises SheetError (see `s3_store`)."""
-        self._fetch = fetch
-
-    def can_read(self, location: str) -> bool:
-        return location_kind(location) == "s3"
-
-    def read(self, location: str, *, title: str = "", episode_id: str = "") -> pd.DataFrame:
-        parsed = urlparse(location.strip())
-        bucket, key = parsed.netloc, parsed.path.lstrip("/")
-        if not bucket or not key:
-            raise SheetError(f"{location}: an S3 sheet location must look like s3://bucket/path/sheet.csv")
-        return parse_csv(self._fetch(bucket, key), location.strip())
 
 
 class SheetReader:

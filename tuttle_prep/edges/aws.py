@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 from botocore.utils import parse_timestamp
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_RETRIES = 5

@@ -46,10 +46,10 @@ from gspread.exceptions import APIError
 from gspread.http_client import HTTPClient
 from gspread.utils import absolute_range_name
 
-from .errors import ConfigError, SheetError
-from .frame_table import FRAME_COLUMN, RARITY_COLUMNS, normalize_header
-from .settings import Settings, env_number
-from .sheets import is_google_location, table_from_rows
+from ..core.frame_table import FRAME_COLUMN, RARITY_COLUMNS, normalize_header
+from ..core.sheets import is_google_location, table_from_rows
+from ..errors import ConfigError, SheetError
+from ..settings import Settings, env_number
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..errors import ConfigError, LockError, LockHeld
 from .aws import describe, error_code
-from .errors import ConfigError, LockError, LockHeld
 
 log = logging.getLogger(__name__)
 
