@@ -170,7 +170,7 @@ def _reset_peak_rss() -> None:
 def plan_in_memory(
     sheets: dict[str, pd.DataFrame], listing: list[str], sources: pd.DataFrame, settings: Settings
 ) -> tuple[dict[str, float], dict[str, int]]:
-    """The pure part of a sync, as commands/sync.py runs it: sheets -> frame tables -> datasets -> parsed listing -> plan."""
+    """The pure part of a sync, as a sync runs it: sheets -> frame tables -> datasets -> parsed listing -> plan."""
     layout = KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
