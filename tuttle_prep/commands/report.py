@@ -67,7 +67,7 @@ def report(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, outpu
     except InventoryError as exc:
         log.error("%s; no report written", exc)
         sys.exit(EXIT_ERRORS)
-    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+    current, unexpected = layout.parse_dataset_keys(inventory.every_key())
     unexpected = [k for k in unexpected if k != labels_key(settings.ml_prefix)]
 
     known = _manifest_episodes(store, settings)
