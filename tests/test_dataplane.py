@@ -6,15 +6,22 @@ clients; the CLI runs in-process, or as data_preparation.py in a process where e
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from botocore.credentials import Credentials, RefreshableCredentials
 from conftest import Bucket, run_cli
 from s3_fault_proxy import Answer, Request, S3FaultProxy, internal_error, slow_down
 from season import JPEG, ML_PREFIX, UNSUPERVISED, dataset_key, frame_number, sheet_rows, source_key, upload_season
@@ -23,6 +30,7 @@ from tuttle_prep.core.plan import INVENTORY_COLUMNS, PLAN_COLUMNS, Plan
 from tuttle_prep.edges.aws import make_client
 from tuttle_prep.edges.s3_apply import apply_plan
 from tuttle_prep.edges.s3_bucket import S3Bucket
+from tuttle_prep.edges.s3_dataplane import SessionCredentials
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = source_key(frame_number("S01E01", 0)).rsplit("/", 1)[0] + "/"
@@ -250,3 +258,71 @@ def test_the_process_exits_with_the_jobs_own_exit_code(bucket: Bucket, proxied: 
         output, _ = process.communicate(timeout=120)
         assert process.returncode == expected_code, output.decode(errors="replace")
 
+
+
+# ---- credentials that expire ----------------------------------------------------------------------------
+
+
+class _Session:
+    def __init__(self, credentials) -> None:
+        self._credentials = credentials
+
+    def get_credentials(self):
+        return self._credentials
+
+
+def test_expiring_credentials_are_refreshed_by_botocore_and_handed_on_with_their_expiry() -> None:
+    issued: list[str] = []
+
+    def refresh() -> dict[str, str]:  # what SSO, an assumed role or the instance role hand botocore
+        issued.append(f"ASIAROLE{len(issued):04d}")
+        expiry = datetime.now(UTC) + (timedelta(hours=1) if len(issued) > 1 else timedelta(minutes=5))
+        return {"access_key": issued[-1], "secret_key": "s", "token": "t", "expiry_time": expiry.isoformat()}
+
+    provider = SessionCredentials(_Session(RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")))
+    handed = provider()  # 5 minutes left: inside botocore's refresh window, so it fetched new ones first
+    assert handed["access_key_id"] == "ASIAROLE0001" and handed["token"] == "t"
+    assert timedelta(minutes=55) < handed["expires_at"] - datetime.now(UTC) <= timedelta(hours=1)
+    assert provider()["access_key_id"] == "ASIAROLE0001"  # still fresh: not fetched again
+
+
+def test_static_credentials_never_expire() -> None:
+    handed = SessionCredentials(_Session(Credentials("AKIASTATIC", "s")))()
+    assert handed == {"access_key_id": "AKIASTATIC", "secret_access_key": "s", "token": None, "expires_at": None}
+
+
+# ---- progress on a terminal ---------------------------------------------------------------------------------
+
+
+def test_a_sync_on_a_terminal_shows_listing_and_copy_progress(bucket: Bucket, proxied: S3FaultProxy, tmp_path) -> None:
+    upload_season(bucket, {"S01E01": sheet_rows("S01E01", ["Rare", "Common"] * 10)})
+    bucket.put(dataset_key("train", "Trash", frame_number("S01E01", 99)), JPEG)  # a dataset folder to list
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a fresh pty is 0 columns wide
+    try:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "data_preparation.py"), "sync", "--max-delete", "5"],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=terminal,
+            stderr=terminal,
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            ready, _, _ = select.select([controller], [], [], 60)
+            try:
+                chunk = os.read(controller, 65536) if ready else b""
+            except OSError:  # the terminal closed: the process ended
+                chunk = b""
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=60) == 0, shown.decode(errors="replace")
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    text = shown.decode(errors="replace")
+    assert "list:" in text and "copy:" in text and "/20 [" in text, text  # the copy bar knows its total
