@@ -27,10 +27,11 @@ from s3_fault_proxy import Answer, Request, S3FaultProxy, internal_error, slow_d
 from season import JPEG, ML_PREFIX, UNSUPERVISED, dataset_key, frame_number, sheet_rows, source_key, upload_season
 
 from tuttle_prep.core.plan import INVENTORY_COLUMNS, PLAN_COLUMNS, Plan
+from tuttle_prep.edges import aws
 from tuttle_prep.edges.aws import make_client
 from tuttle_prep.edges.s3_apply import apply_plan
 from tuttle_prep.edges.s3_bucket import S3Bucket
-from tuttle_prep.edges.s3_dataplane import SessionCredentials
+from tuttle_prep.edges.s3_dataplane import DataPlane, SessionCredentials, copy_objects, open_object_store
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = source_key(frame_number("S01E01", 0)).rsplit("/", 1)[0] + "/"
@@ -190,6 +191,28 @@ def test_copies_are_tried_aws_max_attempts_times_then_reported_by_key(
     for key in failing:
         assert len([r for r in proxied.of("CopyObject") if r.key == key]) == attempts
     assert set(bucket.keys(ML_PREFIX)) == {k for k in plan.actions["dst_key"] if k not in failing}
+
+
+@pytest.mark.parametrize("fault", ["timeout", "error in a 200 answer"])
+def test_a_copy_that_timed_out_or_got_an_error_inside_a_200_answer_is_retried(
+    bucket: Bucket, proxied: S3FaultProxy, fault: str
+) -> None:
+    bucket.put("src/frame.jpg", b"frame")
+    client = make_client("s3")
+    store = open_object_store(bucket.name, aws.new_session(), client, workers=4, retries=1, timeout=1)
+    first = (
+        Answer(200, b"", delay=1.5)
+        if fault == "timeout"
+        else Answer(200, b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>x</Message></Error>")
+    )
+    proxied.fail = lambda r: first if r.operation == "CopyObject" and r.attempt == 1 else None
+    outcomes: list[BaseException | None] = []
+
+    copy_objects(DataPlane(store), [("src/frame.jpg", "dst/frame.jpg")], 4, lambda _, error: outcomes.append(error))
+
+    assert outcomes == [None]
+    assert [r.attempt for r in proxied.of("CopyObject")] == [1, 2]
+    assert bucket.get("dst/frame.jpg") == b"frame"
 
 
 # ---- the process: its own exit code, nothing left behind ---------------------------------------------------
