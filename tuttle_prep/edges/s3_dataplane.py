@@ -208,28 +208,35 @@ async def bounded(items: Iterable[T], call: Callable[[T], Awaitable[Any]], limit
 # ---- listing and copying ---------------------------------------------------------------------------------
 
 
-async def _list_folder(plane: DataPlane, folder: str, on_batch: Callable[[int], Any] | None) -> pa.Table:
+async def _list_folder(
+    plane: DataPlane, folder: str, schema: pa.Schema, on_batch: Callable[[int], Any] | None
+) -> pa.Table:
     batches = []
     async for batch in plane.list_batches(folder):
-        table = pa.Table.from_batches([pa.record_batch(batch)]).select(LIST_SCHEMA.names).cast(LIST_SCHEMA)
+        table = pa.Table.from_batches([pa.record_batch(batch)]).select(schema.names).cast(schema)
         batches.append(table)
         if on_batch is not None:
             on_batch(table.num_rows)
-    return pa.concat_tables(batches) if batches else LIST_SCHEMA.empty_table()
+    return pa.concat_tables(batches) if batches else schema.empty_table()
 
 
 def list_folders(
-    plane: DataPlane, folders: list[str], concurrency: int, on_batch: Callable[[int], Any] | None = None
+    plane: DataPlane,
+    folders: list[str],
+    concurrency: int,
+    on_batch: Callable[[int], Any] | None = None,
+    columns: Iterable[str] = LIST_SCHEMA.names,
 ) -> dict[str, pa.Table | BaseException]:
-    """Every object under each folder as an Arrow table (LIST_SCHEMA), several folders at once; a folder whose
-    listing failed maps to its error (REQUEST_ERRORS), and the others still complete."""
+    """Every object under each folder as an Arrow table (the `columns` of LIST_SCHEMA), several folders at once;
+    a folder whose listing failed maps to its error (REQUEST_ERRORS), and the others still complete."""
+    schema = pa.schema([LIST_SCHEMA.field(name) for name in columns])
 
     async def work(stop: threading.Event) -> dict[str, pa.Table | BaseException]:
         results: dict[str, pa.Table | BaseException] = {}
 
         async def one(folder: str) -> None:
             try:
-                results[folder] = await _list_folder(plane, folder, on_batch)
+                results[folder] = await _list_folder(plane, folder, schema, on_batch)
             except REQUEST_ERRORS as exc:
                 results[folder] = exc
 

@@ -108,12 +108,16 @@ def _boto3_table(store: S3Bucket, folder: str, on_page: Callable[[int], Any] | N
 
 
 def list_folder_tables(
-    store: S3Bucket, folders: list[str], on_batch: Callable[[int], Any] | None = None
+    store: S3Bucket,
+    folders: list[str],
+    on_batch: Callable[[int], Any] | None = None,
+    columns: tuple[str, ...] = tuple(LIST_SCHEMA.names),
 ) -> dict[str, pa.Table | InventoryError]:
-    """Every object under each folder (`a/b/`, recursively) as a LIST_SCHEMA table, listed by obstore, several
-    folders at once; a folder holding a key obstore cannot name exactly is listed again by boto3. A folder
-    whose listing failed maps to an InventoryError naming it."""
-    listed = list_folders(store.data_plane, folders, FOLDERS_AT_ONCE, on_batch)
+    """Every object under each folder (`a/b/`, recursively) as a table of `columns` (of LIST_SCHEMA: path, size,
+    e_tag), listed by obstore, several folders at once; a folder holding a key obstore cannot name exactly is
+    listed again by boto3. A folder whose listing failed maps to an InventoryError naming it."""
+    wanted = tuple(dict.fromkeys(("size", *columns)))  # the sizes show folder markers
+    listed = list_folders(store.data_plane, folders, FOLDERS_AT_ONCE, on_batch, wanted)
     outcomes: dict[str, pa.Table | InventoryError] = {}
     again: list[str] = []
     for folder in folders:
@@ -124,7 +128,7 @@ def list_folder_tables(
             message = f"listing s3://{store.bucket}/{folder} failed: {s3_dataplane.describe(outcome)}"
             outcomes[folder] = InventoryError(message)
         else:
-            outcomes[folder] = outcome
+            outcomes[folder] = outcome.select(list(columns))
     for folder in again:
         log.info("s3://%s/%s holds a key obstore cannot name exactly; listed with boto3", store.bucket, folder)
     for folder, table in run_bounded(lambda f: _boto3_table(store, f), again, store.threads):
@@ -133,7 +137,7 @@ def list_folder_tables(
         elif isinstance(table, BaseException):
             raise table
         else:
-            outcomes[folder] = table
+            outcomes[folder] = table.select(list(columns))
     return outcomes
 
 
@@ -199,13 +203,14 @@ def list_datasets(store: S3Bucket, layout: KeyLayout, with_sizes: bool = False) 
             with bar_lock:
                 bar.update(n)
 
-        outcomes = list_folder_tables(store, leaves, count) if leaves else {}
+        columns = ("path", "size") if with_sizes else ("path",)  # a million ETags would be 40 MB for nothing
+        outcomes = list_folder_tables(store, leaves, count, columns) if leaves else {}
         for folder in leaves:
             outcome = outcomes[folder]
             if isinstance(outcome, BaseException):
                 raise outcome
             tables.append(outcome)
-    listing = pa.concat_tables(tables) if tables else LIST_SCHEMA.empty_table()
+    listing = pa.concat_tables(tables) if tables else LIST_SCHEMA.empty_table().select(["path", "size"])
     sizes: dict[str, int] = {}
     if with_sizes:
         sizes = dict(zip(listing["path"].to_pylist(), listing["size"].to_pylist(), strict=True))
