@@ -213,11 +213,13 @@ async def _list_folder(
 ) -> pa.Table:
     batches = []
     async for batch in plane.list_batches(folder):
-        table = pa.Table.from_batches([pa.record_batch(batch)]).select(schema.names).cast(schema)
-        batches.append(table)
+        imported = pa.record_batch(batch)
+        # a copy of the kept columns: an imported batch's buffers (all its columns) live as long as any does
+        kept = [pa.concat_arrays([imported.column(f.name)]).cast(f.type) for f in schema]
+        batches.append(pa.record_batch(kept, schema=schema))
         if on_batch is not None:
-            on_batch(table.num_rows)
-    return pa.concat_tables(batches) if batches else schema.empty_table()
+            on_batch(imported.num_rows)
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 def list_folders(

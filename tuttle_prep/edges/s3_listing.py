@@ -50,8 +50,10 @@ class Inventory:
     sizes: dict[str, int] = field(default_factory=dict)
 
     def every_key(self) -> pd.Series:
-        """`keys` and then `unexpected`, for the key parser."""
-        return pd.concat([self.keys, pd.Series(self.unexpected, dtype=self.keys.dtype)], ignore_index=True)
+        """`keys` and then `unexpected`, for the key parser (the keys' Arrow buffers are not copied)."""
+        keys = pa.chunked_array(pa.array(self.keys.array))
+        chunks = [*keys.chunks, pa.array(self.unexpected, keys.type)]
+        return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks, keys.type)))
 
 
 def list_page_keys(
