@@ -31,7 +31,13 @@ from tuttle_prep.edges import aws
 from tuttle_prep.edges.aws import make_client
 from tuttle_prep.edges.s3_apply import apply_plan
 from tuttle_prep.edges.s3_bucket import S3Bucket
-from tuttle_prep.edges.s3_dataplane import DataPlane, SessionCredentials, copy_objects, open_object_store
+from tuttle_prep.edges.s3_dataplane import (
+    DataPlane,
+    SessionCredentials,
+    copy_objects,
+    open_object_store,
+    retries_from,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = source_key(frame_number("S01E01", 0)).rsplit("/", 1)[0] + "/"
@@ -191,6 +197,13 @@ def test_copies_are_tried_aws_max_attempts_times_then_reported_by_key(
     for key in failing:
         assert len([r for r in proxied.of("CopyObject") if r.key == key]) == attempts
     assert set(bucket.keys(ML_PREFIX)) == {k for k in plan.actions["dst_key"] if k not in failing}
+
+
+@pytest.mark.parametrize(("env", "retries"), [({}, 5), ({"AWS_MAX_ATTEMPTS": "3"}, 2), ({"AWS_MAX_ATTEMPTS": "1"}, 0)])
+def test_obstore_retries_as_often_as_boto3(env: dict[str, str], retries: int) -> None:
+    assert retries_from(env, aws.DEFAULT_RETRIES) == retries
+    if not env:  # boto3's tries, the first included
+        assert aws.make_client("s3").meta.config.retries["total_max_attempts"] == retries + 1
 
 
 @pytest.mark.parametrize("fault", ["timeout", "error in a 200 answer"])

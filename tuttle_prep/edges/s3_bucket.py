@@ -6,6 +6,7 @@ this module also holds what they share: bounded parallel work on threads and the
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
@@ -101,7 +102,7 @@ class S3Bucket:
                     session,
                     self.client,
                     workers=self.workers,
-                    retries=retries_from(session, aws.DEFAULT_RETRIES),
+                    retries=retries_from(os.environ, aws.DEFAULT_RETRIES),
                 )
                 self._data_plane = DataPlane(store)
             return self._data_plane

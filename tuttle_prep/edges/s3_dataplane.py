@@ -18,7 +18,7 @@ import atexit
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -76,18 +76,14 @@ class SessionCredentials:
         }
 
 
-def retries_from(session: Any, default: int) -> int:
-    """Retries after the first try: AWS_MAX_ATTEMPTS, or the profile's `max_attempts` (total tries, as botocore
-    reads them), else `default`."""
-    botocore_session = getattr(session, "_session", session)
+def retries_from(env: Mapping[str, str], default: int) -> int:
+    """Retries after the first try, as `aws.make_client` gives boto3: AWS_MAX_ATTEMPTS (total tries) when set,
+    else `default`."""
     try:
-        attempts = botocore_session.get_config_variable("max_attempts")
-    except (AttributeError, ValueError):
-        attempts = None
-    try:
-        return max(0, int(attempts) - 1) if attempts else default
-    except (TypeError, ValueError):
+        attempts = int(env.get("AWS_MAX_ATTEMPTS", "").strip() or 0)
+    except ValueError:
         return default
+    return max(0, attempts - 1) if attempts else default
 
 
 def open_object_store(
