@@ -7,6 +7,7 @@ Everything found along the way goes into a `RunReport`; nothing here prints.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,38 @@ def delete_guard(deletes: int, existing: int, limit: DeleteLimit | None) -> str 
     )
 
 
+#: episodes named one by one in a per-episode refusal
+EPISODES_SHOWN = 5
+
+
+def episode_delete_guard(counts: pd.DataFrame, limit: DeleteLimit | None) -> str | None:
+    """The refusal message if one episode would lose too many of its own files, else None.
+
+    `counts` is `Plan.deletes_leaving_by_episode()`. The default rule is the run-wide one per episode (more
+    than 10 % of its files and more than 100); `--max-delete P%` applies P per episode, and `--max-delete N`
+    is already exceeded run-wide by any episode above N.
+    """
+    if limit is None:
+        deletes = counts["deletes"]
+        over = counts[(deletes > DEFAULT_DELETE_FLOOR) & (deletes > counts["files"] * DEFAULT_DELETE_SHARE)]
+        rule = f"more than {DEFAULT_DELETE_SHARE:.0%} of its files and more than {DEFAULT_DELETE_FLOOR}"
+    else:
+        over = counts[[limit.exceeded(int(d), int(f)) for d, f in zip(counts["deletes"], counts["files"], strict=True)]]
+        shown = limit.count if limit.count is not None else f"{limit.percent:g}%"
+        rule = f"more than --max-delete {shown} of its files"
+    if over.empty:
+        return None
+    named = "; ".join(
+        f"{eid} would lose {int(row.deletes):,} of its {int(row.files):,} dataset files"
+        for eid, row in over.head(EPISODES_SHOWN).iterrows()
+    )
+    more = f" (and {len(over) - EPISODES_SHOWN} more episodes)" if len(over) > EPISODES_SHOWN else ""
+    return (
+        f"refusing the deletes: {named}{more} ({rule}, per episode); check those sheets, then rerun with --force "
+        "or a higher --max-delete"
+    )
+
+
 @dataclass
 class SyncOptions:
     """The `sync` command's options."""
@@ -148,22 +181,29 @@ def build_context(settings: Settings, options: SyncOptions, run_id: str | None =
 
 
 def load_frames(
-    episodes: list[Episode], reader: SheetReader, report: RunReport, allow_empty: bool
-) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    episodes: list[Episode],
+    reader: SheetReader,
+    report: RunReport,
+    allow_empty: bool,
+    optional_columns: tuple[str, ...] = (),
+) -> tuple[dict[str, pd.DataFrame], set[str], set[str]]:
     """Read every episode's sheet (a few at a time) into its classified frames; skip and report failures.
 
-    Returns the frames by episode and the frames held back by rejected rows.
+    Returns the frames by episode, the frames held back by rejected rows, and the episodes whose plain
+    deletes are all held back (a rejected row names no frame of the episode, so any delete could be its frame).
     """
 
     def load(episode: Episode) -> tuple[Episode, Any]:
         try:
             raw = reader.read(episode.sheet_location, title=episode.title, episode_id=episode.episode_id)
-            return episode, build_frame_table(raw, episode.episode_id, f"{episode.episode_id} sheet")
+            where = f"{episode.episode_id} sheet"
+            return episode, build_frame_table(raw, episode.episode_id, where, optional_columns)
         except SheetError as exc:
             return episode, exc
 
     loaded: dict[str, pd.DataFrame] = {}
     held: set[str] = set()
+    held_episodes: set[str] = set()
     rejections = [report.rejections]
     with ThreadPoolExecutor(max_workers=SHEET_THREADS, thread_name_prefix="sheet") as pool:
         for episode, outcome in pool.map(load, episodes):
@@ -179,6 +219,14 @@ def load_frames(
             if len(outcome.rejections) > REJECTIONS_SHOWN:
                 more = len(outcome.rejections) - REJECTIONS_SHOWN
                 report.error(f"{eid}: ... and {more:,} more rejected rows in its sheet ({REJECTIONS_SHOWN} shown)")
+            untied = outcome.untied_rows
+            if untied:
+                held_episodes.add(eid)
+                rows = ", ".join(str(r) for r in untied[:10]) + (", ..." if len(untied) > 10 else "")
+                report.error(
+                    f"{eid}: {len(untied):,} rejected rows name no frame of this episode (sheet rows {rows}); "
+                    f"every plain delete of {eid} is held back until they are fixed"
+                )
             if outcome.frames.empty and not allow_empty:
                 report.error(f"{eid}: the sheet has no classified frames; skipped (use --allow-empty to empty it)")
                 report.skip(eid, "no classified frames")
@@ -191,7 +239,7 @@ def load_frames(
             )
             loaded[eid] = outcome.frames.assign(episode_id=eid)
     report.rejections = pd.concat([r for r in rejections if len(r)] or [report.rejections], ignore_index=True)
-    return loaded, held
+    return loaded, held, held_episodes
 
 
 def _record_counts(report: RunReport, plan: Plan | None, episode_ids: list[str]) -> None:
@@ -224,7 +272,9 @@ def run_sync(
         if plan is None:
             return report
         # checked in a dry run too, so it tells whether the real run would refuse
-        guard = delete_guard(plan.deletes_leaving(), plan.current_count, options.max_delete)
+        guard = delete_guard(plan.deletes_leaving(), plan.current_count, options.max_delete) or episode_delete_guard(
+            plan.deletes_leaving_by_episode(), options.max_delete
+        )
         if guard and not options.force:
             report.refused = guard
             log.warning(guard)
@@ -283,7 +333,9 @@ def _plan_run(
         )
     log.info("%d manifest files, %d episodes, %d selected", len(files), len(manifests.episodes), len(episodes))
 
-    frames, held = load_frames(episodes, context.reader, report, options.allow_empty)
+    frames, held, held_episodes = load_frames(
+        episodes, context.reader, report, options.allow_empty, settings.sheet_optional_columns
+    )
 
     expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
     try:
@@ -316,9 +368,13 @@ def _plan_run(
         report.warn(f"... and {len(unexpected) - 20:,} more keys under {settings.ml_prefix} left alone")
 
     prune = options.prune_orphans
-    if prune and manifests.errors:
-        report.error("--prune-orphans ignored: some manifests have errors, so orphans cannot be told apart")
+    manifest_problems = read_errors + manifests.errors
+    if prune and manifest_problems:
+        report.error(
+            "--prune-orphans ignored: some manifests have errors or could not be read, so orphans cannot be told apart"
+        )
         prune = False
+    known_episodes = manifests.episode_ids | doubtful_episodes(manifest_problems, current["episode_id"])
     frame_list = list(frames.values())
     all_frames = (
         pd.concat(frame_list, ignore_index=True)
@@ -332,9 +388,10 @@ def _plan_run(
         sources,
         layout,
         planned_episodes=set(frames),
-        known_episodes=manifests.episode_ids,
+        known_episodes=known_episodes,
         prune_orphans=prune,
         held_frames=held,
+        held_episodes=held_episodes,
     )
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
     report.orphans = len(plan.orphans)
@@ -350,6 +407,25 @@ def _plan_run(
     if options.plan_out is not None:
         write_plan_csv(plan, options.plan_out)
     return plan
+
+
+_MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
+_SEASON_CODE = re.compile(r"S\d{2}\Z", re.IGNORECASE)
+
+
+def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[str]:
+    """Listed episodes a manifest that could not be read or parsed may hold: they count as known, not orphans.
+
+    Every problem message names its manifest file; `S02-episodes.json` covers season S02. A file whose name
+    gives no season (or a problem naming no file) could hold any episode: then every listed one counts.
+    """
+    seasons: set[str] = set()
+    for message in manifest_problems:
+        names = _MANIFEST_NAMED.findall(message)
+        if not names or not all(_SEASON_CODE.match(n) for n in names):
+            return set(listed)
+        seasons.update(n.upper() for n in names)
+    return {e for e in set(listed) if e[:3] in seasons}
 
 
 def write_plan_csv(plan: Plan, path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .frame_table import RARITY_COLUMNS, normalize_header
 
 DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"
 DEFAULT_SEED = "tuttle-twins-2022"
@@ -46,6 +47,21 @@ def parse_split(text: str, variable: str = "TUTTLE_SPLIT") -> dict[str, float]:
     if abs(total - 1) > 1e-6:
         raise ConfigError(f"{variable}: shares must add up to 1, they add up to {total:g}")
     return shares
+
+
+def parse_optional_columns(text: str, variable: str = "TUTTLE_SHEET_OPTIONAL_COLUMNS") -> tuple[str, ...]:
+    """`SUPERVISED CLASSIFICATION, JONNY's RECLASSIFICATION` -> those rarity headers; ConfigError for another name."""
+    by_normal = {normalize_header(c): c for c in RARITY_COLUMNS}
+    columns = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        column = by_normal.get(normalize_header(part))
+        if column is None:
+            names = ", ".join(f"'{c}'" for c in RARITY_COLUMNS)
+            raise ConfigError(f"{variable}: '{part.strip()}' is not a rarity column ({names})")
+        columns.append(column)
+    return tuple(dict.fromkeys(columns))
 
 
 def _prefix(value: str, variable: str) -> str:
@@ -86,6 +102,8 @@ class Settings:
     log_group: str | None = None
     lock_key: str = "tuttle_twins/locks/data-prep.lock"
     lock_stale_seconds: int = 6 * 3600
+    #: rarity columns an episode sheet may lack (any other missing or renamed rarity column skips the episode)
+    sheet_optional_columns: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -117,4 +135,5 @@ class Settings:
             log_group=log_group or None,
             lock_key=env.get("TUTTLE_LOCK_KEY", cls.lock_key).strip().lstrip("/") or cls.lock_key,
             lock_stale_seconds=env_number(env, "TUTTLE_LOCK_STALE_SECONDS", cls.lock_stale_seconds, int, 60),
+            sheet_optional_columns=parse_optional_columns(env.get("TUTTLE_SHEET_OPTIONAL_COLUMNS", "")),
         )
