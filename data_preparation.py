@@ -4,15 +4,8 @@
 import signal
 import sys
 
-from tuttle_prep.cli import main
-
-
-def _stop(signum: int, frame: object) -> None:
-    # SIGTERM (cron's timeout, systemd, kill) unwinds like Ctrl-C would, so the run lock is released and
-    # the failed run is logged and counted; copies already under way finish, no delete starts.
-    raise SystemExit(128 + signum)
-
+from tuttle_prep.cli import main, stop_on_signal
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     sys.exit(main())

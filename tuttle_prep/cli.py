@@ -12,12 +12,18 @@ from dotenv import load_dotenv
 
 from .cli_common import episode_option, fail_config, season_option
 from .cloudwatch import log_group_from_env, observed_run
-from .errors import ConfigError
+from .errors import ConfigError, RunStopped
 from .job import DeleteLimit, SyncOptions, build_context, run_sync
 from .report import RunReport
 from .settings import Settings
 
 log = logging.getLogger("tuttle_prep")
+
+
+def stop_on_signal(signum: int, frame: object) -> None:
+    """The SIGTERM handler: unwind like Ctrl-C would, so the run lock is released and the run is recorded as
+    failed with exit code 128 + signal (what the process returns); copies under way finish, no delete starts."""
+    raise RunStopped(signum)
 
 
 def setup_logging(verbose: int) -> None:

@@ -262,9 +262,10 @@ def run_sync(
 
     with ExitStack() as held:
         held.callback(store.close)  # stops the worker processes a large listing may have started
+        lock = None
         if not options.dry_run:  # a dry run writes nothing, so it runs beside a real one
             try:
-                held.enter_context(context.lock())
+                lock = held.enter_context(context.lock())
             except LockError as exc:
                 report.error(str(exc))
                 return report
@@ -287,7 +288,12 @@ def run_sync(
         log.info(
             "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
         )
-        result = store.apply(plan, plain_deletes=report.refused is None, on_progress=log.info)
+        result = store.apply(
+            plan,
+            plain_deletes=report.refused is None,
+            on_progress=log.info,
+            before_deletes=getattr(lock, "still_ours", None),
+        )
         report.applied = True
         report.copied, report.moved, report.deleted = result.copied, result.moved, result.deleted
         report.failed = result.failed
@@ -301,6 +307,12 @@ def run_sync(
                 f"{result.deletes_held_back:,} plain deletes held back because {result.failed:,} operations failed; "
                 "the next run retries them"
             )
+        if result.deletes_stopped:
+            report.error(
+                f"{result.deletes_stopped}; this run deleted nothing (not even the sources of its moves) and "
+                "leaves the labels index alone: the lock's holder plans from the bucket as it is now"
+            )
+            return report
         update_labels_index(store, layout, plan, report, result)
     return report
 

@@ -44,6 +44,8 @@ class RunReport:
     deletes_held_back: int = 0
     orphans: int = 0
     unexpected: int = 0
+    #: the exit code the process returns when the run was stopped before it finished (SIGTERM: 143)
+    stopped_with: int | None = None
 
     def error(self, message: str) -> None:
         self.errors.append(message)
@@ -65,7 +67,10 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 clean; 1 finished with errors, skipped episodes, failures or a refused guard; 2 config error."""
+        """0 clean; 1 finished with errors, skipped episodes, failures or a refused guard; 2 config error;
+        the process's own exit code when the run was stopped (128 + signal)."""
+        if self.stopped_with is not None:
+            return self.stopped_with
         if self.config_error:
             return EXIT_CONFIG
         if self.errors or self.skipped or self.refused or self.failed or self.rejected_rows or self.missing_sources:
