@@ -253,9 +253,7 @@ def test_an_episode_losing_most_of_its_files_is_refused_though_the_run_as_a_whol
     e01 = season_rows(E01, 110)
     e02 = season_rows(E02, 950)
     placed = expected_state({E01: e01, E02: e02})
-    keys = [dataset_key(dataset, rarity, frame) for frame, (dataset, rarity) in placed.items()]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda k: bucket.put(k, JPEG), keys))
+    put_many(bucket, [dataset_key(dataset, rarity, frame) for frame, (dataset, rarity) in placed.items()])
     upload_season(bucket, {E01: e01[:5], E02: e02}, sources=False)  # E01's sheet truncated: 105 of 110 leave
 
     refused = run_cli("sync")
@@ -263,11 +261,24 @@ def test_an_episode_losing_most_of_its_files_is_refused_though_the_run_as_a_whol
     assert refused.exit_code == 1, refused.output
     assert "refusing the deletes: S01E01 would lose 105 of its 110 dataset files" in refused.output
     assert "more than 10% of its files and more than 100, per episode" in refused.output
-    assert dataset_keys(bucket) == placed
+    assert dataset_keys(bucket) == placed  # --force and --max-delete: test_episode_delete_guard_boundaries
 
-    allowed = run_cli("sync", "--max-delete", "200")  # --max-delete covers the per-episode rule too
-    assert allowed.exit_code == 0, allowed.output
-    assert dataset_keys(bucket) == expected_state({E01: e01[:5], E02: e02})
+
+def put_many(bucket: Bucket, keys: list[str]) -> None:
+    """Place many small objects fast: straight into the session's in-process moto server (ThreadedMotoServer
+    shares this process's backends), else by PutObject on threads. Only setup; the job itself goes through HTTP."""
+    try:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        backend.get_bucket(bucket.name)
+    except Exception:  # another moto layout: the slow way
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda k: bucket.put(k, JPEG), keys))
+        return
+    for key in keys:
+        backend.put_object(bucket.name, key, JPEG)
 
 
 @pytest.mark.parametrize(
