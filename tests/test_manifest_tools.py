@@ -202,6 +202,24 @@ def test_check_sheets_reads_csv_exports_without_google(tmp_path: Path) -> None:
     assert "S01E02: the header has no 'FRAME NUMBER' column (header: 'ROW_INDEX', 'FRAME')" in result.output
 
 
+def test_check_sheets_reports_a_renamed_rarity_header_as_sync_would(tmp_path: Path, monkeypatch) -> None:
+    csv_path = tmp_path / "S01E01.csv"
+    csv_path.write_text(
+        "FRAME NUMBER,SUPERVISED CLASSIFICATION,JONNY RECLASSIFICATION\nTT_S01_E01_FRM-00-00-00-00,Rare,Trash\n",
+        encoding="utf-8",
+    )
+    write(tmp_path / "m", "S01-episodes.json", [entry("S01E01", str(csv_path))])
+
+    result = invoke("validate", "--check-sheets", str(tmp_path / "m"))
+    assert result.exit_code == 1
+    assert "header 'JONNY RECLASSIFICATION' looks like a renamed 'JONNY's RECLASSIFICATION'" in result.output
+    assert "Traceback" not in result.output
+
+    monkeypatch.setenv("TUTTLE_SHEET_OPTIONAL_COLUMNS", "JONNY's RECLASSIFICATION")
+    result = invoke("validate", "--check-sheets", str(tmp_path / "m"))
+    assert result.exit_code == 0, result.output
+
+
 # -------------------------------------------------------------------------------------------- push
 def test_push_uploads_only_what_changed(folder: Path, bucket) -> None:
     result = invoke("push", str(folder))

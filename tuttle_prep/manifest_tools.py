@@ -175,8 +175,10 @@ def sheet_reader(settings: Settings, episodes: Sequence[Episode], client: Any = 
     return SheetReader(sources)
 
 
-def check_sheets(found: Findings, reader: SheetReader) -> None:
-    """Open every episode's sheet (a few at a time) and check its header; add errors/warnings to `found`."""
+def check_sheets(found: Findings, reader: SheetReader, optional_columns: Sequence[str] = ()) -> None:
+    """Open every episode's sheet (a few at a time) and check its header; add errors/warnings to `found`.
+
+    `optional_columns` are the rarity columns a sheet may lack (TUTTLE_SHEET_OPTIONAL_COLUMNS), as in sync."""
 
     def check(episode: Episode) -> tuple[Episode, pd.DataFrame | SheetError]:
         try:
@@ -190,7 +192,7 @@ def check_sheets(found: Findings, reader: SheetReader) -> None:
             if isinstance(outcome, SheetError):
                 found.errors.append(f"{where}: {outcome}")
                 continue
-            _check_table(found, episode, outcome, where)
+            _check_table(found, episode, outcome, where, optional_columns)
 
 
 def _read(reader: SheetReader, episode: Episode) -> pd.DataFrame:
@@ -200,7 +202,9 @@ def _read(reader: SheetReader, episode: Episode) -> pd.DataFrame:
     return reader.read(episode.sheet_location)
 
 
-def _check_table(found: Findings, episode: Episode, table: pd.DataFrame, where: str) -> None:
+def _check_table(
+    found: Findings, episode: Episode, table: pd.DataFrame, where: str, optional_columns: Sequence[str] = ()
+) -> None:
     problems = header_problems(list(table.columns))
     found.errors.extend(f"{where}: {problem}" for problem in problems)
     real_title = str(table.attrs.get("sheet_title", ""))
@@ -211,7 +215,11 @@ def _check_table(found: Findings, episode: Episode, table: pd.DataFrame, where: 
         )
     if problems:
         return
-    frames = build_frame_table(table, episode.episode_id, f"{episode.episode_id} sheet")
+    try:
+        frames = build_frame_table(table, episode.episode_id, f"{episode.episode_id} sheet", optional_columns)
+    except SheetError as exc:  # a header that looks like a renamed rarity column: sync would skip the episode
+        found.errors.append(f"{where}: {exc}")
+        return
     rejected = frames.rejections
     found.sheets.append(
         f"{episode.episode_id}: {len(table):,} rows, {len(frames.frames):,} classified frames, "
@@ -237,7 +245,8 @@ def validate_directory(
     if not files:
         found.errors.append(f"no manifest files (*{MANIFEST_SUFFIX}) in {directory}")
     if check_sheets_too and found.episodes:
-        check_sheets(found, sheet_reader(settings or Settings.from_env(), found.episodes))
+        settings = settings or Settings.from_env()
+        check_sheets(found, sheet_reader(settings, found.episodes), settings.sheet_optional_columns)
     return found, files
 
 
