@@ -154,6 +154,30 @@ def test_a_renamed_rarity_header_skips_the_episode_unless_the_column_may_be_miss
     assert {rarity for _, rarity in dataset_keys(bucket).values()} == {"Rare"}
 
 
+def test_a_sheet_that_lost_a_rarity_column_earlier_runs_saw_skips_its_episode(bucket: Bucket, monkeypatch):
+    rows = [{**r, SUPERVISED: "Rare", JONNY: "Legendary"} for r in sheet_rows(E01, ["Common"] * 3)]
+    upload_season(bucket, {E01: rows})
+    assert run_cli("sync").exit_code == 0
+    placed = dataset_keys(bucket)
+    memory = ML_PREFIX + "sheet_headers.json"
+    assert json.loads(bucket.get(memory)) == {E01: sorted([JONNY, SUPERVISED, UNSUPERVISED])}
+    without = [{k: v for k, v in r.items() if k != JONNY} for r in rows]
+    put_sheet(bucket, E01, sheet_csv(without, [h for h in HEADER if h != JONNY]))  # the column deleted outright
+
+    dry = run_cli("sync", "--dry-run")
+    result = run_cli("sync")
+
+    assert dry.exit_code == result.exit_code == 1, result.output
+    assert f"S01E01 sheet: no '{JONNY}' column, which earlier runs saw; the episode is skipped" in result.output
+    assert dataset_keys(bucket) == placed
+    monkeypatch.setenv("TUTTLE_SHEET_OPTIONAL_COLUMNS", JONNY)  # removed on purpose
+    assert run_cli("sync").exit_code == 0
+    assert {rarity for _, rarity in dataset_keys(bucket).values()} == {"Rare"}
+    monkeypatch.delenv("TUTTLE_SHEET_OPTIONAL_COLUMNS")
+    assert run_cli("sync").exit_code == 0  # the memory now holds the sheet as it is
+    assert json.loads(bucket.get(memory)) == {E01: sorted([SUPERVISED, UNSUPERVISED])}
+
+
 # ---- 5. a run that lost its lock ----------------------------------------------------------------------------
 
 

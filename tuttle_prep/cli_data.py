@@ -23,6 +23,7 @@ from .plan import KeyLayout
 from .report import EXIT_ERRORS, EXIT_OK
 from .s3_store import S3Store
 from .settings import Settings
+from .sheet_headers import headers_key
 
 log = logging.getLogger("tuttle_prep")
 
@@ -96,7 +97,7 @@ def report_command(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Pat
         log.error("%s; no report written", exc)
         sys.exit(EXIT_ERRORS)
     current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
-    unexpected = [k for k in unexpected if k != labels_key(settings.ml_prefix)]
+    unexpected = [k for k in unexpected if k not in (labels_key(settings.ml_prefix), headers_key(settings.ml_prefix))]
 
     known = _manifest_episodes(store, settings)
     selected = None

@@ -83,6 +83,8 @@ class FrameTable:
     rejections: pd.DataFrame
     #: rows with a valid frame number but no rarity in any column
     unclassified: int = 0
+    #: the rarity columns (canonical names) the sheet has
+    rarity_columns: tuple[str, ...] = ()
 
     @property
     def held_frames(self) -> set[str]:
@@ -229,4 +231,5 @@ def build_frame_table(
         if rejected
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
-    return FrameTable(episode_id, frames, rejections, unclassified)
+    present = tuple(c for c in RARITY_COLUMNS if c in columns)
+    return FrameTable(episode_id, frames, rejections, unclassified, present)

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from botocore.exceptions import BotoCoreError, ClientError
 
 from . import aws
+from .aws import describe
 from .errors import ConfigError, InventoryError, LockError, SheetError
 from .frame_table import build_frame_table
 from .labels import labels_key, update_labels_index
@@ -29,6 +31,7 @@ from .plan import KeyLayout, Plan, plan_changes, wanted_frames
 from .report import COUNT_COLUMNS, RunReport
 from .s3_store import S3Store, default_processes
 from .settings import Settings
+from .sheet_headers import headers_key, read_seen_headers, write_seen_headers
 from .sheets import CsvFileSource, CsvS3Source, SheetReader, SheetSource, is_google_location
 
 log = logging.getLogger(__name__)
@@ -186,11 +189,14 @@ def load_frames(
     report: RunReport,
     allow_empty: bool,
     optional_columns: tuple[str, ...] = (),
+    seen_columns: dict[str, list[str]] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], set[str], set[str]]:
     """Read every episode's sheet (a few at a time) into its classified frames; skip and report failures.
 
     Returns the frames by episode, the frames held back by rejected rows, and the episodes whose plain
     deletes are all held back (a rejected row names no frame of the episode, so any delete could be its frame).
+    `seen_columns` (the rarity columns each sheet had in earlier runs) is updated with the sheets read; a sheet
+    that lost one of them, and `optional_columns` does not name it, skips its episode.
     """
 
     def load(episode: Episode) -> tuple[Episode, Any]:
@@ -212,6 +218,21 @@ def load_frames(
                 report.error(f"{eid}: {outcome}")
                 report.skip(eid, "sheet not read")
                 continue
+            if seen_columns is not None:
+                lost = [
+                    c
+                    for c in seen_columns.get(eid, ())
+                    if c not in outcome.rarity_columns and c not in optional_columns
+                ]
+                if lost:
+                    report.error(
+                        f"{eid} sheet: no '{lost[0]}' column, which earlier runs saw; the episode is skipped (its "
+                        "files stay as they are) rather than planned from the less trusted columns; restore the "
+                        "column, or name it in TUTTLE_SHEET_OPTIONAL_COLUMNS if it was removed on purpose"
+                    )
+                    report.skip(eid, "rarity column lost")
+                    continue
+                seen_columns[eid] = list(outcome.rarity_columns)
             rejections.append(outcome.rejections)
             held |= outcome.held_frames
             for row in outcome.rejections.head(REJECTIONS_SHOWN).itertuples(index=False):
@@ -345,8 +366,13 @@ def _plan_run(
         )
     log.info("%d manifest files, %d episodes, %d selected", len(files), len(manifests.episodes), len(episodes))
 
+    memory_key = headers_key(settings.ml_prefix)
+    seen_before, memory_problem = read_seen_headers(store, memory_key)
+    if memory_problem:
+        report.warn(f"{memory_problem}; a sheet that lost a rarity column earlier runs saw is not noticed this run")
+    seen = dict(seen_before) if seen_before is not None else None
     frames, held, held_episodes = load_frames(
-        episodes, context.reader, report, options.allow_empty, settings.sheet_optional_columns
+        episodes, context.reader, report, options.allow_empty, settings.sheet_optional_columns, seen
     )
 
     expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
@@ -372,13 +398,19 @@ def _plan_run(
         report.skip(eid, "source listing failed")
         frames.pop(eid, None)
 
-    unexpected = [k for k in unexpected if k != labels_key(settings.ml_prefix)]  # the job's own index
+    own = {labels_key(settings.ml_prefix), memory_key}  # the job's own index and header memory
+    unexpected = [k for k in unexpected if k not in own]
     report.unexpected = len(unexpected)
     for key in unexpected[:20]:
         report.warn(f"not a dataset object, left alone: {key}")
     if len(unexpected) > 20:
         report.warn(f"... and {len(unexpected) - 20:,} more keys under {settings.ml_prefix} left alone")
 
+    if seen is not None and seen != seen_before and not options.dry_run:  # only once the listings succeeded
+        try:
+            write_seen_headers(store, memory_key, seen)
+        except (ClientError, BotoCoreError) as exc:
+            report.warn(f"s3://{settings.bucket}/{memory_key}: not updated ({describe(exc)})")
     prune = options.prune_orphans
     manifest_problems = read_errors + manifests.errors
     if prune and manifest_problems:
