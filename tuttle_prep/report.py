@@ -44,6 +44,8 @@ class RunReport:
     deletes_held_back: int = 0
     orphans: int = 0
     unexpected: int = 0
+    #: first 8 hex digits of the SHA-256 of TUTTLE_SPLIT_SEED (None until the settings are read)
+    seed_fingerprint: str | None = None
 
     def error(self, message: str) -> None:
         self.errors.append(message)
@@ -130,6 +132,7 @@ class RunReport:
             "rejected_rows": self.rejected_rows,
             "orphans": self.orphans,
             "unexpected_keys": self.unexpected,
+            "split_seed_fingerprint": self.seed_fingerprint,
             "refused": self.refused,
             "errors": len(self.errors),
             "duration_seconds": round(finished - self.started, 3),
