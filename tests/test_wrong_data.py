@@ -8,9 +8,19 @@ index, and a split seed with a stray space.
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 from conftest import Bucket, run_cli
-from season import dataset_keys, upload_season
+from season import (
+    MANIFESTS_PREFIX,
+    UNSUPERVISED,
+    dataset_keys,
+    manifest_entry,
+    put_manifest,
+    put_sheet,
+    upload_season,
+)
 from test_cloudwatch import account, log_messages, summary_of  # noqa: F401 - `account` is a fixture
 from test_faults import expected_state, season_rows
 
@@ -34,3 +44,82 @@ def test_split_seed_is_trimmed_and_its_fingerprint_is_in_the_summaries(bucket: B
     monkeypatch.setenv("TUTTLE_SPLIT_SEED", "reshuffle-2023")
     dry = run_cli("sync", "--dry-run")
     assert f"split seed fingerprint {hashlib.sha256(b'reshuffle-2023').hexdigest()[:8]}" in dry.output
+
+
+# ---- 1: only *-episodes.json directly under the prefix are read ------------------------------------------
+def test_a_backup_manifest_in_a_subfolder_is_ignored_by_sync_and_list(bucket: Bucket) -> None:
+    live = {"S01E01": season_rows("S01E01", 6)}
+    upload_season(bucket, live)
+    old_sheet = put_sheet(bucket, "S01E01-2022", [{**r, UNSUPERVISED: "Legendary"} for r in live["S01E01"]])
+    backup = f"{MANIFESTS_PREFIX}2022-backup/S01-episodes.json"
+    bucket.put(backup, json.dumps([{**manifest_entry("S01E01", old_sheet), "google_spreadsheet_title": "OLD"}]))
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 0, result.output
+    assert dataset_keys(bucket) == expected_state(live)  # the live sheet's rarities, not the backup's
+    assert (
+        f"s3://{bucket.name}/{backup}: ignored, in a subfolder of the manifests prefix; "
+        "only files directly under it are read" in result.output
+    )
+    listed = run_cli("manifests", "list")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    subfolder = "in a subfolder of the manifests prefix; only files directly under it are read"
+    assert lines[0] == f"ignored  {backup}: {subfolder}"
+    assert lines[2].startswith(f"{MANIFESTS_PREFIX}S01-episodes.json  season S01: 1 episode")
+    assert lines[3] == "  S01E01  Tuttle Twins S01E01 test sheet"
+    assert "OLD" not in listed.output
+
+
+# ---- 2: push validates the set live after the push; --delete-missing -------------------------------------
+def _write(folder: Path, name: str, entries: list[dict[str, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(entries, indent=2), encoding="utf-8")
+
+
+def test_push_after_a_local_rename_refuses_the_duplicate_until_delete_missing(bucket: Bucket, tmp_path: Path) -> None:
+    folder = tmp_path / "manifests"
+    old, new = "S01-episodes.json", "S01-tuttle-episodes.json"
+    _write(folder, old, [manifest_entry("S01E01", "s3://b/old-link.csv")])
+    assert run_cli("manifests", "push", str(folder)).exit_code == 0
+    (folder / old).unlink()
+    _write(folder, new, [manifest_entry("S01E01", "s3://b/fixed-link.csv")])
+    before = bucket.etags(MANIFESTS_PREFIX)
+
+    refused = run_cli("manifests", "push", str(folder))
+
+    assert refused.exit_code == 1, refused.output
+    old_where = f"s3://{bucket.name}/{MANIFESTS_PREFIX}{old}"
+    assert f"ERROR: {new}: episode S01E01 repeats an episode already in {old_where}" in refused.output
+    assert "push with --delete-missing to delete the old name" in refused.output
+    assert "nothing uploaded" in refused.output
+    assert bucket.etags(MANIFESTS_PREFIX) == before
+
+    dry = run_cli("manifests", "push", "--delete-missing", "--dry-run", str(folder))
+    assert dry.exit_code == 0, dry.output
+    assert f"would delete (only in S3)  {MANIFESTS_PREFIX}{old}" in dry.output
+    assert bucket.etags(MANIFESTS_PREFIX) == before
+
+    done = run_cli("manifests", "push", "--delete-missing", str(folder))
+    assert done.exit_code == 0, done.output
+    assert bucket.keys(MANIFESTS_PREFIX) == {MANIFESTS_PREFIX + new}
+    assert json.loads(bucket.get(MANIFESTS_PREFIX + new))[0]["google_spreadsheet_share_link"] == "s3://b/fixed-link.csv"
+    assert "1 uploaded, 0 unchanged, 1 deleted" in done.output
+
+
+def test_push_delete_missing_deletes_nothing_when_the_local_files_have_errors(bucket: Bucket, tmp_path: Path) -> None:
+    put_manifest(bucket, "S09", [manifest_entry("S09E01", "s3://b/s09.csv")])
+    backup = f"{MANIFESTS_PREFIX}old/S08-episodes.json"
+    bucket.put(backup, "[]")
+    folder = tmp_path / "manifests"
+    _write(folder, "S01-episodes.json", [manifest_entry("S01E01", "s3://b/a.csv")])
+    _write(folder, "S02-episodes.json", [manifest_entry("S01E01", "s3://b/b.csv")])  # the same episode again
+
+    result = run_cli("manifests", "push", "--delete-missing", str(folder))
+
+    assert result.exit_code == 1
+    assert "ERROR: S02-episodes.json: episode S01E01 repeats an episode already in S01-episodes.json" in result.output
+    assert bucket.keys(MANIFESTS_PREFIX) == {MANIFESTS_PREFIX + "S09-episodes.json", backup}
+    help_text = run_cli("manifests", "push", "--help").output
+    assert "--delete-missing" in help_text and "renamed" in help_text

@@ -134,10 +134,13 @@ def report_command(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Pat
 def _manifest_episodes(store: S3Store, settings: Settings) -> set[str] | None:
     """Every episode of the manifests, or None (with a warning) if they cannot be read at all."""
     try:
-        files, read_errors = store.read_manifests(settings.manifests_prefix)
+        ignored: list[str] = []
+        files, read_errors = store.read_manifests(settings.manifests_prefix, ignored)
     except InventoryError as exc:
         log.warning("%s; orphans cannot be told apart", exc)
         return None
+    for message in ignored:
+        log.warning(message)
     manifests = collect_episodes(files)
     for message in read_errors + manifests.errors:
         log.warning(message)

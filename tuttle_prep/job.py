@@ -260,10 +260,13 @@ def _plan_run(
 ) -> Plan | None:
     store = context.store
     try:
-        files, read_errors = store.read_manifests(settings.manifests_prefix)
+        ignored: list[str] = []
+        files, read_errors = store.read_manifests(settings.manifests_prefix, ignored)
     except InventoryError as exc:
         report.error(f"{exc}; nothing was planned or changed")
         return None
+    for message in ignored:
+        report.warn(message)
     for message in read_errors:
         report.error(message)
     if not files and not read_errors:

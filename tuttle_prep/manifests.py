@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from .sheets import location_kind
 
 MANIFEST_SUFFIX = "-episodes.json"
+#: names that look like a manifest (checked for files that are *not* read, to say why)
+NEAR_MANIFEST = re.compile(r"episodes?\.json$", re.IGNORECASE)
 REQUIRED_KEYS = ("season_code", "episode_code")
 LOCATION_KEYS = ("google_spreadsheet_share_link", "google_spreadsheet_url")
 _SEASON = re.compile(r"^S\d{2}$")
@@ -49,6 +51,28 @@ class ManifestSet:
     @property
     def episode_ids(self) -> set[str]:
         return {e.episode_id for e in self.episodes}
+
+
+def select_manifest_keys(keys: Iterable[str], prefix: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The `*-episodes.json` keys directly under `prefix` (sorted), and (key, why) for each look-alike left out.
+
+    A copy in a subfolder (`<prefix>2022-backup/S01-episodes.json`) is never read: it would otherwise
+    compete with the live file of the same name.
+    """
+    selected: list[str] = []
+    ignored: list[tuple[str, str]] = []
+    for key in sorted(keys):
+        rest = key[len(prefix) :] if key.startswith(prefix) else key
+        name = rest.rsplit("/", 1)[-1]
+        if not NEAR_MANIFEST.search(name):
+            continue
+        if "/" in rest:
+            ignored.append((key, "in a subfolder of the manifests prefix; only files directly under it are read"))
+        elif not name.endswith(MANIFEST_SUFFIX):
+            ignored.append((key, f"the name does not end in '{MANIFEST_SUFFIX}'"))
+        else:
+            selected.append(key)
+    return selected, ignored
 
 
 def parse_manifest(data: bytes | str, name: str) -> tuple[list[Episode], list[str]]:
