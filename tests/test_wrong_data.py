@@ -123,3 +123,52 @@ def test_push_delete_missing_deletes_nothing_when_the_local_files_have_errors(bu
     assert bucket.keys(MANIFESTS_PREFIX) == {MANIFESTS_PREFIX + "S09-episodes.json", backup}
     help_text = run_cli("manifests", "push", "--help").output
     assert "--delete-missing" in help_text and "renamed" in help_text
+
+
+# ---- 5: bare words and scheme-less Google links are not sheet locations ----------------------------------
+SHEET_ID = "1cr_rXVh0eZZ4aLtFKb5dw8jfBtksRezhY1X5ys6FckI"
+NO_SCHEME = f"docs.google.com/spreadsheets/d/{SHEET_ID}/edit"
+
+
+def test_bare_words_and_links_without_https_are_reported_by_validate_push_and_sync(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    existing = tmp_path / "exports" / "S01E03"  # a local path without .csv is fine when it exists
+    existing.parent.mkdir()
+    existing.write_text("FRAME NUMBER\n")
+    folder = tmp_path / "manifests"
+    entries = [
+        manifest_entry("S01E01", "TODO"),
+        manifest_entry("S01E02", NO_SCHEME),
+        manifest_entry("S01E03", str(existing)),
+        manifest_entry("S01E04", "exports/S01E04.csv"),
+    ]
+    _write(folder, "S01-episodes.json", entries)
+    todo = (
+        "S01-episodes.json: episode S01E01: google_spreadsheet_share_link 'TODO' is not a Google Sheets link, "
+        "s3:// URL, file:// URL or path of a CSV export: there is no file 'TODO'"
+    )
+    no_scheme = (
+        f"S01-episodes.json: episode S01E02: google_spreadsheet_share_link '{NO_SCHEME}' is a Google Sheets link "
+        f"without 'https://'; write it as 'https://{NO_SCHEME}'"
+    )
+
+    validated = run_cli("manifests", "validate", str(folder))
+    assert validated.exit_code == 1
+    assert f"ERROR: {todo}" in validated.output and f"ERROR: {no_scheme}" in validated.output
+    assert validated.output.strip().endswith("1 manifest file, 2 episodes: 2 error(s), 0 warning(s)")
+
+    pushed = run_cli("manifests", "push", str(folder))
+    assert pushed.exit_code == 1 and f"ERROR: {todo}" in pushed.output and "nothing uploaded" in pushed.output
+    assert bucket.keys(MANIFESTS_PREFIX) == set()
+
+    good = {"S01E05": season_rows("S01E05", 3)}
+    before = {"TT_S01_E01_FRM-00-00-00-00": ("train", "Rare")}
+    bucket.put("tuttle_twins/ML/train/Rare/TT_S01_E01_FRM-00-00-00-00.jpg")
+    locations = upload_season(bucket, good, manifest=False)
+    put_manifest(bucket, "S01", [*entries[:2], manifest_entry("S01E05", locations["S01E05"])])
+    synced = run_cli("sync", "--prune-orphans")
+    assert synced.exit_code == 1
+    assert f"s3://{bucket.name}/{MANIFESTS_PREFIX}{todo}" in synced.output
+    assert f"s3://{bucket.name}/{MANIFESTS_PREFIX}{no_scheme}" in synced.output
+    assert dataset_keys(bucket) == {**before, **expected_state(good)}  # S01E01's file stays

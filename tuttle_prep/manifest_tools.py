@@ -33,7 +33,15 @@ from .frame_table import build_frame_table
 from .google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
 from .manifests import LOCATION_KEYS, MANIFEST_SUFFIX, NEAR_MANIFEST, Episode, collect_episodes, select_manifest_keys
 from .settings import Settings
-from .sheets import CsvFileSource, CsvS3Source, SheetReader, SheetSource, is_google_location, location_kind
+from .sheets import (
+    CsvFileSource,
+    CsvS3Source,
+    SheetReader,
+    SheetSource,
+    is_google_location,
+    location_kind,
+    sheet_location_problem,
+)
 
 KNOWN_KEYS = ("season_code", "episode_code", "google_spreadsheet_title", *LOCATION_KEYS)
 _SEASON_FILE = re.compile(rf"^(S\d{{2}}){re.escape(MANIFEST_SUFFIX)}$")
@@ -127,8 +135,8 @@ def _check_item(found: Findings, name: str, index: int, item: dict[str, Any], fi
                 found.errors.append(f"{where}: {location_key} '{value}' is {problem}")
             else:
                 keys[location_key] = spreadsheet_key(value)
-        elif location_kind(value) is None and location_key != chosen:  # the chosen one is checked on parsing
-            found.errors.append(f"{where}: {location_key} '{value}' is not a Google Sheets link, s3:// URL or path")
+        elif location_key != chosen and (problem := sheet_location_problem(value)):  # chosen: checked on parsing
+            found.errors.append(f"{where}: {location_key} '{value}' is {problem}")
     if len(set(keys.values())) > 1:
         found.errors.append(
             f"{where}: {LOCATION_KEYS[0]} and {LOCATION_KEYS[1]} point at different spreadsheets "

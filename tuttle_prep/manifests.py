@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .sheets import location_kind
+from .sheets import sheet_location_problem
 
 MANIFEST_SUFFIX = "-episodes.json"
 #: names that look like a manifest (checked for files that are *not* read, to say why)
@@ -108,10 +108,9 @@ def parse_manifest(data: bytes | str, name: str) -> tuple[list[Episode], list[st
             errors.append(f"{where}: episode_code '{item['episode_code']}' is not like 'E01'")
             continue
         location = str(item[location_key]).strip()
-        if location_kind(location) is None:
-            errors.append(
-                f"{where}: {location_key} '{location}' is not a Google Sheets link, s3:// URL, file:// URL or path"
-            )
+        problem = sheet_location_problem(location)
+        if problem:
+            errors.append(f"{where}: {location_key} '{location}' is {problem}")
             continue
         title = str(item.get("google_spreadsheet_title") or "").strip()
         episodes.append(Episode(season, code, location, title, name))

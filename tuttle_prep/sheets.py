@@ -66,6 +66,33 @@ def location_kind(location: str) -> str | None:
     return None
 
 
+_GOOGLE_WITHOUT_SCHEME = re.compile(r"^(?://)?(?:www\.)?docs\.google\.com/", re.IGNORECASE)
+UNKNOWN_LOCATION = "not a Google Sheets link, s3:// URL, file:// URL or path"
+
+
+def sheet_location_problem(location: str) -> str | None:
+    """Why `location` cannot name an episode's sheet (None if it can): a phrase to follow "'<location>' is".
+
+    A Google link pasted without `https://` and a bare word (`TODO`, `N/A`) would otherwise be taken for a
+    local path and fail every night as an unreadable CSV. A local path must exist, or end in `.csv`, or be
+    a `file://` URL (checked against the current folder of the process that runs this).
+    """
+    location = location.strip()
+    if _GOOGLE_WITHOUT_SCHEME.match(location):
+        fixed = "https://" + location.lstrip("/")
+        return f"a Google Sheets link without 'https://'; write it as '{fixed}'"
+    kind = location_kind(location)
+    if kind is None:
+        return UNKNOWN_LOCATION
+    path = Path(location)
+    if kind == "file" and not location.startswith("file://") and path.suffix.lower() != ".csv" and not path.exists():
+        return (
+            f"{UNKNOWN_LOCATION} of a CSV export: there is no file '{location}' "
+            "(a local path must exist, end in .csv or be a file:// URL)"
+        )
+    return None
+
+
 def table_from_rows(rows: Sequence[Sequence[Any]], where: str) -> pd.DataFrame:
     """Build a sheet table from a list of rows whose first row is the header (ragged rows are padded)."""
     if not rows or not any(str(cell).strip() for cell in rows[0]):
