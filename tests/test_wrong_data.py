@@ -12,13 +12,20 @@ import json
 from pathlib import Path
 
 from conftest import Bucket, run_cli
+from fake_google import FakeGoogle
 from season import (
+    HEADER,
+    JPEG,
     MANIFESTS_PREFIX,
+    ML_PREFIX,
     UNSUPERVISED,
+    dataset_key,
     dataset_keys,
+    frame_number,
     manifest_entry,
     put_manifest,
     put_sheet,
+    put_sources,
     upload_season,
 )
 from test_cloudwatch import account, log_messages, summary_of  # noqa: F401 - `account` is a fixture
@@ -172,3 +179,96 @@ def test_bare_words_and_links_without_https_are_reported_by_validate_push_and_sy
     assert f"s3://{bucket.name}/{MANIFESTS_PREFIX}{todo}" in synced.output
     assert f"s3://{bucket.name}/{MANIFESTS_PREFIX}{no_scheme}" in synced.output
     assert dataset_keys(bucket) == {**before, **expected_state(good)}  # S01E01's file stays
+
+
+# ---- 6: a repeated header name is a sheet error in Google and CSV sheets alike ---------------------------
+def _google_id(n: int) -> str:
+    return f"1wd{n:02d}" + "Qr_s-" * 7 + "tuvw"
+
+
+def test_a_repeated_header_name_skips_the_episode_in_google_and_csv_sheets_alike(
+    fake_google: FakeGoogle, bucket: Bucket, tmp_path: Path, monkeypatch
+) -> None:
+    frames = {eid: [frame_number(eid, i) for i in range(3)] for eid in ("S01E01", "S01E02", "S01E03", "S01E04")}
+    before = {frames[eid][0]: ("train", "Common") for eid in ("S01E01", "S01E02", "S01E03")}
+    for frame, (dataset, rarity) in before.items():
+        bucket.put(dataset_key(dataset, rarity, frame), JPEG)
+    put_sources(bucket, [f for fs in frames.values() for f in fs])
+
+    def rows(eid: str, header: list[str]) -> list[list[str]]:
+        return [header] + [
+            ["", str(i), f, "Rare", "", "", "good shot", "note"][: len(header)] for i, f in enumerate(frames[eid])
+        ]
+
+    two_metadata = HEADER + ["METADATA"]  # columns G and H
+    two_jonny = [
+        "S3_BASE_URI",
+        "ROW_INDEX",
+        "FRAME NUMBER",
+        "JONNY's RECLASSIFICATION",
+        "JONNY\u2019s RECLASSIFICATION",
+    ]
+    fake_google.add_sheet(_google_id(1), rows("S01E01", two_metadata))
+    fake_google.add_sheet(_google_id(2), rows("S01E02", two_jonny))
+    fake_google.add_sheet(_google_id(4), rows("S01E04", HEADER))
+    csv_body = "\n".join(",".join(r) for r in rows("S01E03", two_metadata)).encode()
+    csv_location = put_sheet(bucket, "S01E03", csv_body)
+    link = "https://docs.google.com/spreadsheets/d/{}/edit?usp=sharing".format
+    put_manifest(
+        bucket,
+        "S01",
+        [
+            manifest_entry("S01E01", link(_google_id(1))),
+            manifest_entry("S01E02", link(_google_id(2))),
+            manifest_entry("S01E03", csv_location),
+            manifest_entry("S01E04", link(_google_id(4))),
+        ],
+    )
+    monkeypatch.setenv("GOOGLE_DRIVE_CREDENTIALS_FILE", str(fake_google.key_file(tmp_path)))
+    monkeypatch.setenv("TUTTLE_GOOGLE_API_URL", fake_google.url)
+
+    result = run_cli("sync", "--prune-orphans")
+
+    assert result.exit_code == 1, result.output
+    out = result.output
+    twice = "the header row names column 'METADATA' more than once (columns G 'METADATA' and H 'METADATA')"
+    assert f"S01E01: Google sheet 'Tuttle Twins S01E01 test sheet' ({link(_google_id(1))}): {twice}" in out
+    jonny = "JONNY's RECLASSIFICATION"
+    assert (
+        f"S01E02: Google sheet 'Tuttle Twins S01E02 test sheet' ({link(_google_id(2))}): the header row names "
+        f"column '{jonny}' more than once (columns D '{jonny}' and E 'JONNY\u2019s RECLASSIFICATION')" in out
+    )
+    assert f"S01E03: {csv_location}: {twice}" in out
+    # the skipped episodes keep their files; the good one syncs
+    expected = {**before, **{f: (dataset_keys(bucket)[f][0], "Rare") for f in frames["S01E04"]}}
+    assert dataset_keys(bucket) == expected and len(expected) == 6
+    labels = bucket.get(ML_PREFIX + "labels.csv").decode()
+    assert "['good shot' 'note']" not in labels and "good shot" in labels
+
+
+# ---- 7: a trailing comma no longer shifts the CSV columns --------------------------------------------------
+def test_a_trailing_comma_shifts_nothing_and_extra_text_rejects_only_its_row(bucket: Bucket) -> None:
+    eid = "S01E01"
+    frames = [frame_number(eid, i) for i in range(3)]
+    bucket.put(dataset_key("test", "Common", frames[2]), JPEG)  # where a previous run put frame 2
+    put_sources(bucket, frames)
+    lines = [
+        ",".join(HEADER),
+        f",0,{frames[0]},Common,,,[Emily],",  # one more (empty) field than the header: pandas shifted every column
+        f",1,{frames[1]},Rare,,,[Ethan]",
+        f",2,{frames[2]},Uncommon,,,[Grandpa],Legendary",  # text beyond the header: which column is meant?
+    ]
+    location = put_sheet(bucket, eid, ("\n".join(lines) + "\n").encode())
+    put_manifest(bucket, "S01", [manifest_entry(eid, location)])
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 1, result.output
+    state = dataset_keys(bucket)
+    assert {f: r for f, (_, r) in state.items()} == {frames[0]: "Common", frames[1]: "Rare", frames[2]: "Common"}
+    assert state[frames[2]] == ("test", "Common")  # the rejected row's frame is held where it was
+    assert (
+        f"{eid} sheet row 4, column 'H (beyond the header)': 'Legendary' text beyond the header's last column"
+        in result.output
+    )
+    assert f"{eid}: {location}: sheet rows 2 have more fields than the header row (7), all empty" in result.output

@@ -8,7 +8,7 @@ repaired by falling back to a less trusted column.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -78,6 +78,8 @@ class FrameTable:
     rejections: pd.DataFrame
     #: rows with a valid frame number but no rarity in any column
     unclassified: int = 0
+    #: things about the sheet worth a warning that reject nothing (from the reader: `attrs["sheet_notes"]`)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def held_frames(self) -> set[str]:
@@ -118,6 +120,10 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
     """
     where = where or episode_id
     columns = _find_columns(table, where)
+    # rows with text beyond the header's last column (see sheets.table_from_rows): which column it belongs to
+    # is a guess, so the row is rejected
+    extra_fields: dict[int, tuple[str, str]] = table.attrs.get("extra_fields") or {}
+    notes = table.attrs.get("sheet_notes") or []
     table = table.reset_index(drop=True)
     sheet_rows = pd.Series(np.arange(len(table)) + FIRST_DATA_ROW, index=table.index)
     frame = _cells(table, columns[FRAME_COLUMN])
@@ -172,7 +178,25 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
     other_episode = live & frame_episode.notna() & frame_episode.ne(episode_id)
     reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
 
-    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity
+    overflow = pd.Series(False, index=table.index)
+    if extra_fields:
+        positions_by_label: dict[str, list[int]] = {}
+        for position, (label, _) in extra_fields.items():
+            positions_by_label.setdefault(label, []).append(position)
+        texts = pd.Series("", index=table.index, dtype=object)
+        texts.iloc[list(extra_fields)] = [text for _, text in extra_fields.values()]
+        for label, positions in positions_by_label.items():
+            here = pd.Series(False, index=table.index)
+            here.iloc[positions] = True
+            reject(
+                here,
+                label,
+                texts,
+                "text beyond the header's last column (an extra comma, or a column without a header)",
+            )
+            overflow |= here
+
+    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity & ~overflow
     candidates = pd.DataFrame({"frame": frame[good], "rarity": rarity[good], "metadata": metadata[good]})
 
     # identical duplicates collapse; a frame given two different rarities is rejected everywhere
@@ -190,4 +214,4 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
         if rejected
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
-    return FrameTable(episode_id, frames, rejections, unclassified)
+    return FrameTable(episode_id, frames, rejections, unclassified, list(notes))

@@ -174,6 +174,8 @@ def load_frames(
                 continue
             rejections.append(outcome.rejections)
             held |= outcome.held_frames
+            for note in outcome.notes:
+                report.warn(f"{eid}: {note}")
             for row in outcome.rejections.head(REJECTIONS_SHOWN).itertuples(index=False):
                 report.error(f"{eid} sheet row {row.row}, column {row.column!r}: {row.value!r} {row.reason}")
             if len(outcome.rejections) > REJECTIONS_SHOWN:

@@ -220,6 +220,7 @@ def _check_table(found: Findings, episode: Episode, table: pd.DataFrame, where: 
     if problems:
         return
     frames = build_frame_table(table, episode.episode_id, f"{episode.episode_id} sheet")
+    found.warnings.extend(f"{where}: {note}" for note in frames.notes)
     rejected = frames.rejections
     found.sheets.append(
         f"{episode.episode_id}: {len(table):,} rows, {len(frames.frames):,} classified frames, "
