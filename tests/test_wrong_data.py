@@ -8,9 +8,14 @@ index, and a split seed with a stray space.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
+import boto3
+import pandas as pd
+import pytest
+from botocore.exceptions import ClientError
 from conftest import Bucket, run_cli
 from fake_google import FakeGoogle
 from season import (
@@ -30,6 +35,8 @@ from season import (
 )
 from test_cloudwatch import account, log_messages, summary_of  # noqa: F401 - `account` is a fixture
 from test_faults import expected_state, season_rows
+
+from tuttle_prep import aws
 
 
 # ---- 8: TUTTLE_SPLIT_SEED is trimmed; its fingerprint is in every run summary ------------------------------
@@ -272,3 +279,61 @@ def test_a_trailing_comma_shifts_nothing_and_extra_text_rejects_only_its_row(buc
         in result.output
     )
     assert f"{eid}: {location}: sheet rows 2 have more fields than the header row (7), all empty" in result.output
+
+
+# ---- 3 and 4: DEST/labels.csv describes every dataset folder under DEST, and only files on disk ----------
+def _labels_of(dest: Path) -> pd.DataFrame:
+    return pd.read_csv(dest / "labels.csv", dtype=str, keep_default_na=False)
+
+
+def _files_on_disk(dest: Path) -> set[str]:
+    return {p.relative_to(dest).as_posix() for p in dest.rglob("*.jpg")}
+
+
+@pytest.fixture
+def synced(bucket: Bucket) -> Bucket:
+    sheets = {"S01E01": season_rows("S01E01", 30)}
+    upload_season(bucket, sheets)
+    assert run_cli("sync").exit_code == 0
+    return bucket
+
+
+def test_a_second_pull_into_the_same_folder_keeps_the_first_pulls_datasets_in_the_index(
+    synced: Bucket, tmp_path: Path
+) -> None:
+    dest = tmp_path / "box"
+    assert run_cli("pull", "--dataset", "train", "--dataset", "validate", "--dest", str(dest)).exit_code == 0
+    second = run_cli("pull", "--dataset", "test", "--delete", "--dest", str(dest))
+    assert second.exit_code == 0, second.output
+
+    labels = _labels_of(dest)
+    assert set(labels["dataset"]) == {"train", "validate", "test"}
+    assert {k[len(ML_PREFIX) :] for k in labels["s3_key"]} == _files_on_disk(dest)
+    index = pd.read_csv(io.BytesIO(synced.get(ML_PREFIX + "labels.csv")), dtype=str, keep_default_na=False)
+    assert labels.sort_values("s3_key").to_dict("records") == index.sort_values("s3_key").to_dict("records")
+    assert "labels.csv also lists the files of train, validate already under" in second.output
+
+
+def test_labels_csv_has_no_row_for_a_download_that_failed(synced: Bucket, tmp_path: Path, monkeypatch) -> None:
+    broken = sorted(synced.keys(ML_PREFIX + "train/"))[0]
+
+    def fail_one(params: dict, **_: object) -> None:
+        if params["Key"] == broken:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "GetObject")
+
+    def new_session() -> boto3.session.Session:
+        session = boto3.session.Session()
+        session.events.register("provide-client-params.s3.GetObject", fail_one)
+        return session
+
+    monkeypatch.setattr(aws, "new_session", new_session)
+    dest = tmp_path / "box"
+
+    result = run_cli("pull", "--dataset", "train", "--dest", str(dest))
+
+    assert result.exit_code == 1
+    assert f"download {broken} failed" in result.output
+    assert not (dest / broken[len(ML_PREFIX) :]).exists()
+    labels = _labels_of(dest)
+    assert broken not in set(labels["s3_key"])
+    assert {k[len(ML_PREFIX) :] for k in labels["s3_key"]} == _files_on_disk(dest) != set()
