@@ -90,8 +90,10 @@ def validate(directory: Path, check_sheets: bool) -> None:
 
     Checks that each file is a JSON list, that every episode has its keys, that season and episode
     codes look like S01 and E01, that no episode is listed twice (across all files) and that sheet
-    links are share links of Google spreadsheets. With --check-sheets also opens every sheet and
-    checks its header (FRAME NUMBER and a rarity column) and that its title matches the manifest.
+    links are share links of Google spreadsheets, s3:// or file:// URLs, or local paths of CSV exports
+    (a local path must exist or end in .csv: a bare word like TODO, or a Google link without https://,
+    is an error). With --check-sheets also opens every sheet and checks its header (FRAME NUMBER and a
+    rarity column, none named twice) and that its title matches the manifest.
     """
     settings = Settings.from_env() if check_sheets else None
     findings, _ = manifest_tools.validate_directory(directory, settings=settings, check_sheets_too=check_sheets)
