@@ -151,6 +151,10 @@ def table_from_rows(rows: Sequence[Sequence[Any]], where: str) -> pd.DataFrame:
     empty_extra: list[int] = []
     body = []
     for position, row in enumerate(rows[1:]):
+        # the common case (a full row of text) is appended as it is: a sheet has tens of thousands of rows
+        if len(row) == width and all(type(cell) is str for cell in row):
+            body.append(row)
+            continue
         cells = ["" if cell is None else str(cell) for cell in row]
         if len(cells) > width:
             beyond = cells[width:]
