@@ -115,9 +115,12 @@ def test_push_after_a_local_rename_refuses_the_duplicate_until_delete_missing(bu
     assert f"would delete (only in S3)  {MANIFESTS_PREFIX}{old}" in dry.output
     assert bucket.etags(MANIFESTS_PREFIX) == before
 
+    backup = f"{MANIFESTS_PREFIX}2022-backup/{old}"  # not live: neither checked nor deleted
+    bucket.put(backup, json.dumps([manifest_entry("S01E01", "s3://b/old-link.csv")]))
     done = run_cli("manifests", "push", "--delete-missing", str(folder))
     assert done.exit_code == 0, done.output
-    assert bucket.keys(MANIFESTS_PREFIX) == {MANIFESTS_PREFIX + new}
+    assert bucket.keys(MANIFESTS_PREFIX) == {MANIFESTS_PREFIX + new, backup}
+    assert f"ignored  {backup}: in a subfolder of the manifests prefix" in done.output
     assert json.loads(bucket.get(MANIFESTS_PREFIX + new))[0]["google_spreadsheet_share_link"] == "s3://b/fixed-link.csv"
     assert "1 uploaded, 0 unchanged, 1 deleted" in done.output
 
