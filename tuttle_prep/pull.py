@@ -151,10 +151,9 @@ def index_catalogue(
 ) -> pd.DataFrame:
     """What DEST/labels.csv lists: the pulled datasets' S3 files that are on disk (a failed download has no row),
     and the files of every other configured dataset folder already under DEST (pulled by an earlier run)."""
+    # a listed file is on disk unless its download failed: it was up to date (same size) or has just been written
     failed = {failure.key for failure in result.failures}
-    pulled = current[
-        [key not in failed and local_path(dest, layout.ml_prefix, key).is_file() for key in current["key"]]
-    ]
+    pulled = current[~current["key"].isin(failed)] if failed else current
     result.indexed_from_disk = [d for d in layout.datasets if d not in datasets and (dest / d).is_dir()]
     if not result.indexed_from_disk:
         return pulled
