@@ -240,7 +240,7 @@ def test_push_uploads_only_what_changed(folder: Path, bucket) -> None:
     result = invoke("push", str(folder))
     assert result.exit_code == 0
     assert "uploaded  S02-episodes.json" in result.output and "unchanged  S01-episodes.json" in result.output
-    assert "only in S3 (left alone)  S09-episodes.json" in result.output
+    assert f"only in S3 (left alone; --delete-missing deletes it)  {PREFIX}S09-episodes.json" in result.output
     after = bucket.etags(PREFIX)
     assert after[PREFIX + "S01-episodes.json"] == before[PREFIX + "S01-episodes.json"]
     assert after[PREFIX + "S02-episodes.json"] != before[PREFIX + "S02-episodes.json"]
@@ -307,12 +307,12 @@ def test_list_shows_seasons_episodes_and_titles(folder: Path, bucket) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == f"s3://{bucket.name}/{PREFIX}"
-    assert lines[1].startswith("S01-episodes.json  season S01: 2 episodes, updated ")
+    assert lines[1].startswith(PREFIX + "S01-episodes.json  season S01: 2 episodes, updated ")
     assert lines[2:4] == [
         "  S01E01  Tuttle Twins S01E01 Unsupervised Clustering",
         "  S01E02  Tuttle Twins S01E02 Unsupervised Clustering",
     ]
-    assert lines[4].startswith("S02-episodes.json  season S02: 1 episode, updated ")
+    assert lines[4].startswith(PREFIX + "S02-episodes.json  season S02: 1 episode, updated ")
     assert lines[-1] == "2 manifest files, 3 episodes"
 
 
@@ -322,7 +322,7 @@ def test_list_reports_broken_files(bucket) -> None:
     bucket.put(PREFIX + "README.txt", "not a manifest")
     result = invoke("list")
     assert result.exit_code == 1
-    assert "  ERROR: S02-episodes.json: not valid JSON" in result.output
+    assert f"  ERROR: s3://{bucket.name}/{PREFIX}S02-episodes.json: not valid JSON" in result.output
     assert "README" not in result.output
     assert result.output.splitlines()[-1] == "2 manifest files, 1 episodes, 1 error(s)"
 

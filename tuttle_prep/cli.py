@@ -128,6 +128,7 @@ def sync(
     with observed_run(report, log_group_from_env(os.environ), publish_metrics=not dry_run):
         try:
             settings = Settings.from_env()
+            report.seed_fingerprint = settings.seed_fingerprint
             run_sync(settings, options, build_context(settings, options, report.run_id), report)
         except ConfigError as exc:
             report.config_error = str(exc)
@@ -150,6 +151,8 @@ def print_report(report: RunReport) -> int:
         log.error(message)
     if report.refused:
         log.error(report.refused)
+    if report.seed_fingerprint:
+        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
     click.echo(report.outcome_line())
     return report.exit_code
 

@@ -135,10 +135,13 @@ def report_command(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Pat
 def _manifest_episodes(store: S3Store, settings: Settings) -> set[str] | None:
     """Every episode of the manifests, or None (with a warning) if they cannot be read at all."""
     try:
-        files, read_errors = store.read_manifests(settings.manifests_prefix)
+        ignored: list[str] = []
+        files, read_errors = store.read_manifests(settings.manifests_prefix, ignored)
     except InventoryError as exc:
         log.warning("%s; orphans cannot be told apart", exc)
         return None
+    for message in ignored:
+        log.warning(message)
     manifests = collect_episodes(files)
     for message in read_errors + manifests.errors:
         log.warning(message)
@@ -172,9 +175,11 @@ def _manifest_episodes(store: S3Store, settings: Settings) -> set[str] | None:
 def pull_command(datasets: tuple[str, ...], dest: Path, delete: bool, workers: int) -> None:
     """Download datasets to a local folder: only files missing locally or of another size.
 
-    Writes DEST/labels.csv (frame,episode_id,dataset,rarity,metadata,s3_key) for the pulled datasets,
-    with metadata from the labels index a real sync keeps in S3. A rerun with nothing changed downloads
-    nothing. Exit status: 0 done, 1 a listing or download failed, 2 usage or configuration error.
+    Writes DEST/labels.csv (frame,episode_id,dataset,rarity,metadata,s3_key) for every dataset folder
+    under DEST: the pulled datasets' files that are on disk (a failed download gets no row) and, as they
+    are on disk, the files of other datasets pulled earlier into DEST. Metadata comes from the labels
+    index a real sync keeps in S3. A rerun with nothing changed downloads nothing. Exit status: 0 done,
+    1 a listing or download failed, 2 usage or configuration error.
     """
     from .pull import pull_datasets
 
@@ -204,6 +209,12 @@ def pull_command(datasets: tuple[str, ...], dest: Path, delete: bool, workers: i
         log.error("download %s failed: %s", failure.key, failure.error)
     if result.failed > 20:
         log.error("... and %d more failed downloads", result.failed - 20)
+    if result.indexed_from_disk:
+        log.info(
+            "labels.csv also lists the files of %s already under %s (not pulled this run)",
+            ", ".join(result.indexed_from_disk),
+            dest,
+        )
     deleted = f", deleted {result.deleted:,} local files" if delete else ""
     labels = "written" if result.labels_written else "unchanged"
     click.echo(

@@ -90,8 +90,10 @@ def validate(directory: Path, check_sheets: bool) -> None:
 
     Checks that each file is a JSON list, that every episode has its keys, that season and episode
     codes look like S01 and E01, that no episode is listed twice (across all files) and that sheet
-    links are share links of Google spreadsheets. With --check-sheets also opens every sheet and
-    checks its header (FRAME NUMBER and a rarity column) and that its title matches the manifest.
+    links are share links of Google spreadsheets, s3:// or file:// URLs, or local paths of CSV exports
+    (a local path must exist or end in .csv: a bare word like TODO, or a Google link without https://,
+    is an error). With --check-sheets also opens every sheet and checks its header (FRAME NUMBER and a
+    rarity column, none named twice) and that its title matches the manifest.
     """
     settings = Settings.from_env() if check_sheets else None
     findings, _ = manifest_tools.validate_directory(directory, settings=settings, check_sheets_too=check_sheets)
@@ -100,37 +102,61 @@ def validate(directory: Path, check_sheets: bool) -> None:
     sys.exit(EXIT_OK if findings.ok else EXIT_ERRORS)
 
 
-@manifests.command("push", short_help="Validate, then upload the changed manifest files to S3.")
+@manifests.command("push", short_help="Validate the manifests live after the push, then upload the changed files.")
 @_directory
 @_check_sheets
-@click.option("--dry-run", is_flag=True, help="Show which files would be uploaded; upload nothing.")
+@click.option("--dry-run", is_flag=True, help="Show which files would be uploaded (and deleted); change nothing.")
+@click.option(
+    "--delete-missing",
+    is_flag=True,
+    help="Also delete the manifests in S3 that have no file in DIR (e.g. the old name of a renamed file).",
+)
 @_exit_codes
-def push(directory: Path, check_sheets: bool, dry_run: bool) -> None:
-    """Validate DIR (default: manifests/), then upload the files that changed to S3.
+def push(directory: Path, check_sheets: bool, dry_run: bool, delete_missing: bool) -> None:
+    """Validate DIR (default: manifests/) with what stays in S3, then upload the files that changed.
 
-    Files go to s3://TUTTLE_BUCKET/TUTTLE_MANIFESTS_PREFIX<file name>. A file whose content is
-    already in S3 is not uploaded again. If any file has an error, nothing is uploaded.
-    Manifests in S3 without a local file are listed and left alone.
+    Files go to s3://TUTTLE_BUCKET/TUTTLE_MANIFESTS_PREFIX<file name>. What is checked is the set the
+    sync will read after the push: the files of DIR plus the manifests already in S3 that have no file
+    in DIR (unless --delete-missing deletes them). An episode in two files (a manifest renamed locally
+    whose old name is still in S3) is an error naming both files. If there is any error, nothing is
+    uploaded or deleted. A file whose content is already in S3 is not uploaded again. Without
+    --delete-missing, manifests in S3 without a local file are listed and left alone; with it they are
+    deleted after every upload succeeded. Files in subfolders of the prefix are never read by the sync,
+    never checked and never deleted.
     """
     settings = Settings.from_env()
-    result = manifest_tools.push(directory, settings, dry_run=dry_run, check_sheets_too=check_sheets)
+    result = manifest_tools.push(
+        directory, settings, dry_run=dry_run, check_sheets_too=check_sheets, delete_missing=delete_missing
+    )
     _print_findings(result.findings)
     if not result.findings.ok:
         click.echo(_summary(result.findings))
+        if result.only_in_s3 and not delete_missing:
+            click.echo(
+                "these manifests stay live in S3 after the push: "
+                + ", ".join(f"s3://{settings.bucket}/{key}" for key in result.only_in_s3)
+                + "; if a file was renamed in DIR, push with --delete-missing to delete the old name"
+            )
         click.echo("nothing uploaded: fix the errors above first")
         sys.exit(EXIT_ERRORS)
     target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
     verb = "would upload" if dry_run else "uploaded"
     for name in result.uploaded:
-        click.echo(f"{verb}  {name}")
+        click.echo(f"{verb}  {name} -> {settings.manifests_prefix}{name}")
     for name in result.unchanged:
         click.echo(f"unchanged  {name}")
-    for name in result.only_in_s3:
-        click.echo(f"only in S3 (left alone)  {name}")
+    for key in result.only_in_s3:
+        if key in result.deleted:
+            click.echo(f"{'would delete' if dry_run else 'deleted'} (only in S3)  {key}")
+        elif not delete_missing:
+            click.echo(f"only in S3 (left alone; --delete-missing deletes it)  {key}")
+    for key, why in result.ignored:
+        click.echo(f"ignored  {key}: {why}")
     for message in result.errors:
         click.echo(f"ERROR: {message}")
+    deleted = f", {len(result.deleted)} {'would delete' if dry_run else 'deleted'}" if delete_missing else ""
     click.echo(
-        f"{target}: {len(result.uploaded)} {verb}, {len(result.unchanged)} unchanged"
+        f"{target}: {len(result.uploaded)} {verb}, {len(result.unchanged)} unchanged{deleted}"
         + (f", {len(result.errors)} failed" if result.errors else "")
     )
     sys.exit(EXIT_OK if result.ok else EXIT_ERRORS)
@@ -139,10 +165,17 @@ def push(directory: Path, check_sheets: bool, dry_run: bool) -> None:
 @manifests.command("list", short_help="Show the manifests in S3: seasons, episodes, sheet titles.")
 @_exit_codes
 def list_manifests() -> None:
-    """Show the manifests in S3: each file's season, episodes and sheet titles."""
+    """Show the manifests in S3: each file's season, episodes and sheet titles.
+
+    Only the *-episodes.json files directly under TUTTLE_MANIFESTS_PREFIX are read (as by the sync);
+    look-alike files (in subfolders, or with another name) are listed as ignored.
+    """
     settings = Settings.from_env()
-    remote = manifest_tools.list_remote(settings)
+    listing = manifest_tools.list_remote(settings)
+    remote = listing.manifests
     target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
+    for key, why in listing.ignored:
+        click.echo(f"ignored  {key}: {why}")
     if not remote:
         click.echo(f"{target}: no manifest files (*{manifest_tools.MANIFEST_SUFFIX})")
         sys.exit(EXIT_ERRORS)
@@ -152,7 +185,7 @@ def list_manifests() -> None:
         seasons = ", ".join(sorted({e.season_code for e in manifest.episodes})) or "?"
         when = f", updated {manifest.last_modified:%Y-%m-%d %H:%M %Z}".rstrip() if manifest.last_modified else ""
         count = len(manifest.episodes)
-        click.echo(f"{manifest.name}  season {seasons}: {count} episode{'s' * (count != 1)}{when}")
+        click.echo(f"{manifest.key}  season {seasons}: {count} episode{'s' * (count != 1)}{when}")
         for episode in manifest.episodes:
             click.echo(f"  {episode.episode_id}  {episode.title or '(no google_spreadsheet_title)'}")
         for message in manifest.errors:

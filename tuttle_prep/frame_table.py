@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -85,6 +85,8 @@ class FrameTable:
     unclassified: int = 0
     #: the rarity columns (canonical names) the sheet has
     rarity_columns: tuple[str, ...] = ()
+    #: things about the sheet worth a warning that reject nothing (from the reader: `attrs["sheet_notes"]`)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def held_frames(self) -> set[str]:
@@ -155,6 +157,10 @@ def build_frame_table(
     """
     where = where or episode_id
     columns = _find_columns(table, where, optional_columns)
+    # rows with text beyond the header's last column (see sheets.table_from_rows): which column it belongs to
+    # is a guess, so the row is rejected
+    extra_fields: dict[int, tuple[str, str]] = table.attrs.get("extra_fields") or {}
+    notes = table.attrs.get("sheet_notes") or []
     table = table.reset_index(drop=True)
     sheet_rows = pd.Series(np.arange(len(table)) + FIRST_DATA_ROW, index=table.index)
     frame = _cells(table, columns[FRAME_COLUMN])
@@ -209,7 +215,25 @@ def build_frame_table(
     other_episode = live & frame_episode.notna() & frame_episode.ne(episode_id)
     reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
 
-    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity
+    overflow = pd.Series(False, index=table.index)
+    if extra_fields:
+        positions_by_label: dict[str, list[int]] = {}
+        for position, (label, _) in extra_fields.items():
+            positions_by_label.setdefault(label, []).append(position)
+        texts = pd.Series("", index=table.index, dtype=object)
+        texts.iloc[list(extra_fields)] = [text for _, text in extra_fields.values()]
+        for label, positions in positions_by_label.items():
+            here = pd.Series(False, index=table.index)
+            here.iloc[positions] = True
+            reject(
+                here,
+                label,
+                texts,
+                "text beyond the header's last column (an extra comma, or a column without a header)",
+            )
+            overflow |= here
+
+    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity & ~overflow
     candidates = pd.DataFrame({"frame": frame[good], "rarity": rarity[good], "metadata": metadata[good]})
 
     # identical duplicates collapse; a frame given two different rarities is rejected everywhere
@@ -232,4 +256,4 @@ def build_frame_table(
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
     present = tuple(c for c in RARITY_COLUMNS if c in columns)
-    return FrameTable(episode_id, frames, rejections, unclassified, present)
+    return FrameTable(episode_id, frames, rejections, unclassified, present, list(notes))

@@ -235,6 +235,8 @@ def load_frames(
                 seen_columns[eid] = list(outcome.rarity_columns)
             rejections.append(outcome.rejections)
             held |= outcome.held_frames
+            for note in outcome.notes:
+                report.warn(f"{eid}: {note}")
             for row in outcome.rejections.head(REJECTIONS_SHOWN).itertuples(index=False):
                 report.error(f"{eid} sheet row {row.row}, column {row.column!r}: {row.value!r} {row.reason}")
             if len(outcome.rejections) > REJECTIONS_SHOWN:
@@ -343,10 +345,13 @@ def _plan_run(
 ) -> Plan | None:
     store = context.store
     try:
-        files, read_errors = store.read_manifests(settings.manifests_prefix)
+        ignored: list[str] = []
+        files, read_errors = store.read_manifests(settings.manifests_prefix, ignored)
     except InventoryError as exc:
         report.error(f"{exc}; nothing was planned or changed")
         return None
+    for message in ignored:
+        report.warn(message)
     for message in read_errors:
         report.error(message)
     if not files and not read_errors:

@@ -31,12 +31,19 @@ from . import aws
 from .errors import ConfigError, InventoryError, SheetError
 from .frame_table import build_frame_table
 from .google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
-from .manifests import LOCATION_KEYS, MANIFEST_SUFFIX, Episode, collect_episodes
+from .manifests import LOCATION_KEYS, MANIFEST_SUFFIX, NEAR_MANIFEST, Episode, collect_episodes, select_manifest_keys
 from .settings import Settings
-from .sheets import CsvFileSource, CsvS3Source, SheetReader, SheetSource, is_google_location, location_kind
+from .sheets import (
+    CsvFileSource,
+    CsvS3Source,
+    SheetReader,
+    SheetSource,
+    is_google_location,
+    location_kind,
+    sheet_location_problem,
+)
 
 KNOWN_KEYS = ("season_code", "episode_code", "google_spreadsheet_title", *LOCATION_KEYS)
-_NEAR_MANIFEST = re.compile(r"episodes?\.json$", re.IGNORECASE)
 _SEASON_FILE = re.compile(rf"^(S\d{{2}}){re.escape(MANIFEST_SUFFIX)}$")
 SHEET_THREADS = 8
 
@@ -72,7 +79,7 @@ def read_directory(directory: Path) -> tuple[list[tuple[str, bytes]], list[str]]
                 files.append((path.name, path.read_bytes()))
             except OSError as exc:
                 raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-        elif _NEAR_MANIFEST.search(path.name):
+        elif NEAR_MANIFEST.search(path.name):
             ignored.append(f"{path.name}: ignored, the name does not end in '{MANIFEST_SUFFIX}'")
     return files, ignored
 
@@ -90,7 +97,7 @@ def validate_files(files: Sequence[tuple[str, bytes | str]]) -> Findings:
             continue
         if not items:
             found.warnings.append(f"{name}: lists no episodes")
-        season_of_file = _SEASON_FILE.match(name)
+        season_of_file = _SEASON_FILE.match(name.rsplit("/", 1)[-1])
         for index, item in enumerate(items):
             if isinstance(item, dict):
                 _check_item(found, name, index, item, season_of_file.group(1) if season_of_file else None)
@@ -128,8 +135,8 @@ def _check_item(found: Findings, name: str, index: int, item: dict[str, Any], fi
                 found.errors.append(f"{where}: {location_key} '{value}' is {problem}")
             else:
                 keys[location_key] = spreadsheet_key(value)
-        elif location_kind(value) is None and location_key != chosen:  # the chosen one is checked on parsing
-            found.errors.append(f"{where}: {location_key} '{value}' is not a Google Sheets link, s3:// URL or path")
+        elif location_key != chosen and (problem := sheet_location_problem(value)):  # chosen: checked on parsing
+            found.errors.append(f"{where}: {location_key} '{value}' is {problem}")
     if len(set(keys.values())) > 1:
         found.errors.append(
             f"{where}: {LOCATION_KEYS[0]} and {LOCATION_KEYS[1]} point at different spreadsheets "
@@ -175,8 +182,14 @@ def sheet_reader(settings: Settings, episodes: Sequence[Episode], client: Any = 
     return SheetReader(sources)
 
 
-def check_sheets(found: Findings, reader: SheetReader, optional_columns: Sequence[str] = ()) -> None:
-    """Open every episode's sheet (a few at a time) and check its header; add errors/warnings to `found`.
+def check_sheets(
+    found: Findings,
+    reader: SheetReader,
+    episodes: Sequence[Episode] | None = None,
+    optional_columns: Sequence[str] = (),
+) -> None:
+    """Open every episode's sheet (or those of `episodes`, a few at a time) and check its header; add
+    errors/warnings to `found`.
 
     `optional_columns` are the rarity columns a sheet may lack (TUTTLE_SHEET_OPTIONAL_COLUMNS), as in sync."""
 
@@ -187,7 +200,7 @@ def check_sheets(found: Findings, reader: SheetReader, optional_columns: Sequenc
             return episode, exc
 
     with ThreadPoolExecutor(max_workers=SHEET_THREADS, thread_name_prefix="check-sheet") as pool:
-        for episode, outcome in pool.map(check, found.episodes):
+        for episode, outcome in pool.map(check, found.episodes if episodes is None else episodes):
             where = f"{episode.manifest}: episode {episode.episode_id}"
             if isinstance(outcome, SheetError):
                 found.errors.append(f"{where}: {outcome}")
@@ -220,6 +233,7 @@ def _check_table(
     except SheetError as exc:  # a header that looks like a renamed rarity column: sync would skip the episode
         found.errors.append(f"{where}: {exc}")
         return
+    found.warnings.extend(f"{where}: {note}" for note in frames.notes)
     rejected = frames.rejections
     found.sheets.append(
         f"{episode.episode_id}: {len(table):,} rows, {len(frames.frames):,} classified frames, "
@@ -246,7 +260,7 @@ def validate_directory(
         found.errors.append(f"no manifest files (*{MANIFEST_SUFFIX}) in {directory}")
     if check_sheets_too and found.episodes:
         settings = settings or Settings.from_env()
-        check_sheets(found, sheet_reader(settings, found.episodes), settings.sheet_optional_columns)
+        check_sheets(found, sheet_reader(settings, found.episodes), optional_columns=settings.sheet_optional_columns)
     return found, files
 
 
@@ -267,10 +281,15 @@ class PushResult:
     findings: Findings
     uploaded: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    #: manifests in S3 with no local file (left alone)
+    #: full keys of manifests in S3 with no local file (left alone, or deleted with --delete-missing)
     only_in_s3: list[str] = field(default_factory=list)
+    #: full keys deleted (or, in a dry run, to delete) by --delete-missing
+    deleted: list[str] = field(default_factory=list)
+    #: (full key, why) of look-alike files under the prefix that the sync does not read
+    ignored: list[tuple[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
+    delete_missing: bool = False
 
     @property
     def ok(self) -> bool:
@@ -293,22 +312,64 @@ def _remote_matches(client: Any, bucket: str, key: str, data: bytes) -> bool | N
     return client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
 
 
+def _live_after_push(
+    client: Any, settings: Settings, files: list[tuple[str, bytes]], staying: list[RemoteManifest]
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """The manifests live after the push, in the order the sync reads them (by key): the local files (by their
+    name) and the S3 files that stay (by s3://bucket/key); plus an error per S3 file that cannot be read."""
+    live: list[tuple[str, str, bytes]] = [(name, name, data) for name, data in files]
+    errors: list[str] = []
+    for manifest in staying:
+        where = f"s3://{settings.bucket}/{manifest.key}"
+        try:
+            data = client.get_object(Bucket=settings.bucket, Key=manifest.key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            errors.append(f"{where}: cannot read ({aws.describe(exc)}), so the manifests after the push are unknown")
+            continue
+        live.append((manifest.name, where, data))
+    return [(where, data) for _, where, data in sorted(live, key=lambda item: item[0])], errors
+
+
 def push(
     directory: Path,
     settings: Settings,
     *,
     dry_run: bool = False,
     check_sheets_too: bool = False,
+    delete_missing: bool = False,
     client: Any = None,
 ) -> PushResult:
-    """Validate the folder; if it has no errors, upload the files that differ from S3 (all or nothing on errors)."""
-    findings, files = validate_directory(directory, settings=settings, check_sheets_too=check_sheets_too)
-    result = PushResult(findings=findings, dry_run=dry_run)
-    if not findings.ok:
-        return result
+    """Validate the manifests that will be live after the push, then upload the local files that differ from S3.
+
+    The live set is the local files plus the manifests in S3 without a local file (unless `delete_missing`
+    deletes those): an episode in two of them (a file renamed locally, the old name still in S3) is an error
+    naming both. Nothing is uploaded or deleted if there is any error; deletes run after every upload succeeded.
+    """
+    files, ignored_locally = read_directory(directory)
     client = client or s3_client()
     aws.check_bucket(client, settings.bucket)
     prefix = settings.manifests_prefix
+    listing = _list_manifests(client, settings)
+    local = {name for name, _ in files}
+    only_in_s3 = [m for m in listing.manifests if m.name not in local]
+    live, read_errors = _live_after_push(client, settings, files, [] if delete_missing else only_in_s3)
+    findings = validate_files(live)
+    findings.warnings[:0] = ignored_locally
+    findings.errors[:0] = read_errors
+    if not files:
+        findings.errors.append(f"no manifest files (*{MANIFEST_SUFFIX}) in {directory}")
+    local_episodes = [e for e in findings.episodes if e.manifest in local]
+    if check_sheets_too and local_episodes:
+        check_sheets(findings, sheet_reader(settings, local_episodes), local_episodes, settings.sheet_optional_columns)
+    result = PushResult(
+        findings=findings,
+        dry_run=dry_run,
+        delete_missing=delete_missing,
+        only_in_s3=[m.key for m in only_in_s3],
+        ignored=listing.ignored,
+    )
+    if not findings.ok:
+        return result
     for name, data in files:
         key = prefix + name
         try:
@@ -326,9 +387,14 @@ def push(
             result.uploaded.append(name)
         except (ClientError, BotoCoreError) as exc:
             result.errors.append(f"s3://{settings.bucket}/{key}: upload failed ({aws.describe(exc)})")
-    local = {name for name, _ in files}
-    remote = [key.rsplit("/", 1)[-1] for key, _ in _list_manifests(client, settings)]
-    result.only_in_s3 = [name for name in remote if name not in local]
+    if delete_missing and not result.errors:
+        for manifest in only_in_s3:
+            try:
+                if not dry_run:
+                    client.delete_object(Bucket=settings.bucket, Key=manifest.key)
+                result.deleted.append(manifest.key)
+            except (ClientError, BotoCoreError) as exc:
+                result.errors.append(f"s3://{settings.bucket}/{manifest.key}: delete failed ({aws.describe(exc)})")
     return result
 
 
@@ -346,41 +412,53 @@ class RemoteManifest:
         return self.key.rsplit("/", 1)[-1]
 
 
-def _list_manifests(client: Any, settings: Settings) -> list[tuple[str, datetime | None]]:
-    """(key, last modified) of every `*-episodes.json` under the manifests prefix; InventoryError on failure."""
-    found: list[tuple[str, datetime | None]] = []
+@dataclass
+class RemoteListing:
+    """The live manifests in S3 (directly under the prefix) and the look-alikes that are not read."""
+
+    manifests: list[RemoteManifest] = field(default_factory=list)
+    #: (full key, why it is not read)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _list_manifests(client: Any, settings: Settings) -> RemoteListing:
+    """The `*-episodes.json` directly under the manifests prefix (and what is left out); InventoryError on failure."""
+    modified: dict[str, datetime | None] = {}
     try:
         for page in client.get_paginator("list_objects_v2").paginate(
             Bucket=settings.bucket, Prefix=settings.manifests_prefix
         ):
             for obj in page.get("Contents", ()):
-                if obj["Key"].endswith(MANIFEST_SUFFIX):
-                    found.append((obj["Key"], obj.get("LastModified")))
+                modified[obj["Key"]] = obj.get("LastModified")
     except (ClientError, BotoCoreError) as exc:
         raise InventoryError(
             f"listing s3://{settings.bucket}/{settings.manifests_prefix} failed: {aws.describe(exc)}"
         ) from None
-    return sorted(found)
+    selected, ignored = select_manifest_keys(modified, settings.manifests_prefix)
+    return RemoteListing([RemoteManifest(key, modified[key]) for key in selected], ignored)
 
 
-def list_remote(settings: Settings, *, client: Any = None) -> list[RemoteManifest]:
-    """Every manifest in S3 with its episodes; episodes repeated across files are reported as errors."""
+def list_remote(settings: Settings, *, client: Any = None) -> RemoteListing:
+    """Every live manifest in S3 with its episodes; episodes repeated across files are reported as errors.
+
+    Messages name each file by its full key (s3://bucket/key)."""
     client = client or s3_client()
     aws.check_bucket(client, settings.bucket)
-    manifests: list[RemoteManifest] = []
+    listing = _list_manifests(client, settings)
     contents: list[tuple[str, bytes]] = []
-    for key, modified in _list_manifests(client, settings):
-        manifest = RemoteManifest(key=key, last_modified=modified)
-        manifests.append(manifest)
+    by_where: dict[str, RemoteManifest] = {}
+    for manifest in listing.manifests:
+        where = f"s3://{settings.bucket}/{manifest.key}"
+        by_where[where] = manifest
         try:
-            contents.append((manifest.name, client.get_object(Bucket=settings.bucket, Key=key)["Body"].read()))
+            contents.append((where, client.get_object(Bucket=settings.bucket, Key=manifest.key)["Body"].read()))
         except (ClientError, BotoCoreError) as exc:
-            manifest.errors.append(f"{manifest.name}: cannot read ({aws.describe(exc)})")
+            manifest.errors.append(f"{where}: cannot read ({aws.describe(exc)})")
     collected = collect_episodes(contents)
-    by_name = {m.name: m for m in manifests}
     for episode in collected.episodes:
-        by_name[episode.manifest].episodes.append(episode)
+        by_where[episode.manifest].episodes.append(episode)
     for message in collected.errors:
-        name = message.split(":", 1)[0]
-        (by_name.get(name) or manifests[0]).errors.append(message)
-    return manifests
+        # every message starts with the file it is about
+        owner = next((m for w, m in by_where.items() if message.startswith(w + ":")), listing.manifests[0])
+        owner.errors.append(message)
+    return listing

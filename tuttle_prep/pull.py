@@ -1,10 +1,14 @@
 """`pull`: copy datasets from S3 to a local folder (a training box), incrementally.
 
 The local layout mirrors the ML prefix: `DEST/<dataset>/<rarity>/<frame>.jpg`, plus `DEST/labels.csv`
-(LABEL_COLUMNS for the pulled datasets). A file is downloaded when it is missing locally or its size
-differs from the object's; each download goes to `<name>.part` first and is renamed when complete, so an
-interrupted pull never leaves a truncated jpg under its real name. `--delete` removes every other file
-under `DEST/<dataset>/` of the pulled datasets (and then-empty folders); nothing outside them is touched.
+(LABEL_COLUMNS): the pulled datasets' files that are on disk after this run (a failed download has no row),
+and the files of every other configured dataset folder under DEST, as they are on disk (a second pull of
+other datasets into the same DEST keeps the first pull's datasets in the index).
+
+A file is downloaded when it is missing locally or its size differs from the object's; each download
+goes to `<name>.part` first and is renamed when complete, so an interrupted pull never leaves a truncated
+jpg under its real name. `--delete` removes every other file under `DEST/<dataset>/` of the pulled datasets
+(and then-empty folders); nothing outside them is touched.
 Metadata comes from the labels index the sync writes (`<ML prefix>labels.csv`), when there is one.
 """
 
@@ -55,6 +59,8 @@ class PullResult:
     metadata_note: str | None = None
     #: requested datasets with no files in S3 (with --delete, their local folders are left alone)
     empty_datasets: list[str] = field(default_factory=list)
+    #: dataset folders under DEST not pulled this run, whose files labels.csv lists as they are on disk
+    indexed_from_disk: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -128,6 +134,33 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+def local_dataset_files(dest: Path, layout: KeyLayout, datasets: Sequence[str]) -> pd.DataFrame:
+    """The dataset files on disk under `dest/<dataset>/` (INVENTORY_COLUMNS, keys as in S3); other files skipped."""
+    keys = []
+    for dataset in datasets:
+        root = dest / dataset
+        for folder, _, files in os.walk(root):
+            relative = Path(folder).relative_to(dest).as_posix()
+            keys.extend(f"{layout.ml_prefix}{relative}/{name}" for name in files if not name.endswith(PART_SUFFIX))
+    found, _ = layout.parse_dataset_keys(keys)
+    return found
+
+
+def index_catalogue(
+    dest: Path, layout: KeyLayout, datasets: Sequence[str], current: pd.DataFrame, result: PullResult
+) -> pd.DataFrame:
+    """What DEST/labels.csv lists: the pulled datasets' S3 files that are on disk (a failed download has no row),
+    and the files of every other configured dataset folder already under DEST (pulled by an earlier run)."""
+    # a listed file is on disk unless its download failed: it was up to date (same size) or has just been written
+    failed = {failure.key for failure in result.failures}
+    pulled = current[~current["key"].isin(failed)] if failed else current
+    result.indexed_from_disk = [d for d in layout.datasets if d not in datasets and (dest / d).is_dir()]
+    if not result.indexed_from_disk:
+        return pulled
+    earlier = local_dataset_files(dest, layout, result.indexed_from_disk)
+    return pd.concat([pulled, earlier], ignore_index=True)
+
+
 def _index_metadata(store: S3Store, layout: KeyLayout, result: PullResult) -> pd.DataFrame | None:
     key = labels_key(layout.ml_prefix)
     where = f"s3://{store.bucket}/{key}"
@@ -183,7 +216,9 @@ def pull_datasets(
         deletable = [d for d in datasets if d not in result.empty_datasets]
         result.deleted = delete_extra_files(dest, deletable, wanted)
 
-    labels = build_labels(current, _index_metadata(store, layout, result))
+    labels = build_labels(
+        index_catalogue(dest, layout, datasets, current, result), _index_metadata(store, layout, result)
+    )
     result.labels_rows = len(labels)
     result.labels_written = write_if_changed(dest / LABELS_NAME, labels_csv(labels))
     return result

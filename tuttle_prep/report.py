@@ -46,6 +46,8 @@ class RunReport:
     unexpected: int = 0
     #: the exit code the process returns when the run was stopped before it finished (SIGTERM: 143)
     stopped_with: int | None = None
+    #: first 8 hex digits of the SHA-256 of TUTTLE_SPLIT_SEED (None until the settings are read)
+    seed_fingerprint: str | None = None
 
     def error(self, message: str) -> None:
         self.errors.append(message)
@@ -135,6 +137,7 @@ class RunReport:
             "rejected_rows": self.rejected_rows,
             "orphans": self.orphans,
             "unexpected_keys": self.unexpected,
+            "split_seed_fingerprint": self.seed_fingerprint,
             "refused": self.refused,
             "errors": len(self.errors),
             "duration_seconds": round(finished - self.started, 3),

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .aws import describe, make_client
 from .errors import InventoryError, SheetError
 from .frame_table import RARITIES
-from .manifests import MANIFEST_SUFFIX
+from .manifests import select_manifest_keys
 from .plan import KeyLayout, Plan
 
 log = logging.getLogger(__name__)
@@ -250,17 +250,22 @@ class S3Store:
             raise InventoryError(f"listing s3://{self.bucket}/{prefix} failed: {describe(exc)}") from None
         return keys, folders
 
-    def read_manifests(self, prefix: str) -> tuple[list[tuple[str, bytes]], list[str]]:
-        """Every `*-episodes.json` under `prefix` as (name, bytes), plus an error per unreadable file."""
+    def read_manifests(
+        self, prefix: str, ignored: list[str] | None = None
+    ) -> tuple[list[tuple[str, bytes]], list[str]]:
+        """Every `*-episodes.json` directly under `prefix` as (s3://bucket/key, bytes), plus an error per unreadable
+        file. `ignored`, if given, receives a message (by full key) per look-alike file that is not read."""
         keys, _ = self.list_page_keys(prefix)
+        selected, left_out = select_manifest_keys(keys, prefix)
+        if ignored is not None:
+            ignored.extend(f"s3://{self.bucket}/{key}: ignored, {why}" for key, why in left_out)
         files, errors = [], []
-        for key in sorted(k for k in keys if k.endswith(MANIFEST_SUFFIX)):
+        for key in selected:
+            where = f"s3://{self.bucket}/{key}"
             try:
-                files.append(
-                    (key.rsplit("/", 1)[-1], self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-                )
+                files.append((where, self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()))
             except (ClientError, BotoCoreError) as exc:
-                errors.append(f"s3://{self.bucket}/{key}: cannot read the manifest ({describe(exc)})")
+                errors.append(f"{where}: cannot read the manifest ({describe(exc)})")
         return files, errors
 
     def list_sources(self, folders: dict[str, str], expected_keys: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:

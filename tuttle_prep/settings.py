@@ -5,6 +5,7 @@ Every variable is documented in `.env.example`. A bad value raises `ConfigError`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -86,6 +87,11 @@ def env_number(env: Mapping[str, str], variable: str, default: Any, kind: type =
     return value
 
 
+def seed_fingerprint(seed: str) -> str:
+    """The first 8 hex digits of the SHA-256 of `seed` (the seed itself is never printed)."""
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the data lives and how it is split. Built by `Settings.from_env`."""
@@ -105,6 +111,11 @@ class Settings:
     #: rarity columns an episode sheet may lack (any other missing or renamed rarity column skips the episode)
     sheet_optional_columns: tuple[str, ...] = ()
 
+    @property
+    def seed_fingerprint(self) -> str:
+        """The first 8 hex digits of the seed's SHA-256: shown in run summaries so a change of seed is visible."""
+        return seed_fingerprint(self.split_seed)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every TUTTLE_* / GOOGLE_* variable; raise ConfigError on the first bad one."""
@@ -115,8 +126,9 @@ class Settings:
         img_size = env.get("TUTTLE_IMG_SIZE", cls.img_size).strip()
         if img_size not in IMG_SIZES:
             raise ConfigError(f"TUTTLE_IMG_SIZE must be one of {', '.join(IMG_SIZES)}; got '{img_size}'")
-        seed = env.get("TUTTLE_SPLIT_SEED", DEFAULT_SEED)
-        if not seed.strip():
+        # trimmed like every other setting: a stray space from a CI variable would reshuffle half the frames
+        seed = env.get("TUTTLE_SPLIT_SEED", DEFAULT_SEED).strip()
+        if not seed:
             raise ConfigError("TUTTLE_SPLIT_SEED must not be empty (it fixes which frame goes to which dataset)")
         creds = env.get("GOOGLE_DRIVE_CREDENTIALS_FILE", "").strip()
         log_group = env.get("TUTTLE_LOG_GROUP", "").strip()
