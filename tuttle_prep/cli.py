@@ -6,6 +6,7 @@ Exit codes: 0 clean, 1 errors or refused, 2 usage/config error.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -71,3 +72,18 @@ main.add_command(pull)
 main.add_command(manifests)
 main.add_command(alarm)
 main.add_command(demo)
+
+
+def _stop(signum: int, frame: object) -> None:
+    # SIGTERM (cron's timeout, systemd, kill) unwinds like Ctrl-C would, so the run lock is released and
+    # the failed run is logged and counted; copies already under way finish, no delete starts.
+    raise SystemExit(128 + signum)
+
+
+def run() -> None:
+    """The process entry point: `python data_preparation.py` and the `tuttle-prep` console script.
+
+    Installs the SIGTERM handler (only a process's own entry point may), then runs the click group.
+    """
+    signal.signal(signal.SIGTERM, _stop)
+    sys.exit(main())
