@@ -18,7 +18,8 @@ demo: $(BIN)/.installed  ## the whole job on an embedded S3: no accounts, no net
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-test: lint  ## ruff, then the test suite on two processes
+test: lint  ## ruff, the architecture contracts (pyproject.toml), then the test suite on two processes
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(BIN)/.installed  ## benchmarks/bench_sync.py against a local endpoint

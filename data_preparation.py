@@ -1,11 +1,10 @@
 #!/usr/bin/env python3
-"""Entry point cron calls: `python data_preparation.py sync`. See `--help` and README.md."""
+"""Entry point cron calls: `python data_preparation.py sync`. See `--help` and README.md.
 
-import signal
-import sys
+The same as the `tuttle-prep` console script `pip install .` gives (both run `tuttle_prep.cli.run`).
+"""
 
-from tuttle_prep.cli import main, stop_on_signal
+from tuttle_prep.cli import run
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    sys.exit(main())
+    run()

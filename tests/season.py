@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from tuttle_prep.frame_table import SHEET_HEADER
+from tuttle_prep.core.frame_table import SHEET_HEADER
 
 HEADER = list(SHEET_HEADER)
 FRAME = "FRAME NUMBER"

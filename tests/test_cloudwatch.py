@@ -1,7 +1,7 @@
 """Operations: the run's CloudWatch log stream and metrics, the SMS alarms, and CloudWatch being down.
 
 Everything talks to the session's moto server. Each test gets its own moto account (an `x-moto-account-id`
-header added to the logs/cloudwatch/sns/sqs requests through `tuttle_prep.aws.new_session`), so metrics,
+header added to the logs/cloudwatch/sns/sqs requests through `tuttle_prep.edges.aws.new_session`), so metrics,
 alarms and topics of other tests never mix in; S3 requests are left untouched.
 """
 
@@ -23,9 +23,10 @@ import watchtower
 from conftest import run_cli
 from season import ML_PREFIX, frame_number, put_sources, sheet_rows, upload_season
 
-from tuttle_prep import aws
-from tuttle_prep.cloudwatch import DID_NOT_RUN_ALARM, METRIC_NAMES, NAMESPACE, RUN_FAILED_ALARM, stream_name
-from tuttle_prep.report import RunReport
+from tuttle_prep.core.run_report import RunReport
+from tuttle_prep.edges import aws
+from tuttle_prep.edges.alarms import DID_NOT_RUN_ALARM, RUN_FAILED_ALARM
+from tuttle_prep.edges.cloudwatch import METRIC_NAMES, NAMESPACE, stream_name
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "wJalrXUtnFEMI-not-a-real-secret-K7MDENG"

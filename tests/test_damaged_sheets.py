@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from season import FRAME, HEADER, JONNY, SUPERVISED, UNSUPERVISED, frame_number
 
+from tuttle_prep.core.frame_table import RARITIES, build_frame_table, normalize_rarity, parse_frame
+from tuttle_prep.core.plan import KeyLayout, plan_changes, wanted_frames
 from tuttle_prep.errors import SheetError
-from tuttle_prep.frame_table import RARITIES, build_frame_table, normalize_rarity, parse_frame
-from tuttle_prep.plan import KeyLayout, plan_changes, wanted_frames
 from tuttle_prep.settings import Settings
 
 EPISODES = ("S01E01", "S01E02")

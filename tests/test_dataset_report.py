@@ -12,8 +12,8 @@ import pytest
 from conftest import run_cli
 from season import ML_PREFIX, dataset_key, manifest_entry, put_manifest
 
-from tuttle_prep.frame_table import RARITIES
-from tuttle_prep.labels import labels_key
+from tuttle_prep.core.frame_table import RARITIES
+from tuttle_prep.core.labels import labels_key
 
 DATASETS = ("train", "validate", "test")
 

@@ -1,6 +1,6 @@
 """Fault injection: every case runs the real CLI against moto server on loopback and checks the bucket.
 
-Faults are injected with botocore event hooks on the sessions the job creates (`tuttle_prep.aws.new_session`
+Faults are injected with botocore event hooks on the sessions the job creates (`tuttle_prep.edges.aws.new_session`
 is replaced): `before-send` answers a request with a fake HTTP response (so botocore's retries see it),
 `provide-client-params` sees every API call once. The SIGKILL case runs data_preparation.py in a process.
 After each fault the bucket must hold every wanted frame or its previous copy, every source frame, and
@@ -41,10 +41,10 @@ from season import (
     upload_season,
 )
 
-from tuttle_prep import aws
+from tuttle_prep.core.plan import wanted_frames
+from tuttle_prep.edges import aws
+from tuttle_prep.edges.s3_lock import LockHolder, S3Lock
 from tuttle_prep.errors import LockHeld
-from tuttle_prep.lock import LockHolder, S3Lock
-from tuttle_prep.plan import wanted_frames
 from tuttle_prep.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

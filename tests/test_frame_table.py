@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from season import FRAME, HEADER, JONNY, SUPERVISED, UNSUPERVISED, frame_number
 
+from tuttle_prep.core.frame_table import build_frame_table, normalize_header, normalize_rarity, parse_frame
+from tuttle_prep.core.sheets import parse_csv
 from tuttle_prep.errors import SheetError
-from tuttle_prep.frame_table import build_frame_table, normalize_header, normalize_rarity, parse_frame
-from tuttle_prep.sheets import parse_csv
 
 F0, F1, F2, F3 = (frame_number("S01E01", i) for i in range(4))
 

@@ -17,9 +17,10 @@ from conftest import run_cli
 from fake_google import PRIVATE_KEY_ID, SERVICE_ACCOUNT_EMAIL, FakeGoogle
 from season import dataset_keys, frame_number, manifest_entry, put_manifest, put_sources
 
-from tuttle_prep.errors import ConfigError, SheetError
-from tuttle_prep.frame_table import SHEET_HEADER
-from tuttle_prep.google_sheets import (
+from tuttle_prep.core.frame_table import SHEET_HEADER
+from tuttle_prep.core.sheets import SheetReader
+from tuttle_prep.edges.csv_sheets import CsvFileSource
+from tuttle_prep.edges.google_sheets import (
     SCOPES,
     GoogleOptions,
     GoogleSheetSource,
@@ -28,8 +29,8 @@ from tuttle_prep.google_sheets import (
     location_problem,
     spreadsheet_key,
 )
+from tuttle_prep.errors import ConfigError, SheetError
 from tuttle_prep.settings import Settings
-from tuttle_prep.sheets import CsvFileSource, SheetReader
 
 HEADER = list(SHEET_HEADER)
 BASE = "media.angel-nft.com/tuttle_twins/default_eng/v1/frames/thumbnails/"

@@ -11,10 +11,10 @@ from botocore.exceptions import ClientError
 from conftest import run_cli
 from season import ML_PREFIX, dataset_key, row, upload_season
 
-from tuttle_prep import aws
-from tuttle_prep.labels import LABEL_COLUMNS, build_labels, catalogue_after_apply, labels_key
-from tuttle_prep.plan import KeyLayout, plan_changes
-from tuttle_prep.sheet_headers import HEADERS_NAME
+from tuttle_prep.core.labels import LABEL_COLUMNS, build_labels, catalogue_after_apply, labels_key
+from tuttle_prep.core.plan import KeyLayout, plan_changes
+from tuttle_prep.edges import aws
+from tuttle_prep.edges.s3_sheet_headers import HEADERS_NAME
 
 LABELS = labels_key(ML_PREFIX)
 LAYOUT = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))

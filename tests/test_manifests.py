@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tuttle_prep.manifests import collect_episodes, filter_episodes, parse_manifest
+from tuttle_prep.core.manifests import collect_episodes, filter_episodes, parse_manifest
 
 GOOGLE = "https://docs.google.com/spreadsheets/d/1cr_rXVh0eZZ4aLtFKb5dw8jfBtksRezhY1X5ys6FckI/edit?usp=sharing"
 

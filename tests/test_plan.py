@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from season import dataset_key, frame_number, source_key
 
-from tuttle_prep.frame_table import RARITIES
-from tuttle_prep.plan import PLAN_COLUMNS, KeyLayout, plan_changes
+from tuttle_prep.core.frame_table import RARITIES
+from tuttle_prep.core.plan import PLAN_COLUMNS, KeyLayout, plan_changes
 
 LAYOUT = KeyLayout("tuttle_twins/ML/", "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
 E1, E2, E3 = "S01E01", "S01E02", "S02E01"

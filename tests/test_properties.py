@@ -2,7 +2,7 @@
 
 Each example is a bucket (source frames, dataset objects of planned, unplanned and orphan episodes, stray
 keys under the ML prefix, keys elsewhere) and the frames the sheets want. The plan is applied by the real
-`S3Store.apply` against an in-memory S3 that fails a random share of copies and deletes. Whatever fails:
+`s3_apply.apply_plan` against an in-memory S3 that fails a random share of copies and deletes. Whatever fails:
 nothing outside the ML prefix changes, no source frame is deleted, no frame that had a dataset copy loses
 its last one, and no plain delete runs after a failed copy. Then a run without faults reaches the wanted
 state exactly, and the plan after it is all keep.
@@ -19,9 +19,10 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuttle_prep.frame_table import RARITIES
-from tuttle_prep.plan import KeyLayout, Plan, plan_changes
-from tuttle_prep.s3_store import S3Store
+from tuttle_prep.core.frame_table import RARITIES
+from tuttle_prep.core.plan import KeyLayout, Plan, plan_changes
+from tuttle_prep.edges.s3_apply import apply_plan
+from tuttle_prep.edges.s3_bucket import S3Bucket
 
 BUCKET = "media.example"
 DATASETS = ("train", "validate", "test")
@@ -35,7 +36,7 @@ def frame_number(episode_id: str, index: int) -> str:
 
 
 class MemoryS3:
-    """The calls `S3Store.apply` makes, on a dict {key: body}; chosen copies and deletes fail."""
+    """The calls `s3_apply.apply_plan` makes, on a dict {key: body}; chosen copies and deletes fail."""
 
     def __init__(self, objects: dict[str, bytes], failing_copies: set[str], failing_deletes: set[str]) -> None:
         self.objects = objects
@@ -183,9 +184,8 @@ def test_a_partly_failing_apply_loses_nothing_and_the_next_run_converges(
     failing_deletes = {k for i, k in enumerate(removals) if (hash((seed, -i)) % 100) < delete_failure_share * 100}
     before = dataset_frames(layout, objects)
 
-    result = S3Store(MemoryS3(objects, failing_copies, failing_deletes), BUCKET, workers=4).apply(
-        plan, plain_deletes=plain_deletes
-    )
+    store = S3Bucket(MemoryS3(objects, failing_copies, failing_deletes), BUCKET, workers=4)
+    result = apply_plan(store, plan, plain_deletes=plain_deletes)
 
     outside = {k: v for k, v in scenario.objects.items() if not k.startswith(layout.ml_prefix)}
     assert {k: v for k, v in objects.items() if not k.startswith(layout.ml_prefix)} == outside
@@ -207,7 +207,7 @@ def test_a_partly_failing_apply_loses_nothing_and_the_next_run_converges(
     assert result.failed == len(failing_copies) + len(failing_deletes & attempted)
 
     # the next run, without faults, reaches the wanted state; the one after it has nothing to do
-    S3Store(MemoryS3(objects, set(), set()), BUCKET, workers=4).apply(plan_for(scenario, objects))
+    apply_plan(S3Bucket(MemoryS3(objects, set(), set()), BUCKET, workers=4), plan_for(scenario, objects))
     replan = plan_for(scenario, objects)
     assert set(replan.actions["action"]) <= {"keep"}
     placed = dataset_frames(layout, objects)

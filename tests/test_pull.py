@@ -11,8 +11,8 @@ import pytest
 from conftest import run_cli
 from season import ML_PREFIX, row, upload_season
 
-from tuttle_prep import aws
-from tuttle_prep.labels import LABEL_COLUMNS, labels_key
+from tuttle_prep.core.labels import LABEL_COLUMNS, labels_key
+from tuttle_prep.edges import aws
 
 LABELS = labels_key(ML_PREFIX)
 

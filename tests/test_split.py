@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from season import frame_number
 
-from tuttle_prep.plan import wanted_frames
+from tuttle_prep.core.plan import wanted_frames
+from tuttle_prep.core.split import assign_datasets, unit_hash
 from tuttle_prep.settings import DEFAULT_SEED
-from tuttle_prep.split import assign_datasets, unit_hash
 
 SHARES = {"train": 0.7, "validate": 0.2, "test": 0.1}
 EPISODES = [f"S0{s}E{e:02d}" for s in (1, 2) for e in range(1, 6)]

@@ -34,10 +34,10 @@ from season import (
     upload_season,
 )
 
-import tuttle_prep.aws
-from tuttle_prep.job import DeleteLimit, delete_guard
+import tuttle_prep.edges.aws
+from tuttle_prep.core.delete_guard import DeleteLimit, delete_guard
+from tuttle_prep.core.split import assign_datasets
 from tuttle_prep.settings import DEFAULT_SEED, Settings
-from tuttle_prep.split import assign_datasets
 
 SHARES = {"train": 0.7, "validate": 0.2, "test": 0.1}
 WRITE_OPERATIONS = {"PutObject", "CopyObject", "DeleteObject", "DeleteObjects", "CompleteMultipartUpload"}
@@ -108,7 +108,7 @@ def s3_calls(monkeypatch: pytest.MonkeyPatch) -> S3Calls:
         session.events.register("before-call.s3.*", before_call)
         return session
 
-    monkeypatch.setattr(tuttle_prep.aws, "new_session", new_session)
+    monkeypatch.setattr(tuttle_prep.edges.aws, "new_session", new_session)
     return recorded
 
 
@@ -750,8 +750,9 @@ def test_a_rerun_after_an_interrupted_apply_converges(bucket, season, s3_calls):
 
 
 def test_deletes_go_in_batches_of_1000_and_every_response_is_checked(bucket, s3_calls):
-    from tuttle_prep.aws import make_client
-    from tuttle_prep.s3_store import S3Store
+    from tuttle_prep.edges.aws import make_client
+    from tuttle_prep.edges.s3_apply import delete_keys
+    from tuttle_prep.edges.s3_bucket import S3Bucket
 
     keys = [dataset_key("train", "Common", frame_number(E1, i)) for i in range(2500)]
     batches: list[list[str]] = []
@@ -764,9 +765,9 @@ def test_deletes_go_in_batches_of_1000_and_every_response_is_checked(bucket, s3_
         errors = [{"Key": k, "Code": "InternalError", "Message": "try again"} for k in batch if k == keys[1500]]
         return 200, {"Deleted": [{"Key": k} for k in batch if k != keys[1500]], "Errors": errors}
 
-    store = S3Store(make_client("s3"), bucket.name, workers=4)
+    store = S3Bucket(make_client("s3"), bucket.name, workers=4)
     s3_calls.fail = answer
-    deleted, failures = store.delete_keys(keys)
+    deleted, failures = delete_keys(store, keys)
     assert sorted(len(b) for b in batches) == [500, 1000, 1000]
     assert sorted(k for b in batches for k in b) == sorted(keys)
     assert deleted == 2499

@@ -40,11 +40,11 @@ from test_faults import (
     snapshot,
 )
 
-from tuttle_prep import aws
+from tuttle_prep.core.delete_guard import DeleteLimit, episode_delete_guard
+from tuttle_prep.core.plan import KeyLayout
+from tuttle_prep.edges import aws
+from tuttle_prep.edges.s3_lock import S3Lock
 from tuttle_prep.errors import LockHeld
-from tuttle_prep.job import DeleteLimit, episode_delete_guard
-from tuttle_prep.lock import S3Lock
-from tuttle_prep.plan import KeyLayout
 
 E01, E02, S02E01 = "S01E01", "S01E02", "S02E01"
 

@@ -7,11 +7,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tuttle_prep import s3_store
-from tuttle_prep.aws import make_client
-from tuttle_prep.frame_table import RARITIES
-from tuttle_prep.plan import INVENTORY_COLUMNS, PLAN_COLUMNS, KeyLayout, Plan
-from tuttle_prep.s3_store import S3Store
+from tuttle_prep.core.frame_table import RARITIES
+from tuttle_prep.core.plan import INVENTORY_COLUMNS, PLAN_COLUMNS, KeyLayout, Plan
+from tuttle_prep.edges import s3_apply, s3_listing
+from tuttle_prep.edges.aws import make_client
+from tuttle_prep.edges.s3_apply import apply_plan
+from tuttle_prep.edges.s3_bucket import S3Bucket
+from tuttle_prep.edges.s3_listing import list_datasets, list_sources
 
 ML = "tuttle_twins/ML/"
 SOURCES = "tuttle_twins/s01e01/default_eng/v1/frames/thumbnails/"
@@ -61,15 +63,15 @@ def bucket_state(bucket) -> dict[str, bytes]:
 
 @pytest.fixture
 def processes_for_every_plan(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(s3_store, "PROCESS_MIN_COPIES", 1)
-    monkeypatch.setattr(s3_store, "COPY_CHUNK", 4)  # several chunks per process
+    monkeypatch.setattr(s3_apply, "PROCESS_MIN_COPIES", 1)
+    monkeypatch.setattr(s3_apply, "COPY_CHUNK", 4)  # several chunks per process
 
 
 @pytest.mark.parametrize("missing_source", [False, True])
 def test_copies_in_processes_end_like_copies_on_threads(bucket, processes_for_every_plan, missing_source):
     plan = seed(bucket, missing_source)
     before = bucket_state(bucket)
-    on_threads = S3Store(make_client("s3"), bucket.name, workers=4).apply(plan)
+    on_threads = apply_plan(S3Bucket(make_client("s3"), bucket.name, workers=4), plan)
     after_threads = bucket_state(bucket)
 
     for key in set(after_threads) - set(before):
@@ -78,8 +80,8 @@ def test_copies_in_processes_end_like_copies_on_threads(bucket, processes_for_ev
         bucket.put(key, body)
     assert bucket_state(bucket) == before
 
-    store = S3Store(CopiesForbidden(make_client("s3")), bucket.name, workers=4, processes=2)
-    in_processes = store.apply(plan)
+    store = S3Bucket(CopiesForbidden(make_client("s3")), bucket.name, workers=4, processes=2)
+    in_processes = apply_plan(store, plan)
 
     assert bucket_state(bucket) == after_threads
     assert after_threads[f"{ML}train/Common/{frame(0)}.jpg"] == b"source 0"
@@ -98,9 +100,9 @@ def test_copies_in_processes_end_like_copies_on_threads(bucket, processes_for_ev
 
 def test_small_plans_stay_on_threads(bucket):
     plan = seed(bucket, missing_source=False)
-    store = S3Store(CopiesForbidden(make_client("s3")), bucket.name, workers=4, processes=2)
+    store = S3Bucket(CopiesForbidden(make_client("s3")), bucket.name, workers=4, processes=2)
     with pytest.raises(AssertionError, match="copied in the parent process"):
-        store.apply(plan)
+        apply_plan(store, plan)
 
 
 class ParentListings:
@@ -126,7 +128,7 @@ class ParentListings:
 
 
 def test_large_listings_in_processes_find_what_threads_find(bucket, monkeypatch):
-    monkeypatch.setattr(s3_store, "PROCESS_MIN_KEYS", 10)
+    monkeypatch.setattr(s3_listing, "PROCESS_MIN_KEYS", 10)
     layout = KeyLayout(ML, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
     for i in range(30):
         bucket.put(f"{ML}{('train', 'validate', 'test')[i % 3]}/{RARITIES[i % 5]}/{frame(i)}.jpg")
@@ -135,18 +137,18 @@ def test_large_listings_in_processes_find_what_threads_find(bucket, monkeypatch)
     bucket.put(f"{ML}misc/readme.txt")
     folders = {e: layout.source_folder(e) for e in ("S01E01", "S01E02", "S01E03")}
 
-    on_threads = S3Store(make_client("s3"), bucket.name, workers=4)
+    on_threads = S3Bucket(make_client("s3"), bucket.name, workers=4)
     parent = ParentListings(make_client("s3"))
-    in_processes = S3Store(parent, bucket.name, workers=4, processes=2)
+    in_processes = S3Bucket(parent, bucket.name, workers=4, processes=2)
     try:
-        inventory = in_processes.list_datasets(layout, expected_keys=30)
-        sources, errors = in_processes.list_sources(folders, expected_keys=30)
+        inventory = list_datasets(in_processes, layout, expected_keys=30)
+        sources, errors = list_sources(in_processes, folders, expected_keys=30)
     finally:
         in_processes.close()
-    expected = on_threads.list_datasets(layout)
+    expected = list_datasets(on_threads, layout)
     assert sorted(inventory.keys) == sorted(expected.keys) and len(inventory.keys) == 31
     assert inventory.unexpected == expected.unexpected
-    expected_sources, expected_errors = on_threads.list_sources(folders)
+    expected_sources, expected_errors = list_sources(on_threads, folders)
     assert sorted(map(tuple, sources.to_numpy())) == sorted(map(tuple, expected_sources.to_numpy()))
     assert len(sources) == 30 and errors == expected_errors == {}
     # the parent only discovered the folders: every rarity and source folder was listed by a worker process

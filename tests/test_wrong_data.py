@@ -36,7 +36,7 @@ from season import (
 from test_cloudwatch import account, log_messages, summary_of  # noqa: F401 - `account` is a fixture
 from test_faults import expected_state, season_rows
 
-from tuttle_prep import aws
+from tuttle_prep.edges import aws
 
 
 # ---- 8: TUTTLE_SPLIT_SEED is trimmed; its fingerprint is in every run summary ------------------------------

@@ -1,29 +1,26 @@
-"""The command line: parse, wire, print. Exit codes: 0 clean, 1 errors or refused, 2 usage/config error."""
+"""The command line: the click group and its global options; each command lives in `tuttle_prep.commands`.
+
+Exit codes: 0 clean, 1 errors or refused, 2 usage/config error.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
+import signal
 import sys
 from pathlib import Path
 
 import click
 from dotenv import load_dotenv
 
-from .cli_common import episode_option, fail_config, season_option
-from .cloudwatch import log_group_from_env, observed_run
-from .errors import ConfigError, RunStopped
-from .job import DeleteLimit, SyncOptions, build_context, run_sync
-from .report import RunReport
-from .settings import Settings
-
-log = logging.getLogger("tuttle_prep")
-
-
-def stop_on_signal(signum: int, frame: object) -> None:
-    """The SIGTERM handler: unwind like Ctrl-C would, so the run lock is released and the run is recorded as
-    failed with exit code 128 + signal (what the process returns); copies under way finish, no delete starts."""
-    raise RunStopped(signum)
+from .commands.alarm import alarm
+from .commands.common import fail_config
+from .commands.demo import demo
+from .commands.manifests import manifests
+from .commands.pull import pull
+from .commands.report import report
+from .commands.sync import sync
+from .errors import RunStopped
 
 
 def setup_logging(verbose: int) -> None:
@@ -70,115 +67,24 @@ def main(env_file: Path | None, verbose: int, quiet: bool) -> None:
     setup_logging(-1 if quiet else verbose)
 
 
-@main.command()
-@click.option("--dry-run", is_flag=True, help="Read, list and plan; print what would change; change nothing.")
-@season_option
-@episode_option
-@click.option(
-    "--plan-out",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Write every decision to this CSV: action,episode_id,frame,src_key,dst_key.",
-)
-@click.option(
-    "--workers", type=click.IntRange(1, 512), default=32, show_default=True, metavar="N", help="Parallel S3 requests."
-)
-@click.option(
-    "--max-delete",
-    metavar="N|P%",
-    help="Refuse plain deletes above N files or P% of the planned episodes' dataset files "
-    "[default: refuse above 10% when more than 100].",
-)
-@click.option("--force", is_flag=True, help="Apply the plain deletes even above --max-delete.")
-@click.option("--allow-empty", is_flag=True, help="Sync an episode whose sheet has no classified frames (empties it).")
-@click.option("--prune-orphans", is_flag=True, help="Delete dataset files of episodes that are in no manifest.")
-def sync(
-    dry_run: bool,
-    seasons: tuple[str, ...],
-    episodes: tuple[str, ...],
-    plan_out: Path | None,
-    workers: int,
-    max_delete: str | None,
-    force: bool,
-    allow_empty: bool,
-    prune_orphans: bool,
-) -> None:
-    """Bring the dataset folders in line with the sheets.
-
-    Copies run in parallel on the server side; deletes run last, in batches of 1,000, and only when
-    every copy succeeded. Exit status: 0 clean, 1 finished with errors (skipped episodes, rejected
-    rows, missing sources, failed operations, refused deletes), 2 usage or configuration error.
-    """
-    try:
-        limit = DeleteLimit.parse(max_delete)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-delete") from None
-    options = SyncOptions(
-        dry_run=dry_run,
-        seasons=seasons,
-        episodes=episodes,
-        plan_out=plan_out,
-        workers=workers,
-        max_delete=limit,
-        force=force,
-        allow_empty=allow_empty,
-        prune_orphans=prune_orphans,
-    )
-    report = RunReport(dry_run=dry_run)
-    # invalid settings are reported inside: a real run's exit 2 must reach the logs and RunFailed too
-    with observed_run(report, log_group_from_env(os.environ), publish_metrics=not dry_run):
-        try:
-            settings = Settings.from_env()
-            report.seed_fingerprint = settings.seed_fingerprint
-            run_sync(settings, options, build_context(settings, options, report.run_id), report)
-        except ConfigError as exc:
-            report.config_error = str(exc)
-        exit_code = print_report(report)
-    sys.exit(exit_code)
-
-
-def print_report(report: RunReport) -> int:
-    """Print the table, the problems and the outcome; return the exit code."""
-    import time
-
-    report.finished = report.finished or time.time()
-    if report.config_error:
-        click.echo(f"configuration error: {report.config_error}", err=True)
-        return report.exit_code
-    click.echo(report.table())
-    for message in report.warnings:
-        log.warning(message)
-    for message in report.errors:
-        log.error(message)
-    if report.refused:
-        log.error(report.refused)
-    if report.seed_fingerprint:
-        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
-    click.echo(report.outcome_line())
-    return report.exit_code
-
-
-@main.command()
-@click.option("--keep", is_flag=True, help="Keep the embedded S3 running until Ctrl-C to look around.")
-def demo(keep: bool) -> None:
-    """Run the whole job on an embedded S3 (moto server on 127.0.0.1): no accounts, no network.
-
-    Uploads a small synthetic season (real jpg frames, CSV sheets, a manifest), runs `sync`, edits a
-    few sheet rows, runs `sync` again to show the incremental plan.
-    """
-    from .demo import run_demo
-
-    sys.exit(run_demo(keep=keep))
-
-
-from .cli_alarm import alarm  # noqa: E402
-
-main.add_command(alarm)
-
-from .cli_data import pull_command, report_command  # noqa: E402
-
-main.add_command(report_command)
-main.add_command(pull_command)
-
-from .cli_manifests import manifests  # noqa: E402
-
+main.add_command(sync)
+main.add_command(report)
+main.add_command(pull)
 main.add_command(manifests)
+main.add_command(alarm)
+main.add_command(demo)
+
+
+def stop_on_signal(signum: int, frame: object) -> None:
+    """The SIGTERM handler: unwind like Ctrl-C would, so the run lock is released and the run is recorded as
+    failed with exit code 128 + signal (what the process returns); copies under way finish, no delete starts."""
+    raise RunStopped(signum)
+
+
+def run() -> None:
+    """The process entry point: `python data_preparation.py` and the `tuttle-prep` console script.
+
+    Installs the SIGTERM handler (only a process's own entry point may), then runs the click group.
+    """
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    sys.exit(main())

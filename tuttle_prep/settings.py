@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .core.frame_table import RARITY_COLUMNS, normalize_header
 from .errors import ConfigError
-from .frame_table import RARITY_COLUMNS, normalize_header
 
 DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"
 DEFAULT_SEED = "tuttle-twins-2022"

@@ -1,0 +1,102 @@
+"""`alarm setup` / `alarm test`: SMS alerts for failed or missing runs (SNS topic, subscription, two alarms)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS
+from ..edges.alarms import (
+    DEFAULT_TOPIC,
+    DID_NOT_RUN_ALARM,
+    MAX_WINDOW_HOURS,
+    RUN_FAILED_ALARM,
+    send_test_message,
+    setup_alarms,
+)
+from ..edges.aws import describe
+from ..edges.cloudwatch import NAMESPACE
+
+
+@contextmanager
+def _aws_errors(action: str) -> Iterator[None]:
+    """Exit 2 with one sentence for missing credentials or bad input, 1 for an AWS failure; no traceback."""
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError):
+        click.echo(
+            "configuration error: no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE, or run on an EC2 host with an instance role",
+            err=True,
+        )
+        sys.exit(EXIT_CONFIG)
+    except (ValueError, LookupError) as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except (BotoCoreError, ClientError) as exc:
+        click.echo(f"{action} failed: {describe(exc)}", err=True)
+        sys.exit(EXIT_ERRORS)
+
+
+_topic_option: Callable = click.option(
+    "--topic", default=DEFAULT_TOPIC, show_default=True, help="Name of the SNS topic the alarms notify."
+)
+
+
+@click.group()
+def alarm() -> None:
+    """SMS alerts when a run fails or does not run (SNS topic + CloudWatch alarms on the run metrics)."""
+
+
+@alarm.command()
+@click.option(
+    "--phone",
+    "phones",
+    multiple=True,
+    required=True,
+    metavar="+15555550123",
+    help="Phone number (E.164) to text; repeatable.",
+)
+@click.option(
+    "--schedule-hours",
+    type=click.IntRange(1, MAX_WINDOW_HOURS - 1),
+    default=24,
+    show_default=True,
+    help="Hours between scheduled runs (as in crontab.txt).",
+)
+@click.option(
+    "--slack-hours",
+    type=click.IntRange(1, 24),
+    default=2,
+    show_default=True,
+    help="Extra hours a run may take before 'did not run' fires.",
+)
+@_topic_option
+def setup(phones: tuple[str, ...], schedule_hours: int, slack_hours: int, topic: str) -> None:
+    """Create or update the SNS topic, the SMS subscriptions and the two alarms; safe to run again.
+
+    Alarms: RunFailed >= 1 (a run exited non-zero) and RunSucceeded < 1 over schedule + slack hours,
+    with missing data breaching (no successful run, cron stopped, host down).
+    """
+    with _aws_errors("alarm setup"):
+        outcome = setup_alarms(list(phones), schedule_hours, slack_hours, topic)
+    for label, items in (("created", outcome.created), ("updated", outcome.updated), ("exists", outcome.existing)):
+        for item in items:
+            click.echo(f"{label:<8} {item}")
+    click.echo(
+        f"alarms {RUN_FAILED_ALARM} and {DID_NOT_RUN_ALARM} watch namespace {NAMESPACE}; "
+        f"`alarm test --topic {topic}` sends a test text"
+    )
+
+
+@alarm.command(name="test")
+@_topic_option
+def test_alarm(topic: str) -> None:
+    """Send a test message through the alarm topic to every subscribed phone."""
+    with _aws_errors("alarm test"):
+        topic_arn, message_id = send_test_message(topic)
+    click.echo(f"sent test message {message_id} through {topic_arn}")

@@ -1,0 +1,95 @@
+"""Pieces the command modules share: settings or exit 2, the bucket and key layout, the --season/--episode options.
+
+Kept apart from cli.py, which imports the command modules: they must not import cli.py back.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from ..core.plan import KeyLayout
+from ..core.run_report import EXIT_CONFIG
+from ..edges import aws
+from ..edges.s3_bucket import S3Bucket
+from ..errors import ConfigError
+from ..settings import Settings
+
+_SEASON = re.compile(r"^S\d{2}$", re.I)
+_EPISODE = re.compile(r"^S\d{2}E\d{2}$", re.I)
+
+
+def fail_config(message: str) -> NoReturn:
+    """One sentence on stderr, exit 2."""
+    click.echo(f"configuration error: {message}", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit 2 with one sentence."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        fail_config(str(exc))
+
+
+def open_bucket(settings: Settings, workers: int) -> S3Bucket:
+    """A client sized to `workers`, after checking the bucket (exit 2 with one sentence if it is unusable)."""
+    client = aws.make_client("s3", max_pool=workers)
+    try:
+        aws.check_bucket(client, settings.bucket)
+    except ConfigError as exc:
+        fail_config(str(exc))
+    return S3Bucket(client, settings.bucket, workers)
+
+
+def key_layout(settings: Settings) -> KeyLayout:
+    """Where the settings put the source frames and the dataset folders."""
+    return KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
+
+
+def make_folder(path: Path, option: str) -> None:
+    """Create a local folder an option names, or exit 2 naming the option."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail_config(f"cannot create {option} {path}: {exc.strerror or exc}")
+
+
+def _codes(pattern: re.Pattern[str], example: str) -> Callable[..., tuple[str, ...]]:
+    def check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not pattern.match(value.strip()):
+                raise click.BadParameter(f"'{value}' is not like {example}")
+        return tuple(v.strip().upper() for v in values)
+
+    return check
+
+
+def season_option(command: Any) -> Any:
+    """`--season S01` (repeatable), validated and upper-cased into `seasons`."""
+    return click.option(
+        "--season",
+        "seasons",
+        multiple=True,
+        metavar="S01",
+        callback=_codes(_SEASON, "S01"),
+        help="Only this season (repeatable).",
+    )(command)
+
+
+def episode_option(command: Any) -> Any:
+    """`--episode S01E01` (repeatable), validated and upper-cased into `episodes`."""
+    return click.option(
+        "--episode",
+        "episodes",
+        multiple=True,
+        metavar="S01E01",
+        callback=_codes(_EPISODE, "S01E01"),
+        help="Only this episode (repeatable).",
+    )(command)

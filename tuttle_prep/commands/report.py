@@ -1,0 +1,128 @@
+"""`report`: dataset files per dataset and rarity against the target split, as tables, CSV, JSON and a chart.
+
+Only reads the bucket. Exit status: 0 done, 1 a listing failed, 2 usage or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..core.dataset_report import build_dataset_report, table_csv
+from ..core.labels import labels_key
+from ..core.manifests import collect_episodes
+from ..core.run_report import EXIT_ERRORS, EXIT_OK
+from ..edges.s3_bucket import S3Bucket
+from ..edges.s3_listing import list_datasets
+from ..edges.s3_objects import read_manifests
+from ..edges.s3_sheet_headers import headers_key
+from ..errors import InventoryError
+from ..settings import Settings
+from .common import episode_option, fail_config, key_layout, load_settings, make_folder, open_bucket, season_option
+
+log = logging.getLogger("tuttle_prep")
+
+LIST_WORKERS = 16
+
+
+@click.command("report")
+@season_option
+@episode_option
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for report.png and report.csv.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="What to print: tables for people, or one JSON object for machines.",
+)
+def report(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, output_format: str) -> None:
+    """Count the dataset files per dataset and rarity against the target split.
+
+    Lists the dataset folders once and reads the manifests; prints shares per season and overall,
+    files per episode, orphans and unexpected keys; writes report.png (stacked bars) and report.csv
+    (level,scope,dataset,<rarities>,total,share,target). Changes nothing in the bucket.
+    """
+    from ..edges.report_chart import write_chart  # matplotlib: imported only by the command that draws
+
+    settings = load_settings()
+    make_folder(out, "--out")
+    store = open_bucket(settings, LIST_WORKERS)
+    layout = key_layout(settings)
+    where = f"s3://{settings.bucket}/{settings.ml_prefix}"
+    try:
+        inventory = list_datasets(store, layout)
+    except InventoryError as exc:
+        log.error("%s; no report written", exc)
+        sys.exit(EXIT_ERRORS)
+    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+    unexpected = [k for k in unexpected if k not in (labels_key(settings.ml_prefix), headers_key(settings.ml_prefix))]
+
+    known = _manifest_episodes(store, settings)
+    selected = None
+    if seasons or episodes:
+        candidates = set(current["episode_id"]) | set(known or ())
+        selected = {e for e in candidates if e[:3] in seasons or e in episodes}
+        for wanted in sorted(set(episodes) - candidates):
+            log.warning("--episode %s: no dataset files and in no manifest", wanted)
+
+    report = build_dataset_report(current, settings.split, unexpected, known, selected)
+    scope = f" ({', '.join(seasons + episodes)})" if selected is not None else ""
+    png, csv = out / "report.png", out / "report.csv"
+    try:
+        csv.write_text(table_csv(report), encoding="utf-8")
+        write_chart(report, png, f"Tuttle Twins datasets{scope}: {report.total_files:,} files in {where}")
+    except OSError as exc:
+        fail_config(f"cannot write to --out {out}: {exc.strerror or exc}")
+
+    if output_format == "json":
+        record: dict[str, Any] = {
+            "bucket": settings.bucket,
+            "ml_prefix": settings.ml_prefix,
+            "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "selection": list(seasons + episodes),
+            **report.to_json(),
+            "files": {"png": str(png), "csv": str(csv)},
+        }
+        click.echo(json.dumps(record, indent=2))
+    else:
+        click.echo(report.to_text(where + scope))
+        click.echo(f"\nwrote {png} and {csv}")
+    sys.exit(EXIT_OK)
+
+
+def _manifest_episodes(store: S3Bucket, settings: Settings) -> set[str] | None:
+    """Every episode of the manifests, or None (with a warning) if they cannot be read at all."""
+    try:
+        ignored: list[str] = []
+        files, read_errors = read_manifests(store, settings.manifests_prefix, ignored)
+    except InventoryError as exc:
+        log.warning("%s; orphans cannot be told apart", exc)
+        return None
+    for message in ignored:
+        log.warning(message)
+    manifests = collect_episodes(files, os.path.exists)
+    for message in read_errors + manifests.errors:
+        log.warning(message)
+    if not files:
+        log.warning(
+            "no manifests under s3://%s/%s; orphans cannot be told apart", store.bucket, settings.manifests_prefix
+        )
+        return None
+    if read_errors or manifests.broken_files:
+        log.warning("some manifests could not be used: their episodes' files show as orphans")
+    return manifests.episode_ids

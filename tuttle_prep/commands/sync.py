@@ -1,0 +1,503 @@
+"""The `sync` command: wires the edges (S3, sheets) to the pure core (frame table, split, plan).
+
+manifests -> sheets -> frame tables -> wanted datasets -> listings -> plan -> guard -> apply.
+Everything found along the way goes into a `RunReport`; `run_sync` prints nothing, the click command prints
+the report and exits with its code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
+from ..core.frame_table import build_frame_table
+from ..core.labels import labels_key
+from ..core.manifests import Episode, collect_episodes, filter_episodes
+from ..core.plan import KeyLayout, Plan, plan_changes, wanted_frames
+from ..core.run_report import COUNT_COLUMNS, RunReport
+from ..core.sheets import SheetReader, SheetSource, is_google_location
+from ..edges import aws
+from ..edges.aws import describe
+from ..edges.cloudwatch import log_group_from_env, observed_run
+from ..edges.csv_sheets import CsvFileSource, CsvS3Source
+from ..edges.s3_apply import apply_plan
+from ..edges.s3_bucket import S3Bucket, default_processes
+from ..edges.s3_labels import update_labels_index
+from ..edges.s3_listing import list_datasets, list_sources
+from ..edges.s3_lock import S3Lock
+from ..edges.s3_objects import fetch_object, read_manifests
+from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
+from ..errors import ConfigError, InventoryError, LockError, SheetError
+from ..settings import Settings
+from .common import episode_option, season_option
+
+log = logging.getLogger(__name__)
+#: the run's outcome is logged under the package's own name, as every command's is
+outcome_log = logging.getLogger("tuttle_prep")
+
+SHEET_THREADS = 8
+#: rejected rows logged one by one per sheet; a sheet linked to the wrong episode would otherwise flood the log
+REJECTIONS_SHOWN = 50
+
+
+@dataclass
+class SyncOptions:
+    """The `sync` command's options."""
+
+    dry_run: bool = False
+    seasons: tuple[str, ...] = ()
+    episodes: tuple[str, ...] = ()
+    plan_out: Path | None = None
+    workers: int = 32
+    max_delete: DeleteLimit | None = None
+    force: bool = False
+    allow_empty: bool = False
+    prune_orphans: bool = False
+
+
+@dataclass
+class SyncContext:
+    """The outside systems a run talks to (replaceable in tests and the demo)."""
+
+    store: S3Bucket
+    reader: SheetReader
+    lock: Callable[[], AbstractContextManager[Any]] = field(default=nullcontext)
+
+
+class LazyGoogleSource:
+    """The Google Sheets source, built on the first Google location read: a run whose manifests link no
+    Google sheet needs no key file. A bad key file raises ConfigError (exit 2) from that first read."""
+
+    name = "google-sheets"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._source: Any = None
+        self._lock = threading.Lock()
+
+    def can_read(self, location: str) -> bool:
+        return is_google_location(location)
+
+    def read(self, location: str, *, title: str = "", episode_id: str = "") -> pd.DataFrame:
+        with self._lock:
+            if self._source is None:
+                from ..edges.google_sheets import GoogleSheetSource
+
+                self._source = GoogleSheetSource.from_settings(self._settings)
+        return self._source.read(location, title=title, episode_id=episode_id)
+
+
+def build_context(settings: Settings, options: SyncOptions, run_id: str | None = None) -> SyncContext:
+    """One S3 client sized to the workers, the sheet sources (Google first when configured), the run lock."""
+    client = aws.make_client("s3", max_pool=options.workers)
+    store = S3Bucket(client, settings.bucket, options.workers, processes=default_processes())
+    sources: list[SheetSource] = [CsvFileSource(), CsvS3Source(partial(fetch_object, client))]
+    if settings.google_credentials_file is not None:
+        sources.insert(0, LazyGoogleSource(settings))
+    lock = partial(S3Lock, client, settings.bucket, settings.lock_key, settings.lock_stale_seconds, run_id)
+    return SyncContext(store=store, reader=SheetReader(sources), lock=lock)
+
+
+def load_frames(
+    episodes: list[Episode],
+    reader: SheetReader,
+    report: RunReport,
+    allow_empty: bool,
+    optional_columns: tuple[str, ...] = (),
+    seen_columns: dict[str, list[str]] | None = None,
+) -> tuple[dict[str, pd.DataFrame], set[str], set[str]]:
+    """Read every episode's sheet (a few at a time) into its classified frames; skip and report failures.
+
+    Returns the frames by episode, the frames held back by rejected rows, and the episodes whose plain
+    deletes are all held back (a rejected row names no frame of the episode, so any delete could be its frame).
+    `seen_columns` (the rarity columns each sheet had in earlier runs) is updated with the sheets read; a sheet
+    that lost one of them, and `optional_columns` does not name it, skips its episode.
+    """
+
+    def load(episode: Episode) -> tuple[Episode, Any]:
+        try:
+            raw = reader.read(episode.sheet_location, title=episode.title, episode_id=episode.episode_id)
+            where = f"{episode.episode_id} sheet"
+            return episode, build_frame_table(raw, episode.episode_id, where, optional_columns)
+        except SheetError as exc:
+            return episode, exc
+
+    loaded: dict[str, pd.DataFrame] = {}
+    held: set[str] = set()
+    held_episodes: set[str] = set()
+    rejections = [report.rejections]
+    with ThreadPoolExecutor(max_workers=SHEET_THREADS, thread_name_prefix="sheet") as pool:
+        for episode, outcome in pool.map(load, episodes):
+            eid = episode.episode_id
+            if isinstance(outcome, SheetError):
+                report.error(f"{eid}: {outcome}")
+                report.skip(eid, "sheet not read")
+                continue
+            if seen_columns is not None:
+                lost = [
+                    c
+                    for c in seen_columns.get(eid, ())
+                    if c not in outcome.rarity_columns and c not in optional_columns
+                ]
+                if lost:
+                    report.error(
+                        f"{eid} sheet: no '{lost[0]}' column, which earlier runs saw; the episode is skipped (its "
+                        "files stay as they are) rather than planned from the less trusted columns; restore the "
+                        "column, or name it in TUTTLE_SHEET_OPTIONAL_COLUMNS if it was removed on purpose"
+                    )
+                    report.skip(eid, "rarity column lost")
+                    continue
+                seen_columns[eid] = list(outcome.rarity_columns)
+            rejections.append(outcome.rejections)
+            held |= outcome.held_frames
+            for note in outcome.notes:
+                report.warn(f"{eid}: {note}")
+            for row in outcome.rejections.head(REJECTIONS_SHOWN).itertuples(index=False):
+                report.error(f"{eid} sheet row {row.row}, column {row.column!r}: {row.value!r} {row.reason}")
+            if len(outcome.rejections) > REJECTIONS_SHOWN:
+                more = len(outcome.rejections) - REJECTIONS_SHOWN
+                report.error(f"{eid}: ... and {more:,} more rejected rows in its sheet ({REJECTIONS_SHOWN} shown)")
+            untied = outcome.untied_rows
+            if untied:
+                held_episodes.add(eid)
+                rows = ", ".join(str(r) for r in untied[:10]) + (", ..." if len(untied) > 10 else "")
+                report.error(
+                    f"{eid}: {len(untied):,} rejected rows name no frame of this episode (sheet rows {rows}); "
+                    f"every plain delete of {eid} is held back until they are fixed"
+                )
+            if outcome.frames.empty and not allow_empty:
+                report.error(f"{eid}: the sheet has no classified frames; skipped (use --allow-empty to empty it)")
+                report.skip(eid, "no classified frames")
+                continue
+            log.info(
+                "%s: sheet read, %d classified frames, %d rejected rows",
+                eid,
+                len(outcome.frames),
+                len(outcome.rejections),
+            )
+            loaded[eid] = outcome.frames.assign(episode_id=eid)
+    report.rejections = pd.concat([r for r in rejections if len(r)] or [report.rejections], ignore_index=True)
+    return loaded, held, held_episodes
+
+
+def _record_counts(report: RunReport, plan: Plan | None, episode_ids: list[str]) -> None:
+    counts = plan.counts_by_episode() if plan is not None else pd.DataFrame(columns=COUNT_COLUMNS)
+    rejected = report.rejections.groupby("episode_id").size() if len(report.rejections) else pd.Series(dtype=int)
+    index = sorted(set(counts.index) | set(episode_ids) | set(rejected.index))
+    counts = counts.reindex(index=index, columns=COUNT_COLUMNS, fill_value=0)
+    counts["rejected"] = rejected.reindex(index, fill_value=0).to_numpy()
+    report.counts = counts.fillna(0).astype(int)
+
+
+def run_sync(
+    settings: Settings, options: SyncOptions, context: SyncContext, report: RunReport | None = None
+) -> RunReport:
+    """Run one sync (or dry run) and return its report. ConfigError propagates (exit 2)."""
+    report = report or RunReport(dry_run=options.dry_run)
+    store = context.store
+    aws.check_bucket(store.client, settings.bucket)
+    layout = KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
+
+    with ExitStack() as held:
+        held.callback(store.close)  # stops the worker processes a large listing may have started
+        lock = None
+        if not options.dry_run:  # a dry run writes nothing, so it runs beside a real one
+            try:
+                lock = held.enter_context(context.lock())
+            except LockError as exc:
+                report.error(str(exc))
+                return report
+        plan = _plan_run(settings, options, context, layout, report)
+        if plan is None:
+            return report
+        # checked in a dry run too, so it tells whether the real run would refuse
+        guard = delete_guard(plan.deletes_leaving(), plan.current_count, options.max_delete) or episode_delete_guard(
+            plan.deletes_leaving_by_episode(), options.max_delete
+        )
+        if guard and not options.force:
+            report.refused = guard
+            log.warning(guard)
+        if options.dry_run:
+            return report
+        if plan.writes == 0:
+            report.applied = True
+            update_labels_index(store, layout, plan, report)
+            return report
+        log.info(
+            "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
+        )
+        result = apply_plan(
+            store,
+            plan,
+            plain_deletes=report.refused is None,
+            on_progress=log.info,
+            before_deletes=getattr(lock, "still_ours", None),
+        )
+        report.applied = True
+        report.copied, report.moved, report.deleted = result.copied, result.moved, result.deleted
+        report.failed = result.failed
+        report.deletes_held_back = result.deletes_held_back
+        for failure in result.failures[:20]:
+            report.error(f"{failure.action} {failure.key} failed: {failure.error}")
+        if result.failed > 20:
+            report.error(f"... and {result.failed - 20:,} more failed operations")
+        if result.failed and result.deletes_held_back:
+            report.error(
+                f"{result.deletes_held_back:,} plain deletes held back because {result.failed:,} operations failed; "
+                "the next run retries them"
+            )
+        if result.deletes_stopped:
+            report.error(
+                f"{result.deletes_stopped}; this run deleted nothing (not even the sources of its moves) and "
+                "leaves the labels index alone: the lock's holder plans from the bucket as it is now"
+            )
+            return report
+        update_labels_index(store, layout, plan, report, result)
+    return report
+
+
+def _plan_run(
+    settings: Settings, options: SyncOptions, context: SyncContext, layout: KeyLayout, report: RunReport
+) -> Plan | None:
+    store = context.store
+    try:
+        ignored: list[str] = []
+        files, read_errors = read_manifests(store, settings.manifests_prefix, ignored)
+    except InventoryError as exc:
+        report.error(f"{exc}; nothing was planned or changed")
+        return None
+    for message in ignored:
+        report.warn(message)
+    for message in read_errors:
+        report.error(message)
+    if not files and not read_errors:
+        report.error(f"no manifests (*-episodes.json) under s3://{settings.bucket}/{settings.manifests_prefix}")
+        return None
+    manifests = collect_episodes(files, os.path.exists)
+    for message in manifests.errors:
+        report.error(message)
+    episodes = filter_episodes(manifests.episodes, options.seasons, options.episodes)
+    for wanted in sorted({e.upper() for e in options.episodes} - {e.episode_id for e in manifests.episodes}):
+        report.error(f"--episode {wanted}: no such episode in the manifests")
+    for season in sorted({s.upper() for s in options.seasons} - {e.season_code for e in manifests.episodes}):
+        report.error(f"--season {season}: no such season in the manifests")
+    if any(is_google_location(e.sheet_location) for e in episodes) and settings.google_credentials_file is None:
+        raise ConfigError(
+            "the manifests link Google Sheets but GOOGLE_DRIVE_CREDENTIALS_FILE is not set (see .env.example)"
+        )
+    log.info("%d manifest files, %d episodes, %d selected", len(files), len(manifests.episodes), len(episodes))
+
+    memory_key = headers_key(settings.ml_prefix)
+    seen_before, memory_problem = read_seen_headers(store, memory_key)
+    if memory_problem:
+        report.warn(f"{memory_problem}; a sheet that lost a rarity column earlier runs saw is not noticed this run")
+    seen = dict(seen_before) if seen_before is not None else None
+    frames, held, held_episodes = load_frames(
+        episodes, context.reader, report, options.allow_empty, settings.sheet_optional_columns, seen
+    )
+
+    expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
+    try:
+        inventory = list_datasets(store, layout, expected_keys=expected)
+    except InventoryError as exc:
+        report.error(f"{exc}; nothing was planned or changed")
+        _record_counts(report, None, [e.episode_id for e in episodes])
+        return None
+    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+
+    # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
+    # sheets added no frame lists the dataset folders alone
+    placed = set(current["frame"].tolist())
+    folders = {
+        eid: layout.source_folder(eid)
+        for eid, episode_frames in frames.items()
+        if any(frame not in placed for frame in episode_frames["frame"].tolist())
+    }
+    sources, source_errors = list_sources(store, folders, expected_keys=sum(len(frames[e]) for e in folders))
+    for eid, message in source_errors.items():
+        report.error(f"{eid}: {message}")
+        report.skip(eid, "source listing failed")
+        frames.pop(eid, None)
+
+    own = {labels_key(settings.ml_prefix), memory_key}  # the job's own index and header memory
+    unexpected = [k for k in unexpected if k not in own]
+    report.unexpected = len(unexpected)
+    for key in unexpected[:20]:
+        report.warn(f"not a dataset object, left alone: {key}")
+    if len(unexpected) > 20:
+        report.warn(f"... and {len(unexpected) - 20:,} more keys under {settings.ml_prefix} left alone")
+
+    if seen is not None and seen != seen_before and not options.dry_run:  # only once the listings succeeded
+        try:
+            write_seen_headers(store, memory_key, seen)
+        except (ClientError, BotoCoreError) as exc:
+            report.warn(f"s3://{settings.bucket}/{memory_key}: not updated ({describe(exc)})")
+    prune = options.prune_orphans
+    manifest_problems = read_errors + manifests.errors
+    if prune and manifest_problems:
+        report.error(
+            "--prune-orphans ignored: some manifests have errors or could not be read, so orphans cannot be told apart"
+        )
+        prune = False
+    known_episodes = manifests.episode_ids | doubtful_episodes(manifest_problems, current["episode_id"])
+    frame_list = list(frames.values())
+    all_frames = (
+        pd.concat(frame_list, ignore_index=True)
+        if frame_list
+        else pd.DataFrame(columns=["episode_id", "frame", "rarity"])
+    )
+    wanted = wanted_frames(all_frames, settings.split, settings.split_seed, settings.split_group_seconds)
+    plan = plan_changes(
+        wanted,
+        current,
+        sources,
+        layout,
+        planned_episodes=set(frames),
+        known_episodes=known_episodes,
+        prune_orphans=prune,
+        held_frames=held,
+        held_episodes=held_episodes,
+    )
+    plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
+    report.orphans = len(plan.orphans)
+    if len(plan.orphans):
+        orphan_episodes = ", ".join(sorted(set(plan.orphans["episode_id"])))
+        verb = "deleting" if prune else "left alone (use --prune-orphans to delete)"
+        report.warn(f"{len(plan.orphans):,} dataset files of episodes in no manifest ({orphan_episodes}): {verb}")
+    for row in plan.missing.head(20).itertuples(index=False):
+        report.error(f"{row.episode_id}: missing source frame s3://{settings.bucket}/{row.src_key}")
+    if len(plan.missing) > 20:
+        report.error(f"... and {len(plan.missing) - 20:,} more missing source frames (see --plan-out)")
+    _record_counts(report, plan, [e.episode_id for e in episodes if e.episode_id not in report.skipped])
+    if options.plan_out is not None:
+        write_plan_csv(plan, options.plan_out)
+    return plan
+
+
+_MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
+_SEASON_CODE = re.compile(r"S\d{2}\Z", re.IGNORECASE)
+
+
+def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[str]:
+    """Listed episodes a manifest that could not be read or parsed may hold: they count as known, not orphans.
+
+    Every problem message names its manifest file; `S02-episodes.json` covers season S02. A file whose name
+    gives no season (or a problem naming no file) could hold any episode: then every listed one counts.
+    """
+    seasons: set[str] = set()
+    for message in manifest_problems:
+        names = _MANIFEST_NAMED.findall(message)
+        if not names or not all(_SEASON_CODE.match(n) for n in names):
+            return set(listed)
+        seasons.update(n.upper() for n in names)
+    return {e for e in set(listed) if e[:3] in seasons}
+
+
+def write_plan_csv(plan: Plan, path: Path) -> None:
+    """`action,episode_id,frame,src_key,dst_key`, one row per frame decision."""
+    try:
+        plan.to_csv_frame().to_csv(path, index=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot write --plan-out {path}: {exc.strerror or exc}") from None
+
+
+@click.command("sync")
+@click.option("--dry-run", is_flag=True, help="Read, list and plan; print what would change; change nothing.")
+@season_option
+@episode_option
+@click.option(
+    "--plan-out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write every decision to this CSV: action,episode_id,frame,src_key,dst_key.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 512), default=32, show_default=True, metavar="N", help="Parallel S3 requests."
+)
+@click.option(
+    "--max-delete",
+    metavar="N|P%",
+    help="Refuse plain deletes above N files or P% of the planned episodes' dataset files "
+    "[default: refuse above 10% when more than 100].",
+)
+@click.option("--force", is_flag=True, help="Apply the plain deletes even above --max-delete.")
+@click.option("--allow-empty", is_flag=True, help="Sync an episode whose sheet has no classified frames (empties it).")
+@click.option("--prune-orphans", is_flag=True, help="Delete dataset files of episodes that are in no manifest.")
+def sync(
+    dry_run: bool,
+    seasons: tuple[str, ...],
+    episodes: tuple[str, ...],
+    plan_out: Path | None,
+    workers: int,
+    max_delete: str | None,
+    force: bool,
+    allow_empty: bool,
+    prune_orphans: bool,
+) -> None:
+    """Bring the dataset folders in line with the sheets.
+
+    Copies run in parallel on the server side; deletes run last, in batches of 1,000, and only when
+    every copy succeeded. Exit status: 0 clean, 1 finished with errors (skipped episodes, rejected
+    rows, missing sources, failed operations, refused deletes), 2 usage or configuration error.
+    """
+    try:
+        limit = DeleteLimit.parse(max_delete)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-delete") from None
+    options = SyncOptions(
+        dry_run=dry_run,
+        seasons=seasons,
+        episodes=episodes,
+        plan_out=plan_out,
+        workers=workers,
+        max_delete=limit,
+        force=force,
+        allow_empty=allow_empty,
+        prune_orphans=prune_orphans,
+    )
+    report = RunReport(dry_run=dry_run)
+    # invalid settings are reported inside: a real run's exit 2 must reach the logs and RunFailed too
+    with observed_run(report, log_group_from_env(os.environ), publish_metrics=not dry_run):
+        try:
+            settings = Settings.from_env()
+            report.seed_fingerprint = settings.seed_fingerprint
+            run_sync(settings, options, build_context(settings, options, report.run_id), report)
+        except ConfigError as exc:
+            report.config_error = str(exc)
+        exit_code = print_report(report)
+    sys.exit(exit_code)
+
+
+def print_report(report: RunReport) -> int:
+    """Print the table, the problems and the outcome; return the exit code."""
+    import time
+
+    report.finished = report.finished or time.time()
+    if report.config_error:
+        click.echo(f"configuration error: {report.config_error}", err=True)
+        return report.exit_code
+    click.echo(report.table())
+    for message in report.warnings:
+        outcome_log.warning(message)
+    for message in report.errors:
+        outcome_log.error(message)
+    if report.refused:
+        outcome_log.error(report.refused)
+    if report.seed_fingerprint:
+        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
+    click.echo(report.outcome_line())
+    return report.exit_code

@@ -1,0 +1,81 @@
+"""The labels index, the pure part: one row per dataset object, so training jobs read one table instead of listing.
+
+`<ML prefix>labels.csv` has LABEL_COLUMNS, one row per dataset object, sorted by `s3_key`. This module builds,
+serialises and parses it and works out which objects it lists after a sync; reading and writing the object
+is `tuttle_prep.edges.s3_labels`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+
+from .plan import INVENTORY_COLUMNS, KeyLayout, Plan
+
+LABEL_COLUMNS = ["frame", "episode_id", "dataset", "rarity", "metadata", "s3_key"]
+METADATA_COLUMNS = ["episode_id", "frame", "metadata"]
+LABELS_NAME = "labels.csv"
+
+
+def labels_key(ml_prefix: str) -> str:
+    """`tuttle_twins/ML/labels.csv`."""
+    return f"{ml_prefix}{LABELS_NAME}"
+
+
+def build_labels(inventory: pd.DataFrame, metadata: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One LABEL_COLUMNS row per dataset object (INVENTORY_COLUMNS in), sorted by s3_key.
+
+    `metadata` (episode_id, frame, metadata) is joined by frame (a frame number names its episode);
+    frames it does not cover get "".
+    """
+    labels = inventory.reindex(columns=INVENTORY_COLUMNS).rename(columns={"key": "s3_key"})
+    if metadata is not None and len(metadata):
+        by_frame = metadata.drop_duplicates("frame").set_index("frame")["metadata"]
+        labels["metadata"] = labels["frame"].map(by_frame).fillna("").astype(str)
+    else:
+        labels["metadata"] = ""
+    return labels[LABEL_COLUMNS].astype(str).sort_values("s3_key", kind="stable").reset_index(drop=True)
+
+
+def labels_csv(labels: pd.DataFrame) -> bytes:
+    """The index as UTF-8 CSV bytes (deterministic for equal tables)."""
+    return labels[LABEL_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def parse_labels_csv(data: bytes, where: str) -> pd.DataFrame:
+    """Read an index written by `labels_csv`; ValueError naming `where` if it is not one."""
+    try:
+        table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{where}: not a readable labels CSV ({exc})") from None
+    missing = [c for c in LABEL_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{where}: not a labels index (no column {', '.join(missing)})")
+    return table[LABEL_COLUMNS]
+
+
+def catalogue_after_apply(plan: Plan, layout: KeyLayout, plain_deletes_done: bool = True) -> pd.DataFrame:
+    """The dataset objects after every copy, move and (unless held back) delete of `plan` succeeded."""
+    removed = set(plan.of("move")["src_key"])
+    if plain_deletes_done:
+        removed |= set(plan.of("delete")["src_key"])
+    added_keys = pd.concat([plan.of("copy")["dst_key"], plan.of("move")["dst_key"]]).tolist()
+    added, _ = layout.parse_dataset_keys(added_keys)
+    current = plan.current.reindex(columns=INVENTORY_COLUMNS)
+    kept = current[~current["key"].isin(removed)]
+    return pd.concat([kept, added], ignore_index=True).drop_duplicates("key").reset_index(drop=True)
+
+
+def needs_previous_metadata(catalogue: pd.DataFrame, sheet_metadata: pd.DataFrame) -> bool:
+    """True if some dataset object's frame is not in the sheets read this run."""
+    return not catalogue["frame"].isin(set(sheet_metadata["frame"])).all()
+
+
+def merge_metadata(sheet_metadata: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """The sheets' metadata, plus the previous index's for frames the sheets read this run do not give."""
+    sheet_metadata = sheet_metadata.reindex(columns=METADATA_COLUMNS)
+    if previous is None or previous.empty:
+        return sheet_metadata
+    carried = previous.reindex(columns=METADATA_COLUMNS)
+    return pd.concat([sheet_metadata, carried], ignore_index=True).drop_duplicates("frame")

@@ -1,0 +1,1 @@
+"""The edges: one module per outside system (S3, the lock, sheets, CloudWatch, SNS). No click, no commands."""

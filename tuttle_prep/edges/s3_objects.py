@@ -1,0 +1,64 @@
+"""Single S3 objects: CSV sheet exports and season manifests read whole, dataset files downloaded to disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..core.manifests import select_manifest_keys
+from ..errors import SheetError
+from .aws import describe
+from .s3_bucket import S3Bucket
+from .s3_listing import list_page_keys
+
+#: a download lands in `<name>.part` and is renamed when complete
+PART_SUFFIX = ".part"
+_CHUNK = 1 << 20
+
+
+def fetch_object(client: Any, bucket: str, key: str) -> bytes:
+    """Read one object; SheetError naming the URL if it can't (used for CSV sheet exports)."""
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (ClientError, BotoCoreError) as exc:
+        raise SheetError(f"s3://{bucket}/{key}: cannot read ({describe(exc)})") from None
+
+
+def read_manifests(
+    store: S3Bucket, prefix: str, ignored: list[str] | None = None
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Every `*-episodes.json` directly under `prefix` as (s3://bucket/key, bytes), plus an error per unreadable
+    file. `ignored`, if given, receives a message (by full key) per look-alike file that is not read."""
+    keys, _ = list_page_keys(store, prefix)
+    selected, left_out = select_manifest_keys(keys, prefix)
+    if ignored is not None:
+        ignored.extend(f"s3://{store.bucket}/{key}: ignored, {why}" for key, why in left_out)
+    files, errors = [], []
+    for key in selected:
+        where = f"s3://{store.bucket}/{key}"
+        try:
+            files.append((where, store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()))
+        except (ClientError, BotoCoreError) as exc:
+            errors.append(f"{where}: cannot read the manifest ({describe(exc)})")
+    return files, errors
+
+
+def download_object(store: S3Bucket, key: str, path: Path) -> int:
+    """Stream `key` to `path` through `<path>.part` (renamed when complete); return the bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + PART_SUFFIX)
+    body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"]
+    written = 0
+    try:
+        with open(part, "wb") as out:
+            for chunk in body.iter_chunks(_CHUNK):
+                out.write(chunk)
+                written += len(chunk)
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return written
