@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_sync import S5cmd, endpoint, frame_numbers  # noqa: E402
+from bench_common import S5cmd, endpoint, frame_numbers  # noqa: E402
 
 from tuttle_prep.commands.sync import SyncOptions, build_context  # noqa: E402
 from tuttle_prep.core.frame_table import RARITIES  # noqa: E402
