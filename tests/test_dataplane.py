@@ -155,6 +155,42 @@ def test_obstore_signs_with_the_credentials_boto3_finds(
     assert {r.access_key for r in proxied.requests} == {key_id}  # boto3's requests too
 
 
+class _Meta:
+    def __init__(self, endpoint_url: str, region_name: str) -> None:
+        self.endpoint_url, self.region_name = endpoint_url, region_name
+
+
+class _Client:
+    def __init__(self, endpoint_url: str, region_name: str) -> None:
+        self.meta = _Meta(endpoint_url, region_name)
+
+
+@pytest.mark.parametrize(
+    ("bucket_name", "endpoint", "region", "expected_endpoint", "virtual"),
+    [
+        (
+            "tuttle-media",
+            "https://s3.eu-west-1.amazonaws.com",
+            "eu-west-1",
+            "https://tuttle-media.s3.eu-west-1.amazonaws.com",
+            "true",
+        ),
+        ("media.angel-nft.com", "https://s3.amazonaws.com", "us-east-1", "https://s3.amazonaws.com", "false"),
+        ("tuttle-media", "http://127.0.0.1:9000", "us-east-1", "http://127.0.0.1:9000", "false"),
+    ],
+)
+def test_obstore_addresses_the_endpoint_and_region_boto3_resolved(
+    bucket_name: str, endpoint: str, region: str, expected_endpoint: str, virtual: str
+) -> None:
+    store = open_object_store(
+        bucket_name, _Session(Credentials("AKIA", "s")), _Client(endpoint, region), workers=8, retries=2
+    )
+    assert store.config["endpoint"] == expected_endpoint
+    assert store.config["region"] == region and store.config["virtual_hosted_style_request"] == virtual
+    assert store.client_options["allow_http"] == str(endpoint.startswith("http://")).lower()
+    assert store.retry_config["max_retries"] == 2
+
+
 # ---- retries ------------------------------------------------------------------------------------------------
 
 

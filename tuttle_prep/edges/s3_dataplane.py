@@ -99,13 +99,14 @@ def open_object_store(
     """An obstore store for `bucket` on the endpoint and region `s3_client` (boto3) uses, with `session`'s
     credentials."""
     endpoint = s3_client.meta.endpoint_url
-    host = urlsplit(endpoint).hostname or ""
-    config: dict[str, Any] = {"region": s3_client.meta.region_name}
-    if host.endswith(".amazonaws.com"):
-        # AWS: virtual-hosted where the bucket name allows it (a dotted name breaks the TLS wildcard)
-        config["virtual_hosted_style_request"] = "." not in bucket
-    else:  # moto server, MinIO, any S3-compatible endpoint: path style
-        config["endpoint"] = endpoint
+    parts = urlsplit(endpoint)
+    # always the endpoint boto3 resolved (obstore would otherwise read AWS_ENDPOINT* itself)
+    config: dict[str, Any] = {"region": s3_client.meta.region_name, "endpoint": endpoint}
+    if (parts.hostname or "").endswith(".amazonaws.com") and "." not in bucket:
+        # AWS: virtual-hosted, as boto3 addresses it (a dotted bucket name would break the TLS wildcard)
+        config["endpoint"] = f"{parts.scheme}://{bucket}.{parts.netloc}"
+        config["virtual_hosted_style_request"] = True
+    else:  # a dotted bucket name on AWS, moto server, MinIO, any S3-compatible endpoint: path style
         config["virtual_hosted_style_request"] = False
     client_options: dict[str, Any] = {
         "allow_http": endpoint.startswith("http://"),
