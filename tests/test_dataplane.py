@@ -26,7 +26,7 @@ from conftest import Bucket, run_cli
 from s3_fault_proxy import Answer, Request, S3FaultProxy, internal_error, slow_down
 from season import JPEG, ML_PREFIX, UNSUPERVISED, dataset_key, frame_number, sheet_rows, source_key, upload_season
 
-from tuttle_prep.core.plan import INVENTORY_COLUMNS, PLAN_COLUMNS, Plan
+from tuttle_prep.core.plan import INVENTORY_COLUMNS, PLAN_COLUMNS, KeyLayout, Plan
 from tuttle_prep.edges import aws
 from tuttle_prep.edges.aws import make_client
 from tuttle_prep.edges.s3_apply import apply_plan
@@ -38,6 +38,7 @@ from tuttle_prep.edges.s3_dataplane import (
     open_object_store,
     retries_from,
 )
+from tuttle_prep.edges.s3_listing import list_datasets
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = source_key(frame_number("S01E01", 0)).rsplit("/", 1)[0] + "/"
@@ -118,6 +119,23 @@ def test_keys_obstore_cannot_name_are_reported_as_named_and_left_byte_identical(
     assert again.exit_code == 0, again.output
     assert "copied 1, moved 3, deleted 0; failed 0" in again.output
     assert state(bucket, ODD_ML_KEYS + ODD_SOURCE_KEYS) == odd_before
+
+
+def test_rarity_folders_are_listed_by_obstore_into_arrow_columns(bucket: Bucket, proxied: S3FaultProxy) -> None:
+    keys = {dataset_key(d, r, frame_number("S01E01", i)) for i, (d, r) in enumerate([("train", "Rare")] * 3)}
+    keys.add(dataset_key("test", "Common", frame_number("S01E01", 9)))
+    for key in keys:
+        bucket.put(key, JPEG)
+    layout = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
+
+    inventory = list_datasets(S3Bucket(make_client("s3"), bucket.name), layout)
+
+    assert set(inventory.keys) == keys
+    assert isinstance(inventory.keys.array, pd.arrays.ArrowStringArray)  # no Python object per key
+    assert isinstance(inventory.every_key().array, pd.arrays.ArrowStringArray)
+    leaves = {r.query["prefix"]: r.headers.get("user-agent", "") for r in proxied.of("ListObjectsV2")}
+    assert leaves[f"{ML_PREFIX}train/Rare/"] == leaves[f"{ML_PREFIX}test/Common/"] == "tuttle-prep"  # obstore's
+    assert leaves[ML_PREFIX].startswith("Boto3/")  # the '/' listing that discovers the folders
 
 
 # ---- one configuration: the credentials boto3 finds reach obstore -----------------------------------------
