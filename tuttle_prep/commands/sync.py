@@ -287,7 +287,9 @@ def _plan_run(
         if frame_list
         else pd.DataFrame(columns=["episode_id", "frame", "rarity"])
     )
-    wanted = wanted_frames(all_frames, settings.split, settings.split_seed, settings.split_group_seconds)
+    wanted = wanted_frames(
+        all_frames, settings.split, settings.split_seed, settings.split_group_seconds, stratify=settings.split_stratify
+    )
     plan = plan_changes(
         wanted,
         current,
