@@ -94,9 +94,9 @@ class DatasetReport:
             "orphans": {"files": sum(self.orphans.values()), "episodes": dict(self.orphans)},
             "unexpected": {"count": len(self.unexpected), "keys": self.unexpected[:UNEXPECTED_SHOWN]},
             "manifests_read": self.manifest_episodes is not None,
-            "rarity_shares": _records(self.rarity_shares),
-            "largest_deviation": _record(largest_deviation(self.rarity_shares)),
-            "leakage": _records(self.leakage),
+            "rarity_shares": json_records(self.rarity_shares),
+            "largest_deviation": json_record(largest_deviation(self.rarity_shares)),
+            "leakage": json_records(self.leakage),
         }
 
     def to_text(self, where: str) -> str:
@@ -132,11 +132,11 @@ class DatasetReport:
         return "\n".join(lines)
 
 
-def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    return [_record(row) for _, row in table.iterrows()]
+def json_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [json_record(row) for _, row in table.iterrows()]
 
 
-def _record(row: pd.Series | None) -> dict[str, Any] | None:
+def json_record(row: pd.Series | None) -> dict[str, Any] | None:
     """A row as JSON values: text stays text, whole counts become int, the rest float."""
     if row is None:
         return None
