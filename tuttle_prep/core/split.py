@@ -135,34 +135,32 @@ def split_frames(
     n = len(frames)
     if n == 0:
         return np.asarray([], dtype=object)
-    frames = pd.Series(frames, dtype=object)
-    episodes = pd.Series(episode_ids, dtype=object)
+    frames = list(frames)
+    episode_codes, episode_names = pd.factorize(pd.Series(episode_ids, dtype=object), sort=True)
+    frame_units: np.ndarray | None = None
     if group_seconds > 0:
-        windows = frame_ticks(frames.tolist()) // (FRAMES_PER_SECOND * group_seconds)
-        keys = episodes + "/" + pd.Series(windows).astype(str)
+        # a group is (episode, N-second window), keyed "S01E01/12"; key strings are built once per group
+        windows = frame_ticks(frames) // (FRAMES_PER_SECOND * group_seconds)
+        _, frame_units = np.unique(episode_codes * (int(windows.max()) + 1) + windows, return_inverse=True)
+        frame_units = frame_units.reshape(-1)
+        first = np.unique(frame_units, return_index=True)[1]
+        unit_episode = episode_codes[first]
+        unit_keys = [f"{episode_names[e]}/{w}" for e, w in zip(unit_episode, windows[first].tolist(), strict=True)]
     else:
-        keys = frames
+        unit_episode, unit_keys = episode_codes, frames
     if stratify == "none":
-        if group_seconds <= 0:
-            return assign_datasets(keys.tolist(), shares, seed)
-        codes, uniques = pd.factorize(keys, sort=False)
-        return assign_datasets(uniques.tolist(), shares, seed)[codes]
-    # units are frames, or groups; a unit's stratum is (episode, rarity), or (episode, majority rarity)
+        datasets = assign_datasets(unit_keys, shares, seed)
+        return datasets if frame_units is None else datasets[frame_units]
+    # a unit (frame or group) is stratified by (episode, rarity), or (episode, majority rarity)
     given, kinds_given = pd.factorize(pd.Series(rarities, dtype=object), sort=False)
     unknown = sorted(set(kinds_given) - set(_RARITY_CODE))
     if unknown or (given < 0).any():
         raise ValueError(f"not a rarity: {unknown[:5] or 'empty'}")
     rarity_codes = np.asarray([_RARITY_CODE[r] for r in kinds_given], dtype=np.int64)[given]
-    episode_codes, episode_names = pd.factorize(episodes, sort=True)
-    if group_seconds > 0:
-        frame_units, unit_keys = pd.factorize(keys, sort=False)
-        first = np.unique(frame_units, return_index=True)[1]
+    if frame_units is not None:
         unit_rarity = majority_rarity(frame_units, rarity_codes, len(unit_keys))
-        unit_episode = episode_codes[first]
-        unit_keys = unit_keys.tolist()
     else:
-        frame_units, unit_keys = None, keys.tolist()
-        unit_rarity, unit_episode = rarity_codes, episode_codes
+        unit_rarity = rarity_codes
     kinds = len(_RARITY_ORDER)
     strata = unit_episode * kinds + unit_rarity
     stratum_keys = [f"{e}/{r}/remainder" for e in episode_names for r in _RARITY_ORDER]

@@ -23,26 +23,34 @@ RARITY_SHARE_COLUMNS = ["rarity", "dataset", "files", "rarity_files", "share", "
 _NONE = np.iinfo(np.int64).max
 
 
-def nearest_reference_ticks(frames: Sequence[str], reference: Sequence[str]) -> np.ndarray:
-    """For each frame, the distance in frames (1/24 s) to the nearest `reference` frame of its episode
-    (int64 max where that episode has none)."""
+def _clock_keys(frames: Sequence[str]) -> np.ndarray:
+    """One sortable int64 per frame: episode code in the high bits, frames since its start in the low."""
     if len(frames) == 0:
         return np.zeros(0, dtype=np.int64)
     episode, ticks = frame_clock(frames)
-    query = (episode << 32) | ticks
-    if len(reference) == 0:
-        return np.full(len(query), _NONE, dtype=np.int64)
-    ref_episode, ref_ticks = frame_clock(reference)
-    keys = np.sort((ref_episode << 32) | ref_ticks)
-    at = np.searchsorted(keys, query)
-    after = keys[np.minimum(at, len(keys) - 1)]
-    before = keys[np.maximum(at - 1, 0)]
+    return (episode << 32) | ticks
+
+
+def _nearest(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Distance from each query key to the nearest key of `reference` (sorted) with the same episode."""
     distance = np.full(len(query), _NONE, dtype=np.int64)
-    ok = (at < len(keys)) & ((after >> 32) == episode)
+    if len(query) == 0 or len(reference) == 0:
+        return distance
+    episode = query >> 32
+    at = np.searchsorted(reference, query)
+    after = reference[np.minimum(at, len(reference) - 1)]
+    before = reference[np.maximum(at - 1, 0)]
+    ok = (at < len(reference)) & ((after >> 32) == episode)
     distance[ok] = after[ok] - query[ok]
     ok = (at > 0) & ((before >> 32) == episode)
     distance[ok] = np.minimum(distance[ok], query[ok] - before[ok])
     return distance
+
+
+def nearest_reference_ticks(frames: Sequence[str], reference: Sequence[str]) -> np.ndarray:
+    """For each frame, the distance in frames (1/24 s) to the nearest `reference` frame of its episode
+    (int64 max where that episode has none)."""
+    return _nearest(_clock_keys(frames), np.sort(_clock_keys(reference)))
 
 
 def leakage_table(
@@ -53,17 +61,15 @@ def leakage_table(
 ) -> pd.DataFrame:
     """LEAKAGE_COLUMNS: per dataset of `order` after the first (the reference, train) and per threshold,
     how many of its frames have a reference frame of the same episode within that many seconds."""
-    frames = np.asarray(frames, dtype=object)
+    keys = _clock_keys(list(frames))
     datasets = np.asarray(datasets, dtype=object)
-    reference, others = order[0], list(order[1:])
-    ref_frames = frames[datasets == reference]
+    reference = np.sort(keys[datasets == order[0]])
     rows = []
-    for name in others:
-        mine = frames[datasets == name]
-        distance = nearest_reference_ticks(mine, ref_frames)
+    for name in order[1:]:
+        distance = _nearest(keys[datasets == name], reference)
         for s in seconds:
             leaking = int((distance <= s * FRAMES_PER_SECOND).sum())
-            rows.append((name, s, len(mine), leaking, leaking / len(mine) if len(mine) else 0.0))
+            rows.append((name, s, len(distance), leaking, leaking / len(distance) if len(distance) else 0.0))
     return pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
 
 
