@@ -91,7 +91,7 @@ def _times(seconds: dict[str, float]) -> str:
     return f"wall {seconds['wall']:6.3f} s  cpu {seconds['cpu']:6.3f} s"
 
 
-def group_deviation(seconds: int, episodes: int = 10) -> dict[str, float]:
+def group_deviation(seconds: int, episodes: int = 10, stratify: str = "rarity") -> dict[str, dict[str, float]]:
     """Worst |files − share × rarity files| per rarity over datasets and episodes, in frames and in points."""
     rng = np.random.default_rng(seconds)
     worst_frames = dict.fromkeys(RARITIES, 0.0)
@@ -105,7 +105,7 @@ def group_deviation(seconds: int, episodes: int = 10) -> dict[str, float]:
                 "rarity": np.asarray(RARITIES, dtype=object)[scene_rarities(rng, EPISODE_FRAMES)],
             }
         )
-        wanted = wanted_frames(frames, SHARES, SEED, seconds)
+        wanted = wanted_frames(frames, SHARES, SEED, seconds, stratify=stratify)
         for rarity, rows in wanted.groupby("rarity"):
             counts = rows["dataset"].value_counts()
             for dataset, share in SHARES.items():
@@ -141,10 +141,22 @@ def main() -> None:
 
     stratified = results.pop("datasets rarity")
     datasets = stratified.tolist()
-    seconds, table = best_of(args.repeat, lambda: leakage_table(frames["frame"].tolist(), datasets, list(SHARES)))
+    seconds, table_rarity = best_of(
+        args.repeat, lambda: leakage_table(frames["frame"].tolist(), datasets, list(SHARES))
+    )
     results["leakage_seconds"] = seconds
     print(f"leakage_table (1/5/30 s)             {len(frames):>10,} frames  {_times(seconds)}")
-    print(table.to_string(index=False))
+
+    # leakage of each setting (share of validate/test frames with a train frame within 1/5/30 s)
+    frame_list = frames["frame"].tolist()
+    leaks = {}
+    for label in ("none", "rarity, 5 s groups", "none, 5 s groups"):
+        table = leakage_table(frame_list, results[f"datasets {label}"].tolist(), list(SHARES))
+        leaks[label] = {f"{r.dataset} <= {r.seconds} s": r.share for r in table.itertuples()}
+    leaks["rarity"] = {f"{r.dataset} <= {r.seconds} s": r.share for r in table_rarity.itertuples()}
+    results["leakage"] = leaks
+    for label, shares in leaks.items():
+        print(f"leakage, {label:<20} " + ", ".join(f"{k}: {v:.1%}" for k, v in shares.items()))
 
     # movement: k reclassifications, how many other frames change dataset
     rng = np.random.default_rng(5)
@@ -177,10 +189,10 @@ def main() -> None:
 
     groups = {}
     for seconds_ in (1, 5, 10, 30):
-        groups[seconds_] = group_deviation(seconds_)
-        worst = groups[seconds_]
-        text = ", ".join(f"{r} {worst['frames'][r]:.0f} ({worst['points'][r]:.1f} pp)" for r in RARITIES)
-        print(f"groups of {seconds_:>2} s at 28,800 frames/episode, worst deviation: {text}")
+        for stratify in ("rarity", "none"):
+            worst = groups[f"{seconds_} s, {stratify}"] = group_deviation(seconds_, stratify=stratify)
+            text = ", ".join(f"{r} {worst['frames'][r]:.0f} ({worst['points'][r]:.1f} pp)" for r in RARITIES)
+            print(f"groups of {seconds_:>2} s, {stratify:<6} at 28,800 frames/episode, worst deviation: {text}")
     results["group_deviation"] = groups
 
     out = Path(__file__).resolve().parent / "results"

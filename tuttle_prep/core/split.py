@@ -24,11 +24,13 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .frame_table import RARITIES
+
 _SCALE = float(2**64)
 STRATIFY_CHOICES = ("rarity", "none")
 DEFAULT_STRATIFY = "rarity"
-#: ties between two rarities for a group's majority go to the rarer one (this order, rarest first)
-_RARITY_ORDER = ("Legendary", "Rare", "Uncommon", "Common", "Trash")
+#: rarest first: of two rarities with as many frames in a group, the rarer is its majority
+_RARITY_ORDER = RARITIES
 _RARITY_CODE = {r: i for i, r in enumerate(_RARITY_ORDER)}
 FRAMES_PER_SECOND = 24
 
