@@ -212,3 +212,30 @@ def test_report_leakage_and_rarity_shares_equal_counts_from_the_bucket(catalogue
 def test_a_bad_leak_seconds_is_a_usage_error(bucket, value: str) -> None:
     result = run_cli("report", "--leak-seconds", value)
     assert result.exit_code == 2 and "--leak-seconds" in result.stderr
+
+
+def test_after_a_stratified_sync_every_rarity_of_every_episode_is_within_one_frame(bucket, tmp_path: Path) -> None:
+    from season import sheet_rows, upload_season
+
+    pattern = ["Common", "Rare", "Common", "Trash", "Uncommon", "Common", "Legendary", "Common", "Uncommon"]
+    sheets = {
+        e: sheet_rows(e, [pattern[(i * 5 + n) % 9] for i in range(n)]) for e, n in (("S01E01", 37), ("S01E02", 23))
+    }
+    upload_season(bucket, sheets)
+    assert run_cli("sync").exit_code == 0
+    result = run_cli("report", "--out", str(tmp_path), "--format", "json")
+    assert result.exit_code == 0, result.output
+    worst = json.loads(result.stdout)["largest_episode_deviation"]
+
+    counts = bucket_counts(bucket)
+    target = {"train": 0.7, "validate": 0.2, "test": 0.1}
+    deviations = {
+        (e, r, d): counts[(e, d, r)] - sum(counts[(e, x, r)] for x in DATASETS) * target[d]
+        for e in sheets
+        for r in RARITIES
+        for d in DATASETS
+    }
+    key = (worst["episode_id"], worst["rarity"], worst["dataset"])
+    assert worst["deviation_files"] == pytest.approx(deviations[key])
+    assert abs(deviations[key]) == pytest.approx(max(abs(v) for v in deviations.values()))
+    assert 0 < abs(worst["deviation_files"]) < 1

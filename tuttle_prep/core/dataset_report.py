@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 
 from .frame_table import RARITIES
-from .split_quality import LEAK_SECONDS, LEAKAGE_COLUMNS, largest_deviation, leakage_table, rarity_shares
+from .split_quality import (
+    LEAK_SECONDS,
+    LEAKAGE_COLUMNS,
+    largest_deviation,
+    largest_episode_deviation,
+    leakage_table,
+    rarity_shares,
+)
 
 OVERALL, SEASON, EPISODE = "overall", "season", "episode"
 ALL = "all"
@@ -42,6 +49,8 @@ class DatasetReport:
     rarity_shares: pd.DataFrame = field(default_factory=lambda: rarity_shares(pd.DataFrame(), {}))
     #: LEAKAGE_COLUMNS of the whole selection
     leakage: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LEAKAGE_COLUMNS))
+    #: the (episode, rarity, dataset) furthest from its share, in frames (`largest_episode_deviation`)
+    episode_deviation: dict[str, Any] | None = None
 
     def scope(self, level: str, scope: str = ALL) -> pd.DataFrame:
         """The rows of one scope, indexed by dataset (`all` last)."""
@@ -96,6 +105,7 @@ class DatasetReport:
             "manifests_read": self.manifest_episodes is not None,
             "rarity_shares": json_records(self.rarity_shares),
             "largest_deviation": json_record(largest_deviation(self.rarity_shares)),
+            "largest_episode_deviation": self.episode_deviation,
             "leakage": json_records(self.leakage),
         }
 
@@ -112,6 +122,7 @@ class DatasetReport:
             for season in seasons:
                 lines += ["", *_dataset_table(season, self.scope(SEASON, season))]
         lines += ["", *rarity_share_lines(self.rarity_shares, list(self.split))]
+        lines.append(episode_deviation_line(self.episode_deviation))
         lines += ["", *leakage_lines(self.leakage, next(iter(self.split), "train"))]
         lines += ["", *_episode_table(self, episodes)]
         lines.append("")
@@ -169,6 +180,18 @@ def rarity_share_lines(shares: pd.DataFrame, datasets: list[str]) -> list[str]:
             flag = f"  <- largest: {largest['dataset']} {largest['deviation_files']:+.1f} files vs its share"
         lines.append(f"{rarity:<11}{total:>9,}{cells}{deviation:>12}{flag}")
     return lines
+
+
+def episode_deviation_line(worst: dict[str, Any] | None) -> str:
+    """One sentence: how far the worst (episode, rarity, dataset) is from its share, in frames."""
+    if worst is None:
+        return "per episode: no files"
+    return (
+        f"per episode: the largest deviation is {worst['deviation_files']:+.1f} frames "
+        f"({worst['episode_id']} {worst['rarity']} {worst['dataset']}: "
+        f"{worst['files']:,} of {worst['rarity_files']:,}, target {worst['target']:.0%}); "
+        "(without groups, a stratified split in sync keeps every one below 1 frame)"
+    )
 
 
 def leakage_lines(leakage: pd.DataFrame, reference: str = "train") -> list[str]:
@@ -272,6 +295,7 @@ def build_dataset_report(
         unexpected=sorted(unexpected),
         manifest_episodes=known,
         rarity_shares=rarity_shares(overall[list(RARITIES)], split),
+        episode_deviation=largest_episode_deviation(inventory, split),
         leakage=leakage_table(inventory["frame"].tolist(), inventory["dataset"].tolist(), list(split), leak_seconds),
     )
 

@@ -96,3 +96,27 @@ def largest_deviation(shares: pd.DataFrame) -> pd.Series | None:
     if present.empty:
         return None
     return present.loc[present["deviation"].abs().idxmax()]
+
+
+def largest_episode_deviation(inventory: pd.DataFrame, split: Mapping[str, float]) -> dict[str, object] | None:
+    """Of every (episode, rarity, dataset), the one whose file count is furthest from its share, in frames.
+
+    With `TUTTLE_SPLIT_STRATIFY=rarity` (and no groups) a bucket in sync is below 1 frame everywhere.
+    `inventory` has episode_id, rarity, dataset (one row per file). None when there are no files."""
+    if inventory.empty:
+        return None
+    counts = inventory.groupby(["episode_id", "rarity", "dataset"]).size().unstack("dataset", fill_value=0)
+    counts = counts.reindex(columns=list(split), fill_value=0)
+    totals = counts.sum(axis=1)
+    deviation = counts - np.outer(totals.to_numpy(), np.asarray(list(split.values()), dtype=np.float64))
+    where = np.unravel_index(np.abs(deviation.to_numpy()).argmax(), deviation.shape)
+    (episode_id, rarity), dataset = deviation.index[where[0]], deviation.columns[where[1]]
+    return {
+        "episode_id": str(episode_id),
+        "rarity": str(rarity),
+        "dataset": str(dataset),
+        "files": int(counts.iloc[where]),
+        "rarity_files": int(totals.iloc[where[0]]),
+        "target": float(split[dataset]),
+        "deviation_files": float(deviation.iloc[where]),
+    }
