@@ -123,6 +123,8 @@ def test_preview_of_the_current_and_a_new_setting(bucket, sheets, requests_made)
     assert got["preview"]["settings"] == {"stratify": "none", "group_seconds": 2, "seed": "other"}
     check_outcome(got["preview"], preview, (0.25, 1, 5))
     assert got["preview"]["moved"] == int((current["dataset"] != preview["dataset"]).sum()) > 0
+    pairs = pd.Series([f"{a} -> {b}" for a, b in zip(current["dataset"], preview["dataset"], strict=True) if a != b])
+    assert got["preview"]["moves"] == pairs.value_counts().to_dict()
 
     # the sheets and manifests were read; no dataset or source folder listed, nothing written
     assert bucket.etags() == before

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import click
@@ -61,6 +61,8 @@ class SplitOutcome:
     shares: pd.DataFrame  # RARITY_SHARE_COLUMNS
     leakage: pd.DataFrame  # LEAKAGE_COLUMNS
     moved: int = 0
+    #: frames that would change dataset, by "from -> to"
+    moves: dict[str, int] = field(default_factory=dict)
 
 
 def preview_split(
@@ -89,6 +91,7 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
         "rarity_shares": json_records(outcome.shares),
         "leakage": json_records(outcome.leakage),
         "moved": outcome.moved,
+        "moves": outcome.moves,
     }
 
 
@@ -101,6 +104,7 @@ def _outcome_text(title: str, outcome: SplitOutcome, total: int) -> list[str]:
         lines.append(
             f"\nwould move {outcome.moved:,} of {total:,} frames ({share:.1%}) compared with the current settings"
         )
+        lines += [f"  {pair}: {n:,}" for pair, n in outcome.moves.items()]
     return lines
 
 
@@ -157,7 +161,11 @@ def preview(
     outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds)}
     if changed != current:
         outcome = preview_split(frames, settings.split, changed, leak_seconds)
-        outcome.moved = int((outcome.datasets.to_numpy() != outcomes["current"].datasets.to_numpy()).sum())
+        before, after = outcomes["current"].datasets.to_numpy(), outcome.datasets.to_numpy()
+        changed = before != after
+        outcome.moved = int(changed.sum())
+        pairs = pd.Series(before[changed] + " -> " + after[changed]).value_counts()
+        outcome.moves = {str(pair): int(n) for pair, n in pairs.items()}
         outcomes["preview"] = outcome
     if output_format == "json":
         record = {
