@@ -261,3 +261,19 @@ def test_group_tolerance_at_28800_frames_per_episode(seconds):
             for dataset, share in SHARES.items():
                 deviation = abs((mine["dataset"] == dataset).sum() - len(mine) * share)
                 assert deviation <= group_size + max(share, 1 - share) * breaking, (rarity, dataset, deviation)
+
+
+def test_equal_hashes_are_ordered_by_key_so_the_input_order_never_matters():
+    # a 64-bit collision practically never happens; force some (and near-collisions that only differ in the
+    # low bits the fast sort key drops) and check the cut does not depend on the order of the rows
+    from tuttle_prep.core.split import stratified_index
+
+    keys = [f"k{i:03d}" for i in range(40)]
+    hashes = np.asarray([7, 7, 7, 2**40, 2**40 + 1, *range(100, 135)], dtype=np.uint64)
+    strata = np.zeros(40, dtype=np.int64)
+    offsets = np.asarray([0.37])
+    first = stratified_index(strata, hashes, offsets, SHARES, tiebreak=keys)
+    order = np.random.default_rng(1).permutation(40)
+    again = stratified_index(strata[order], hashes[order], offsets, SHARES, tiebreak=[keys[i] for i in order])
+    assert dict(zip(keys, first, strict=True)) == {keys[i]: d for i, d in zip(order, again, strict=True)}
+    assert np.bincount(first, minlength=3).tolist() == [28, 8, 4]
