@@ -654,6 +654,25 @@ def test_episode_and_season_filters_touch_only_the_chosen_episodes(bucket, seaso
     assert {f for f in state if f.startswith("TT_S02")} == set(classified(other["S02E01"]))
 
 
+def test_a_filtered_run_places_frames_where_a_full_run_would(bucket, season, s3_calls):
+    # reclassify in both episodes; sync one, then all: the full run finds the first episode already in place
+    season[E1][0][JONNY] = "Legendary"
+    season[E1][3][SUPERVISED] = "Rare"
+    season[E2][2][JONNY] = "Trash"
+    upload_season(bucket, season)
+    assert run_cli("sync", "--episode", E1).exit_code == 0
+    want = expected(all_classified(season))
+    assert {f: v for f, v in dataset_keys(bucket).items() if f.startswith("TT_S01_E01")} == {
+        f: v for f, v in want.items() if f.startswith("TT_S01_E01")
+    }
+    s3_calls.clear()
+    result = run_cli("sync")
+    assert result.exit_code == 0, result.output
+    assert dataset_keys(bucket) == want
+    assert counts(result.stdout, E1)["keep"] == len(classified(season[E1]))
+    assert not [p for p in s3_calls.of("CopyObject") if "S01_E01" in p["Key"]]
+
+
 def test_an_unknown_episode_is_an_error_and_a_malformed_one_a_usage_error(bucket, season):
     result = run_cli("sync", "--dry-run", "--episode", "S05E05")
     assert result.exit_code == 1
