@@ -169,3 +169,9 @@ def test_an_unreadable_sheet_is_reported_and_the_others_previewed(bucket, sheets
     got = json.loads(result.stdout)
     assert got["episodes"] == ["S01E02", "S02E01"]
     assert any("S01E01" in e and "FRAME NUMBER" in e for e in got["errors"])
+
+
+@pytest.mark.parametrize(("args", "named"), [(["--seed", "  "], "--seed"), (["--stratify", "class"], "--stratify")])
+def test_bad_options_are_usage_errors(bucket, args, named):
+    result = run_cli("split", "preview", *args)
+    assert result.exit_code == 2 and named in result.stderr

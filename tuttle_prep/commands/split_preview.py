@@ -143,6 +143,10 @@ def preview(
     current settings' split; with --stratify, --group-seconds or --seed, also that setting's split and how
     many frames it would move compared with the current one.
     """
+    if seed is not None:
+        seed = seed.strip()  # as TUTTLE_SPLIT_SEED is read
+        if not seed:
+            raise click.BadParameter("must not be empty", param_hint="--seed")
     settings = load_settings()
     current = SplitSetting(settings.split_stratify, settings.split_group_seconds, settings.split_seed)
     changed = replace(
@@ -153,8 +157,6 @@ def preview(
             if v is not None
         },
     )
-    if seed is not None and not seed.strip():
-        raise click.BadParameter("must not be empty", param_hint="--seed")
     frames, report = _read_frames(settings, seasons, episodes)
     for message in report.errors:
         log.error(message)
