@@ -94,10 +94,12 @@ def _dataset_counts(client, settings: Settings) -> str:
 
 def _sync(settings: Settings, options: SyncOptions, title: str) -> RunReport:
     click.secho(f"\n== {title}", bold=True)
-    report = run_sync(settings, options, build_context(settings, options), RunReport(dry_run=options.dry_run))
+    report = RunReport(dry_run=options.dry_run, seed_fingerprint=settings.seed_fingerprint)
+    report = run_sync(settings, options, build_context(settings, options), report)
     click.echo(report.table())
     for message in report.warnings + report.errors:
         click.echo(f"  note: {message}")
+    click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
     click.echo(report.outcome_line() + f"   (exit code {report.exit_code})")
     return report
 
@@ -108,13 +110,14 @@ def _write_report(client, settings: Settings, out: Path) -> Path:
     from ..core.labels import labels_key
     from ..edges.s3_bucket import S3Bucket
     from ..edges.s3_listing import list_datasets
+    from ..edges.s3_sheet_headers import headers_key
     from .common import key_layout
     from .report import write_report_files
 
     layout = key_layout(settings)
     inventory = list_datasets(S3Bucket(client, settings.bucket, 8), layout)  # within the client's pool of 10
     current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
-    unexpected = [k for k in unexpected if k != labels_key(settings.ml_prefix)]
+    unexpected = [k for k in unexpected if k not in (labels_key(settings.ml_prefix), headers_key(settings.ml_prefix))]
     report = build_dataset_report(current, settings.split, unexpected, {f"{SEASON}{e}" for e in EPISODES})
     click.secho("\n== the report: each rarity's split and the leakage between datasets", bold=True)
     click.echo("\n".join([*rarity_share_lines(report.rarity_shares, list(settings.split)), ""]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -158,6 +159,8 @@ def preview(
         },
     )
     frames, report = _read_frames(settings, seasons, episodes)
+    for message in report.warnings:
+        log.warning(message)
     for message in report.errors:
         log.error(message)
     outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds)}
@@ -174,6 +177,7 @@ def preview(
             "frames": len(frames),
             "episodes": sorted(set(frames["episode_id"])),
             "split": dict(settings.split),
+            "warnings": list(report.warnings),
             "errors": list(report.errors),
             **{name: _outcome_json(o) for name, o in outcomes.items()},
         }
@@ -195,17 +199,20 @@ def _read_frames(
     context = build_context(settings, SyncOptions(seasons=seasons, episodes=episodes, workers=SHEET_WORKERS))
     try:
         aws.check_bucket(context.store.client, settings.bucket)
-        files, read_errors = read_manifests(context.store, settings.manifests_prefix)
+        ignored: list[str] = []
+        files, read_errors = read_manifests(context.store, settings.manifests_prefix, ignored)
     except ConfigError as exc:
         fail_config(str(exc))
     except InventoryError as exc:
         log.error("%s; nothing to preview", exc)
         sys.exit(EXIT_ERRORS)
+    for message in ignored:
+        report.warn(message)
     for message in read_errors:
         report.error(message)
     if not files and not read_errors:
         report.error(f"no manifests (*-episodes.json) under s3://{settings.bucket}/{settings.manifests_prefix}")
-    manifests = collect_episodes(files)
+    manifests = collect_episodes(files, os.path.exists)
     for message in manifests.errors:
         report.error(message)
     selected = filter_episodes(manifests.episodes, seasons, episodes)
@@ -216,7 +223,9 @@ def _read_frames(
     if any(is_google_location(e.sheet_location) for e in selected) and settings.google_credentials_file is None:
         fail_config("the manifests link Google Sheets but GOOGLE_DRIVE_CREDENTIALS_FILE is not set (see .env.example)")
     try:
-        loaded, _ = load_frames(selected, context.reader, report, allow_empty=True)
+        loaded, _, _ = load_frames(
+            selected, context.reader, report, allow_empty=True, optional_columns=settings.sheet_optional_columns
+        )
     except ConfigError as exc:
         fail_config(str(exc))
     frames = [f[["episode_id", "frame", "rarity"]] for f in loaded.values()]
