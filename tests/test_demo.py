@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+REPO = Path(__file__).resolve().parents[1]
+
 # the demo points boto3 at its own server through these; the test puts them back afterwards
 DEMO_ENV = (
     "AWS_ENDPOINT_URL",
@@ -65,3 +67,7 @@ def test_demo_exits_0_and_prints_its_tables(monkeypatch: pytest.MonkeyPatch):
     assert "each rarity's split against the target" in report and "leakage: frames with a train frame" in report
     png = Path(re.search(r"The report's picture is (\S+report\.png)", out).group(1))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    # the last line points at the pages that explain connecting a real bucket and sheets, and they exist
+    pointed = re.findall(r"\b(docs/[\w-]+\.md)\b", out[out.index("Next:") :])
+    assert {"docs/deploy.md", "docs/google-sheets.md"} <= set(pointed)
+    assert all((REPO / page).is_file() for page in pointed)

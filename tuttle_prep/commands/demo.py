@@ -211,9 +211,9 @@ def run_demo(keep: bool = False) -> int:
         png = _write_report(client, settings, Path(tempfile.gettempdir()) / "tuttle-prep-demo-report")
         click.echo(
             f"\nThe report's picture is {png} (and its tables report.csv, rarity_shares.csv, leakage.csv beside it).\n"
-            f"The plan of the dry run is in {plan_csv}.\n"
-            f"Next: `{Path(sys.executable).as_posix()} data_preparation.py sync --help`, and README.md for "
-            "connecting a real bucket and sheets."
+            f"\nThe plan of the dry run is in {plan_csv}.\n"
+            f"Next: `{Path(sys.executable).as_posix()} data_preparation.py sync --help`; docs/deploy.md for "
+            "connecting a real bucket, docs/google-sheets.md for the sheets."
         )
         ok = first.exit_code == 0 and second.exit_code == 0 and rerun.exit_code == 0 and rerun.total("keep") > 0
         ok = ok and rerun.copied == rerun.moved == rerun.deleted == 0
