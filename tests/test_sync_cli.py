@@ -346,6 +346,14 @@ def test_group_seconds_keeps_each_window_in_one_dataset(bucket, monkeypatch):
     assert len(set().union(*windows.values())) > 1
 
 
+def test_the_summary_names_the_split_mode(bucket, season, monkeypatch):
+    monkeypatch.setenv("TUTTLE_SPLIT_STRATIFY", "none")
+    monkeypatch.setenv("TUTTLE_SPLIT_GROUP_SECONDS", "3")
+    result = run_cli("sync", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "(sha256 of TUTTLE_SPLIT_SEED); stratify=none, group seconds=3" in result.stdout
+
+
 def test_dry_run_leaves_the_bucket_untouched(bucket, season, s3_calls):
     state = expected(all_classified(season))
     season[E1][0][JONNY] = "Rare"

@@ -119,6 +119,11 @@ class Settings:
         """The first 8 hex digits of the seed's SHA-256: shown in run summaries so a change of seed is visible."""
         return seed_fingerprint(self.split_seed)
 
+    @property
+    def split_mode(self) -> str:
+        """The split settings besides the seed, as run summaries show them: `stratify=rarity, group seconds=0`."""
+        return f"stratify={self.split_stratify}, group seconds={self.split_group_seconds}"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every TUTTLE_* / GOOGLE_* variable; raise ConfigError on the first bad one."""

@@ -94,12 +94,14 @@ def _dataset_counts(client, settings: Settings) -> str:
 
 def _sync(settings: Settings, options: SyncOptions, title: str) -> RunReport:
     click.secho(f"\n== {title}", bold=True)
-    report = RunReport(dry_run=options.dry_run, seed_fingerprint=settings.seed_fingerprint)
+    report = RunReport(
+        dry_run=options.dry_run, seed_fingerprint=settings.seed_fingerprint, split_mode=settings.split_mode
+    )
     report = run_sync(settings, options, build_context(settings, options), report)
     click.echo(report.table())
     for message in report.warnings + report.errors:
         click.echo(f"  note: {message}")
-    click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
+    click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED); {report.split_mode}")
     click.echo(report.outcome_line() + f"   (exit code {report.exit_code})")
     return report
 

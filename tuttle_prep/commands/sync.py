@@ -478,6 +478,7 @@ def sync(
         try:
             settings = Settings.from_env()
             report.seed_fingerprint = settings.seed_fingerprint
+            report.split_mode = settings.split_mode
             run_sync(settings, options, build_context(settings, options, report.run_id), report)
         except ConfigError as exc:
             report.config_error = str(exc)
@@ -501,6 +502,7 @@ def print_report(report: RunReport) -> int:
     if report.refused:
         outcome_log.error(report.refused)
     if report.seed_fingerprint:
-        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
+        mode = f"; {report.split_mode}" if report.split_mode else ""
+        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED){mode}")
     click.echo(report.outcome_line())
     return report.exit_code
