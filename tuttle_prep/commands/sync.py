@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..core.delete_guard import DeleteLimit, delete_guard
 from ..core.frame_table import build_frame_table
-from ..core.labels import labels_key
+from ..core.labels import is_job_key
 from ..core.manifests import Episode, collect_episodes, filter_episodes
 from ..core.plan import KeyLayout, Plan, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, RunReport
@@ -38,6 +38,7 @@ from ..edges.s3_labels import update_labels_index
 from ..edges.s3_listing import list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
+from ..edges.s3_versions import VersionStore, record_version
 from ..errors import ConfigError, InventoryError, LockError, SheetError
 from ..settings import Settings
 from .common import episode_option, season_option
@@ -194,7 +195,8 @@ def run_sync(
             return report
         if plan.writes == 0:
             report.applied = True
-            update_labels_index(store, layout, plan, report)
+            # a version may be due with nothing to apply: a run that crashed after its apply wrote none
+            _record_version(settings, store, layout, plan, update_labels_index(store, layout, plan, report), report)
             return report
         log.info(
             "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
@@ -213,8 +215,20 @@ def run_sync(
                 f"{result.deletes_held_back:,} plain deletes held back because {result.failed:,} operations failed; "
                 "the next run retries them"
             )
-        update_labels_index(store, layout, plan, report, result)
+        labels = update_labels_index(store, layout, plan, report, result)
+        _record_version(settings, store, layout, plan, labels, report)
     return report
+
+
+def _record_version(
+    settings: Settings, store: S3Bucket, layout: KeyLayout, plan: Plan, labels: pd.DataFrame | None, report: RunReport
+) -> None:
+    """The dataset version of what the run left, unless the labels index could not be worked out (that error is
+    reported; the next run writes the version)."""
+    if labels is None:
+        return
+    versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
+    record_version(versions, partial(list_sources, store), layout, settings, labels, plan.sources, report)
 
 
 def _plan_run(
@@ -270,7 +284,7 @@ def _plan_run(
         report.skip(eid, "source listing failed")
         frames.pop(eid, None)
 
-    unexpected = [k for k in unexpected if k != labels_key(settings.ml_prefix)]  # the job's own index
+    unexpected = [k for k in unexpected if not is_job_key(k, settings.ml_prefix)]  # the index, the versions
     report.unexpected = len(unexpected)
     for key in unexpected[:20]:
         report.warn(f"not a dataset object, left alone: {key}")
@@ -299,6 +313,7 @@ def _plan_run(
         held_frames=held,
     )
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
+    plan.sources = sources
     report.orphans = len(plan.orphans)
     if len(plan.orphans):
         orphan_episodes = ", ".join(sorted(set(plan.orphans["episode_id"])))

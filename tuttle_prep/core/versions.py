@@ -46,7 +46,7 @@ FORMAT = 1
 LATEST, PREVIOUS = "latest", "previous"
 _ID = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9]+$")
 _TIME_FORMAT = "%Y%m%dT%H%M%SZ"
-_CHANGE_KINDS = ("added", "removed", "moved", "reclassified", "metadata")
+CHANGE_KINDS = ("added", "removed", "moved", "reclassified", "metadata")
 DIFF_COLUMNS = [
     "frame",
     "episode_id",
@@ -455,8 +455,8 @@ def diff_versions(a: pa.Table, b: pa.Table) -> VersionDiff:
         }
     )
     both = pa.concat_tables([changed_b, removed_part.select(changed_b.column_names)]).to_pandas()
-    flags = both[[f"is_{k}" for k in _CHANGE_KINDS]].to_numpy()
-    both["change"] = ["+".join(k for k, on in zip(_CHANGE_KINDS, row, strict=True) if on) for row in flags.tolist()]
+    flags = both[[f"is_{k}" for k in CHANGE_KINDS]].to_numpy()
+    both["change"] = ["+".join(k for k, on in zip(CHANGE_KINDS, row, strict=True) if on) for row in flags.tolist()]
     changes = both[DIFF_COLUMNS].astype(object).sort_values("frame", kind="stable").reset_index(drop=True)
 
     rarity_before = pc.if_else(present, before("rarity"), ABSENT)

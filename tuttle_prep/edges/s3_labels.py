@@ -29,6 +29,8 @@ from ..core.labels import (
     catalogue_after_apply,
     labels_csv,
     labels_key,
+    labels_parquet,
+    labels_parquet_key,
     merge_metadata,
     needs_previous_metadata,
     parse_labels_csv,
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: user-metadata field holding the hex SHA-256 of the index's bytes
 SHA256_FIELD = "sha256"
+CSV_TYPE = "text/csv; charset=utf-8"
+PARQUET_TYPE = "application/vnd.apache.parquet"
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 
 
@@ -58,7 +62,9 @@ def read_labels_object(store: S3Bucket, key: str) -> bytes | None:
         raise
 
 
-def write_labels_if_changed(store: S3Bucket, key: str, data: bytes, previous: bytes | None = None) -> bool:
+def write_labels_if_changed(
+    store: S3Bucket, key: str, data: bytes, previous: bytes | None = None, content_type: str = CSV_TYPE
+) -> bool:
     """Put `data` at `key` unless the object already holds exactly it; return True if it was written.
 
     `previous` is the object's content when the caller already read it (skips the HEAD).
@@ -86,7 +92,7 @@ def write_labels_if_changed(store: S3Bucket, key: str, data: bytes, previous: by
         Bucket=store.bucket,
         Key=key,
         Body=data,
-        ContentType="text/csv; charset=utf-8",
+        ContentType=content_type,
         Metadata={SHA256_FIELD: digest},
     )
     return True
@@ -94,8 +100,9 @@ def write_labels_if_changed(store: S3Bucket, key: str, data: bytes, previous: by
 
 def update_labels_index(
     store: S3Bucket, layout: KeyLayout, plan: Plan, report: RunReport, result: ApplyResult | None = None
-) -> None:
-    """After a real sync: work out the catalogue, write `<ML prefix>labels.csv` if it changed.
+) -> pd.DataFrame | None:
+    """After a real sync: work out the catalogue, write `<ML prefix>labels.csv` and `labels.parquet` where they
+    changed; return the index (None if it could not be worked out).
 
     `result` is None when there was nothing to apply. Problems become errors on `report` (exit 1);
     the previous index then stays as it was.
@@ -107,7 +114,7 @@ def update_labels_index(
             inventory = list_datasets(store, layout)
         except InventoryError as exc:
             report.error(f"labels index {where} not updated: {exc}")
-            return
+            return None
         catalogue, _ = layout.parse_dataset_keys(inventory.keys)
     else:
         catalogue = catalogue_after_apply(plan, layout, result is None or result.deletes_held_back == 0)
@@ -125,7 +132,17 @@ def update_labels_index(
         labels = build_labels(catalogue, merge_metadata(sheet_metadata, previous))
         data = labels_csv(labels)
         written = write_labels_if_changed(store, key, data, previous_bytes)
+        parquet_key = labels_parquet_key(layout.ml_prefix)
+        parquet_written = write_labels_if_changed(store, parquet_key, labels_parquet(labels), content_type=PARQUET_TYPE)
     except (ClientError, BotoCoreError) as exc:
         report.error(f"labels index {where} not updated: {describe(exc)}")
-        return
-    log.info("labels index %s: %d rows, %s", where, len(labels), "written" if written else "unchanged")
+        return None
+    log.info(
+        "labels index %s: %d rows, %s; %s %s",
+        where,
+        len(labels),
+        "written" if written else "unchanged",
+        parquet_key.rsplit("/", 1)[-1],
+        "written" if parquet_written else "unchanged",
+    )
+    return labels
