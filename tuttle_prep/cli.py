@@ -19,6 +19,7 @@ from .commands.manifests import manifests
 from .commands.pull import pull
 from .commands.report import report
 from .commands.sync import sync
+from .commands.versions import versions
 
 
 def setup_logging(verbose: int) -> None:
@@ -70,4 +71,5 @@ main.add_command(report)
 main.add_command(pull)
 main.add_command(manifests)
 main.add_command(alarm)
+main.add_command(versions)
 main.add_command(demo)
