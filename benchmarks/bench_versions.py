@@ -96,16 +96,16 @@ def main() -> None:
     rng = np.random.default_rng(13)
     numbers = frames(args.frames)
     labels = labels_index(numbers, rng)
-    source_keys = LAYOUT.source_keys(labels["episode_id"], labels["frame"]).tolist()
-    listing = known_sources_table(
-        source_keys,
-        [f'"{hashlib.md5(k.encode()).hexdigest()}"' for k in source_keys],
-        rng.integers(20_000, 60_000, len(source_keys)).tolist(),
+    listing = known_sources_table(  # the source listing of a first run: every frame, quoted ETags
+        LAYOUT,
+        labels["episode_id"].tolist(),
+        labels["frame"].tolist(),
+        [f'"{hashlib.md5(f.encode()).hexdigest()}"' for f in labels["frame"]],
+        rng.integers(20_000, 60_000, len(labels)).tolist(),
     )
 
     def write(table_labels: pd.DataFrame) -> bytes:
-        keys = LAYOUT.source_keys(table_labels["episode_id"], table_labels["frame"]).tolist()
-        table = build_version_table(table_labels, keys, listing)
+        table = build_version_table(table_labels, LAYOUT, listing)
         digest = outcome_digest(table)
         info = version_info(table, "20261201T023005Z-bench", "bench", SPLIT, "seed", 0, None, {}, digest)
         return version_to_parquet(table, info)

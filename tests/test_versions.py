@@ -130,7 +130,7 @@ def test_versions_per_change_diff_list_show_and_pull_of_the_first_after_moves(bu
     moved = json.loads(run_cli("versions", "list", "--format", "json").output)[0]["change"]["moved"]
     assert third not in (first, second) and moved > 0
 
-    shown = run_cli("versions", "show", first[:14])
+    shown = run_cli("versions", "show", first[:20])  # a unique prefix
     assert shown.exit_code == 0, shown.output
     assert first in shown.output and re.search(r"^train\s+\d", shown.output, re.M)
 

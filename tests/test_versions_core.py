@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tuttle_prep.core.plan import KeyLayout
 from tuttle_prep.core.versions import (
     ABSENT,
     VERSION_COLUMNS,
@@ -32,6 +33,7 @@ from tuttle_prep.core.versions import (
 )
 
 SPLIT = {"train": 0.7, "validate": 0.2, "test": 0.1}
+LAYOUT = KeyLayout("ML/", "tuttle_twins/", "thumbnails", tuple(SPLIT))
 IDS = ["20261101T020000Z-aaaa11112222", "20261102T020000Z-bbbb11112222", "20261201T020000Z-cccc11112222"]
 
 
@@ -55,14 +57,17 @@ def labels(rows: list[tuple[int, str, str, str]]) -> pd.DataFrame:
     return table.sort_values("s3_key").reset_index(drop=True)
 
 
-def version(rows: list[tuple[int, str, str, str]], etags: dict[int, str] | None = None) -> pa.Table:
-    table = labels(rows)
-    keys = ["src/" + f + ".jpg" for f in table["frame"]]
-    etags = etags if etags is not None else {i: f"etag{i}" for i, *_ in rows}
-    known = known_sources_table(
-        [f"src/{frame(i)}.jpg" for i in etags], [f'"{e}"' for e in etags.values()], [100 + i for i in etags]
+def listing(etags: dict[int, str], layout: KeyLayout = LAYOUT) -> pa.Table:
+    """A source listing of frames {index: ETag} (quoted, as S3 lists them), sizes 100 + index."""
+    frames = [frame(i) for i in etags]
+    return known_sources_table(
+        layout, ["S01E01"] * len(frames), frames, [f'"{e}"' for e in etags.values()], [100 + i for i in etags]
     )
-    return build_version_table(table, keys, known)
+
+
+def version(rows: list[tuple[int, str, str, str]], etags: dict[int, str] | None = None) -> pa.Table:
+    etags = etags if etags is not None else {i: f"etag{i}" for i, *_ in rows}
+    return build_version_table(labels(rows), LAYOUT, listing(etags))
 
 
 def info_of(table: pa.Table, version_id: str = IDS[0]):
@@ -84,11 +89,13 @@ def test_the_table_has_every_column_and_the_sources_bare_etags_and_sizes() -> No
     assert rows[frame(0)]["source_etag"] == "a" and rows[frame(0)]["source_size"] == 100
     assert rows[frame(3)]["source_etag"] is None and rows[frame(3)]["source_size"] is None
     assert rows_without_source(table)["frame"].to_pylist() == [frame(3)]
-    filled = with_sources(
-        table, known_sources_table([f"src/{frame(3)}.jpg", f"src/{frame(0)}.jpg"], ["d", "x"], [7, 7])
-    )
+    assert rows[frame(0)]["source_key"] == LAYOUT.source_keys(pd.Series(["S01E01"]), pd.Series([frame(0)]))[0]
+    filled = with_sources(table, listing({3: "d", 0: "x"}))
     rows = {r["frame"]: r for r in filled.to_pylist()}
     assert rows[frame(3)]["source_etag"] == "d" and rows[frame(0)]["source_etag"] == "a"  # known rows keep theirs
+    # a listing of another image size is of other objects: its ETags are not taken
+    other_size = KeyLayout("ML/", "tuttle_twins/", "high_res", tuple(SPLIT))
+    assert rows_without_source(build_version_table(labels(BASE), LAYOUT, listing({0: "a"}, other_size))).num_rows == 4
 
 
 def test_the_digest_follows_the_outcome_not_the_etags_or_the_chunking() -> None:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .frame_table import RARITIES
+from .plan import KeyLayout
 
 VERSION_COLUMNS = [
     "frame",
@@ -38,6 +39,8 @@ VERSION_COLUMNS = [
 ]
 #: the columns that make a dataset's outcome; a source's ETag or size alone makes no new version
 OUTCOME_COLUMNS = VERSION_COLUMNS[:7]
+#: what is known of source objects, to fill a version's ETags and sizes
+KNOWN_COLUMNS = ["frame", "source_key", "source_etag", "source_size"]
 VERSIONS_FOLDER = "_versions/"
 VERSION_SUFFIX = ".parquet"
 #: Parquet schema metadata key holding the VersionInfo JSON
@@ -152,41 +155,56 @@ def nearest_ids(ids: Sequence[str], text: str, n: int = 3) -> list[str]:
 # ---- the version table -------------------------------------------------------------------------
 
 
-def build_version_table(
-    labels: pd.DataFrame, source_keys: Sequence[str] | pa.Array, known_sources: pa.Table | None = None
-) -> pa.Table:
+def source_keys_of(
+    layout: KeyLayout, episode_ids: pa.Array | pa.ChunkedArray, frames: pa.Array | pa.ChunkedArray
+) -> pa.Array:
+    """`layout.source_keys` in Arrow: `<source prefix><s01e01>/default_eng/v1/frames/<img size>/<frame>.jpg`."""
+    head = layout.source_prefix
+    tail = layout.source_folder("")[len(head) :]  # the folder's part after the episode
+    lower = pc.utf8_lower(episode_ids.cast(pa.string()))
+    return pc.binary_join_element_wise(head, lower, tail, frames.cast(pa.string()), ".jpg", "")
+
+
+def build_version_table(labels: pd.DataFrame, layout: KeyLayout, known_sources: pa.Table | None = None) -> pa.Table:
     """One VERSION_COLUMNS row per dataset object, as an Arrow table (strings stay in Arrow: no Python objects).
 
     `labels`: frame, episode_id, dataset, rarity, metadata, s3_key (the labels index, sorted by key);
-    `source_keys`: each row's source frame key; `known_sources`: source_key, source_etag, source_size of source
-    objects known this run (a listing first, then the previous version); other rows get null ETag and size.
+    `known_sources` (KNOWN_COLUMNS): source objects known this run (a listing first, then the previous
+    version); rows of other frames get a null ETag and size.
     """
 
     def column(name: str) -> pa.Array:
         return pa.array(labels[name], type=pa.string(), from_pandas=True)
 
+    frames, episode_ids = column("frame"), column("episode_id")
     table = pa.table(
         {
-            "frame": column("frame"),
-            "episode_id": column("episode_id"),
+            "frame": frames,
+            "episode_id": episode_ids,
             "dataset": column("dataset"),
             "rarity": column("rarity"),
             "metadata": column("metadata"),
             "dataset_key": column("s3_key"),
-            "source_key": pa.array(source_keys, type=pa.string()),
+            "source_key": source_keys_of(layout, episode_ids, frames),
         }
     )
     return fill_sources(table, known_sources)
 
 
 def known_sources_table(
-    source_keys: Sequence[str], etags: Sequence[str | None], sizes: Sequence[int | None]
+    layout: KeyLayout,
+    episode_ids: Sequence[str],
+    frames: Sequence[str],
+    etags: Sequence[str | None],
+    sizes: Sequence[int | None],
 ) -> pa.Table:
-    """source_key, source_etag (without quotes), source_size."""
+    """Listed source frames as KNOWN_COLUMNS: frame, source_key, source_etag (without S3's quotes), source_size."""
+    frame_array = pa.array(frames, type=pa.string())
     return pa.table(
         {
-            "source_key": pa.array(source_keys, type=pa.string()),
-            "source_etag": pa.array([normalize_etag(e) for e in etags], type=pa.string()),
+            "frame": frame_array,
+            "source_key": source_keys_of(layout, pa.array(episode_ids, type=pa.string()), frame_array),
+            "source_etag": pc.utf8_trim(pa.array(etags, type=pa.string()), characters='" '),
             "source_size": pa.array(sizes, type=pa.int64()),
         }
     )
@@ -194,21 +212,26 @@ def known_sources_table(
 
 def normalize_etag(etag: str | None) -> str | None:
     """S3 quotes ETags (`"9b2cf5..."`); a version stores them bare."""
-    return etag.strip().strip('"') if etag else None
+    return etag.strip().strip('" ') if etag else None
 
 
 def fill_sources(table: pa.Table, known_sources: pa.Table | None) -> pa.Table:
-    """Set source_etag / source_size of each row from `known_sources` (by source key; the first row wins)."""
+    """Set source_etag / source_size of each row from `known_sources` (KNOWN_COLUMNS; the first row of a frame
+    wins, and only if its source key is the row's: another image size is another object)."""
     table = table.select(OUTCOME_COLUMNS)
     n = table.num_rows
     if known_sources is None or known_sources.num_rows == 0:
         return table.append_column("source_etag", pa.nulls(n, pa.string())).append_column(
             "source_size", pa.nulls(n, pa.int64())
         )
-    keys = known_sources["source_key"].cast(pa.string())
-    position = pc.index_in(table["source_key"], value_set=keys.combine_chunks())
-    etags = known_sources["source_etag"].cast(pa.string()).take(position)
-    sizes = known_sources["source_size"].cast(pa.int64()).take(position)
+    # by frame: hashing the 26-character frame numbers costs a third of hashing the keys
+    frames = known_sources["frame"].cast(pa.string()).combine_chunks()
+    position = pc.index_in(table["frame"], value_set=frames)
+    same_key = pc.fill_null(
+        pc.equal(known_sources["source_key"].cast(pa.string()).take(position), table["source_key"]), False
+    )
+    etags = pc.if_else(same_key, known_sources["source_etag"].cast(pa.string()).take(position), None)
+    sizes = pc.if_else(same_key, known_sources["source_size"].cast(pa.int64()).take(position), None)
     return table.append_column("source_etag", etags).append_column("source_size", sizes)
 
 

@@ -22,6 +22,7 @@ from ..core.plan import KeyLayout
 from ..core.run_report import RunReport
 from ..core.versions import (
     CHANGE_KINDS,
+    KNOWN_COLUMNS,
     VersionError,
     VersionInfo,
     build_version_table,
@@ -172,9 +173,9 @@ ListSources = Callable[..., tuple[pd.DataFrame, dict[str, str]]]
 def listed_sources(sources: pd.DataFrame | None, layout: KeyLayout) -> pa.Table:
     """A source listing (episode_id, frame, etag, size) as known sources (source_key, source_etag, source_size)."""
     if sources is None or sources.empty or "etag" not in sources:
-        return known_sources_table([], [], [])
-    keys = layout.source_keys(sources["episode_id"], sources["frame"]).tolist()
-    return known_sources_table(keys, sources["etag"].tolist(), sources["size"].tolist())
+        return known_sources_table(layout, [], [], [], [])
+    columns = (sources[c].tolist() for c in ("episode_id", "frame", "etag", "size"))
+    return known_sources_table(layout, *columns)
 
 
 def record_version(
@@ -218,8 +219,7 @@ def _record(
     report: RunReport,
     now: datetime | None,
 ) -> None:
-    source_keys = layout.source_keys(labels["episode_id"], labels["frame"]).tolist()
-    table = build_version_table(labels, source_keys, listed_sources(sources, layout))
+    table = build_version_table(labels, layout, listed_sources(sources, layout))
     digest = outcome_digest(table)
     listing = versions.list()
     for key in listing.strays[:STRAYS_SHOWN]:
@@ -244,7 +244,7 @@ def _record(
         break
 
     if baseline is not None:  # frames whose source was not listed this run keep the recorded ETag and size
-        table = with_sources(table, baseline.select(["source_key", "source_etag", "source_size"]))
+        table = with_sources(table, baseline.select(KNOWN_COLUMNS))
     missing = rows_without_source(table)
     if missing.num_rows:
         episodes = sorted(set(missing["episode_id"].to_pylist()))
