@@ -1,7 +1,8 @@
-"""The labels index object in S3: read it, write it only when its bytes change, update it after a sync.
+"""The labels index objects in S3: read them, write them only when their bytes change, update them after a sync.
 
-After a real sync `<ML prefix>labels.csv` is rewritten only when its bytes change: the object carries the
-SHA-256 of its content in its user metadata, so an unchanged run costs one HEAD and no write.
+After a real sync `<ML prefix>labels.csv` and `<ML prefix>labels.parquet` (the same table) are rewritten only
+when their bytes change: each object carries the SHA-256 of its content in its user metadata, so an unchanged
+run costs a HEAD each and no write.
 
 Which objects the index lists after a sync:
 - the apply succeeded (or there was nothing to apply): the listing the plan was made from, minus the
