@@ -95,7 +95,8 @@ def versions() -> None:
 
     Every real sync whose outcome differs from the latest version writes one immutable Parquet object
     under <ML prefix>_versions/. V may be an id, a unique prefix of one, `latest` or `previous`.
-    `pull --version V` rebuilds a version locally from the source frames.
+    `pull --version V` rebuilds a version locally from the source frames. Exit status: 0 done, 1 a version
+    object is unusable (it is named) or S3 failed, 2 usage or configuration, or V matches no version.
     """
 
 
