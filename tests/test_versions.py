@@ -159,6 +159,8 @@ def test_versions_per_change_diff_list_show_and_pull_of_the_first_after_moves(bu
 
 
 def test_an_unchanged_rerun_writes_no_version_and_nothing_under_the_ml_prefix(bucket, season):
+    empty = run_cli("versions", "list")
+    assert empty.exit_code == 0 and "no versions yet" in empty.output
     sync_ok()
     before = bucket.etags(ML_PREFIX)
     output = sync_ok()
@@ -173,6 +175,9 @@ def test_an_unchanged_rerun_writes_no_version_and_nothing_under_the_ml_prefix(bu
     )
     assert run_cli("pull", "--version", "nope", "--dest", "x").exit_code == 2
     assert run_cli("versions", "diff", "previous").exit_code == 2  # there is only one version
+
+    shown = json.loads(run_cli("versions", "show", "latest", "--format", "json").output)
+    assert shown["version"]["id"] == only and shown["total_files"] == 20
 
 
 def test_a_crash_between_apply_and_version_write_leaves_no_gap(bucket, season, monkeypatch):
