@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +15,12 @@ import pytest
 from conftest import run_cli
 from season import FRAME, JONNY, ML_PREFIX, frame_number, put_sheet, put_sources, row, source_key, upload_season
 
-from tuttle_prep.core.labels import LABEL_COLUMNS
-from tuttle_prep.core.versions import VERSION_COLUMNS, version_from_parquet, versions_prefix
+from tuttle_prep.core.labels import LABEL_COLUMNS, labels_key
+from tuttle_prep.core.plan import KeyLayout
+from tuttle_prep.core.run_report import RunReport
+from tuttle_prep.core.versions import VERSION_COLUMNS, version_from_parquet, version_time, versions_prefix
 from tuttle_prep.edges import s3_versions
+from tuttle_prep.settings import Settings
 
 VERSIONS = versions_prefix(ML_PREFIX)
 E1, E2 = "S01E01", "S01E02"
@@ -280,3 +284,21 @@ def test_pull_version_reports_deleted_and_changed_sources_and_fetches_the_rest(b
     assert result.exit_code == 1 and "downloaded 1 " in result.output  # the deleted source still fails
     assert "today's picture downloaded" in result.stderr
     assert local_files(dest)[next(p for p in local_files(dest) if Path(p).stem in changed)] == bucket.get(changed)
+
+
+def test_a_clock_set_back_still_puts_the_new_version_last(bucket, season):
+    sync_ok()
+    [first] = version_ids(bucket)
+    labels = pd.read_csv(io.BytesIO(bucket.get(labels_key(ML_PREFIX))), dtype=str, keep_default_na=False)
+    labels.loc[0, "metadata"] = "[edited]"
+    report = RunReport()
+
+    def no_listing(*_: object, **__: object) -> None:
+        raise AssertionError("every source ETag is known from the previous version")
+
+    versions = s3_versions.VersionStore(bucket.client, bucket.name, ML_PREFIX)
+    layout = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    s3_versions.record_version(versions, no_listing, layout, Settings(), labels, None, report, now=long_ago)
+    assert not report.errors and report.version and version_ids(bucket) == [first, report.version]
+    assert version_time(report.version) == version_time(first) + timedelta(seconds=1)

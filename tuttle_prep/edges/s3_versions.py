@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -35,6 +35,7 @@ from ..core.versions import (
     version_id_of,
     version_info,
     version_key,
+    version_time,
     version_to_parquet,
     versions_prefix,
     versions_to_delete,
@@ -266,7 +267,11 @@ def _record(
         change = diff_versions(baseline, table).counts
     else:
         change = dict.fromkeys(CHANGE_KINDS, 0) | {"added": table.num_rows}
-    version_id = new_version_id(now or datetime.now(UTC), report.run_id)
+    when = now or datetime.now(UTC)
+    if baseline_info is not None and new_version_id(when, report.run_id) <= baseline_info.id:
+        # ids sort by time: a clock set back, or two runs in one second, must not put this one before the latest
+        when = version_time(baseline_info.id) + timedelta(seconds=1)
+    version_id = new_version_id(when, report.run_id)
     info = version_info(
         table,
         version_id,
