@@ -293,7 +293,7 @@ def test_a_clock_set_back_still_puts_the_new_version_last(bucket, season):
     labels.loc[0, "metadata"] = "[edited]"
     report = RunReport()
 
-    def no_listing(*_: object, **__: object) -> None:
+    def no_listing(*_: object) -> None:
         raise AssertionError("every source ETag is known from the previous version")
 
     versions = s3_versions.VersionStore(bucket.client, bucket.name, ML_PREFIX)

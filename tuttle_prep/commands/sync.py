@@ -228,7 +228,10 @@ def _record_version(
     if labels is None:
         return
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
-    record_version(versions, partial(list_sources, store), layout, settings, labels, plan.sources, report)
+    def list_for_version(folders: dict[str, str], expected: int) -> tuple[pd.DataFrame, dict[str, str]]:
+        return list_sources(store, folders, expected_keys=expected)  # worker processes for large listings
+
+    record_version(versions, list_for_version, layout, settings, labels, plan.sources, report)
 
 
 def _plan_run(
