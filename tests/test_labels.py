@@ -21,6 +21,7 @@ from tuttle_prep.core.labels import (
 )
 from tuttle_prep.core.plan import KeyLayout, plan_changes
 from tuttle_prep.edges import aws
+from tuttle_prep.edges.s3_sheet_headers import HEADERS_NAME
 
 LABELS = labels_key(ML_PREFIX)
 PARQUET = labels_parquet_key(ML_PREFIX)
@@ -77,7 +78,8 @@ def season_sheets(metadata_suffix: str = "") -> dict[str, list[dict[str, str]]]:
 
 
 def dataset_objects(bucket) -> set[str]:
-    return {k for k in bucket.keys(ML_PREFIX) if not is_job_key(k, ML_PREFIX)}
+    """The ML keys but the job's own: labels index (CSV, Parquet), versions, sheet-header memory."""
+    return {k for k in bucket.keys(ML_PREFIX) if not is_job_key(k, ML_PREFIX) and k != ML_PREFIX + HEADERS_NAME}
 
 
 def read_labels(bucket) -> pd.DataFrame:

@@ -6,7 +6,6 @@ They only read the bucket. Exit status: 0 done; 1 a version object is unusable (
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -31,7 +30,7 @@ from ..edges.aws import describe
 from ..edges.s3_bucket import run_bounded
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
-from ..settings import Settings
+from ..settings import Settings, seed_fingerprint
 from .common import load_settings, open_bucket
 
 #: the commands' outcome is logged under the package's own name, as every command's is
@@ -235,7 +234,7 @@ def show_command(version: str, output_format: str) -> None:
         lines = [
             f"version {info.id} ({store.url(version_id)})",
             f"written {info.time} by run {info.run_id}; split {shares}, seed fingerprint "
-            f"{_fingerprint(info.seed)}, group seconds {info.group_seconds}",
+            f"{seed_fingerprint(info.seed)}, group seconds {info.group_seconds}",
             f"compared with {info.previous or 'no earlier version'}: "
             + ", ".join(f"{k} {v:,}" for k, v in info.change.items()),
             "",
@@ -243,7 +242,3 @@ def show_command(version: str, output_format: str) -> None:
         ]
         click.echo("\n".join(lines))
     sys.exit(EXIT_OK)
-
-
-def _fingerprint(seed: str) -> str:
-    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:8]
