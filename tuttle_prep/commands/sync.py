@@ -283,10 +283,9 @@ def _record_version(
         return
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
 
-    def list_for_version(folders: dict[str, str], expected: int) -> tuple[pd.DataFrame, dict[str, str]]:
-        return list_sources(store, folders, expected_keys=expected)  # worker processes for large listings
-
-    record_version(versions, list_for_version, layout, settings, labels, plan.sources, report)
+    # a listing of sources for the version is needed only for a first version (or after a crash or an
+    # image-size change): on threads, whatever spreads out the sync's own listing
+    record_version(versions, partial(list_sources, store), layout, settings, labels, plan.sources, report)
 
 
 def _plan_run(

@@ -167,9 +167,8 @@ class VersionStore:
 
 # ---- after a sync ----------------------------------------------------------------------------------
 
-#: lists episodes' source folders: ({episode_id: folder}, frames expected) -> rows (episode_id, frame, etag, size)
-#: and errors by episode
-ListSources = Callable[[dict[str, str], int], tuple[pd.DataFrame, dict[str, str]]]
+#: lists episodes' source folders: {episode_id: folder} -> rows (episode_id, frame, etag, size), errors by episode
+ListSources = Callable[[dict[str, str]], tuple[pd.DataFrame, dict[str, str]]]
 
 
 def listed_sources(sources: pd.DataFrame | None, layout: KeyLayout) -> pa.Table:
@@ -253,7 +252,7 @@ def _record(
         log.info(
             "listing the source folders of %d episodes for the ETags of %d frames", len(episodes), missing.num_rows
         )
-        listed, errors = list_sources({e: layout.source_folder(e) for e in episodes}, missing.num_rows)
+        listed, errors = list_sources({e: layout.source_folder(e) for e in episodes})
         for episode_id, message in errors.items():
             report.warn(f"{episode_id}: source ETags not recorded in the dataset version ({message})")
         table = with_sources(table, listed_sources(listed, layout))
