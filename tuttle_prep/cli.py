@@ -21,6 +21,7 @@ from .commands.pull import pull
 from .commands.report import report
 from .commands.split_preview import split
 from .commands.sync import sync
+from .commands.versions import versions
 from .errors import RunStopped
 
 
@@ -74,6 +75,7 @@ main.add_command(pull)
 main.add_command(split)
 main.add_command(manifests)
 main.add_command(alarm)
+main.add_command(versions)
 main.add_command(demo)
 
 

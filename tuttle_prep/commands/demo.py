@@ -109,7 +109,7 @@ def _sync(settings: Settings, options: SyncOptions, title: str) -> RunReport:
 def _write_report(client, settings: Settings, out: Path) -> Path:
     """What `report --out OUT` does, on the demo bucket: print the split's quality, write the files."""
     from ..core.dataset_report import build_dataset_report, leakage_lines, rarity_share_lines
-    from ..core.labels import labels_key
+    from ..core.labels import is_job_key
     from ..edges.s3_bucket import S3Bucket
     from ..edges.s3_listing import list_datasets
     from ..edges.s3_sheet_headers import headers_key
@@ -119,7 +119,8 @@ def _write_report(client, settings: Settings, out: Path) -> Path:
     layout = key_layout(settings)
     inventory = list_datasets(S3Bucket(client, settings.bucket, 8), layout)  # within the client's pool of 10
     current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
-    unexpected = [k for k in unexpected if k not in (labels_key(settings.ml_prefix), headers_key(settings.ml_prefix))]
+    own = headers_key(settings.ml_prefix)  # as `report`: the job's own files are not unexpected
+    unexpected = [k for k in unexpected if k != own and not is_job_key(k, settings.ml_prefix)]
     report = build_dataset_report(current, settings.split, unexpected, {f"{SEASON}{e}" for e in EPISODES})
     click.secho("\n== the report: each rarity's split and the leakage between datasets", bold=True)
     click.echo("\n".join([*rarity_share_lines(report.rarity_shares, list(settings.split)), ""]))
