@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuttle_prep.frame_table import FRAME_PATTERN, RARITIES
-from tuttle_prep.plan import INVENTORY_COLUMNS, PLAN_COLUMNS, KeyLayout, plan_changes
+from tuttle_prep.core.frame_table import FRAME_PATTERN, RARITIES
+from tuttle_prep.core.plan import INVENTORY_COLUMNS, PLAN_COLUMNS, KeyLayout, plan_changes
 
 DATASETS = ("train", "validate", "test")
 EPISODES = ("S01E01", "S01E02", "S02E01")

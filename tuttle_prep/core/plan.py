@@ -10,7 +10,6 @@ Wanted frames with neither a dataset copy nor a source frame are reported as `mi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
