@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import SheetError
+from . import columns as col
 
 RARITIES = ("Legendary", "Rare", "Uncommon", "Common", "Trash")
 _RARITY_LOOKUP = {r.casefold(): r for r in RARITIES} | {"junk": "Trash"}
@@ -35,6 +38,8 @@ SHEET_HEADER = (
 
 FRAME_PATTERN = r"TT_S(\d{2})_E(\d{2})_FRM-(\d{2})-([0-5]\d)-([0-5]\d)-([01]\d|2[0-3])"
 _FRAME_RE = re.compile(f"^{FRAME_PATTERN}$")
+#: the same whole-cell match in RE2 (pyarrow.compute): `$` is the end of the text; `\p{Nd}` is Python's `\d`
+_FRAME_RE2 = "^" + FRAME_PATTERN.replace(r"\d", r"\p{Nd}") + "$"
 #: header row is sheet row 1, so data row i (0-based) is sheet row i + 2
 FIRST_DATA_ROW = 2
 
@@ -102,12 +107,32 @@ def _find_columns(table: pd.DataFrame, where: str) -> dict[str, str]:
     return found
 
 
-def _cells(table: pd.DataFrame, column: str | None) -> pd.Series:
+def _cells(table: pd.DataFrame, column: str | None) -> pa.ChunkedArray:
+    """A column's cells as trimmed strings ("" where blank), as Arrow: `str.strip()`'s rule, no Python per cell."""
     if column is None:
-        return pd.Series("", index=table.index, dtype=object)
-    # a comprehension over the plain values: pandas' .str.strip costs ~5x more on string columns
-    values = table[column].to_numpy(dtype=object, na_value="")
-    return pd.Series([v.strip() if type(v) is str else str(v).strip() for v in values], index=table.index, dtype=object)
+        return pa.chunked_array([col.constant("", len(table))], type=col.TYPE)
+    values = table[column]
+    try:
+        cells = col.strings(values)
+    except TypeError:  # not all strings (numbers from a sheet API, say): their str(), as before
+        plain = values.to_numpy(dtype=object, na_value="")
+        cells = col.strings([v if type(v) is str else str(v) for v in plain])
+    return pc.utf8_trim(pc.fill_null(cells, ""), characters=col.PY_WHITESPACE)
+
+
+def _normalized_rarities(cells: pa.ChunkedArray) -> pa.ChunkedArray:
+    """`normalize_rarity` of each cell (null where it is not a rarity), computed once per distinct spelling."""
+    encoded = pc.dictionary_encode(cells).combine_chunks()
+    spellings = encoded.dictionary.to_pylist()
+    normal = pa.array([normalize_rarity(value) for value in spellings], col.TYPE)
+    return pa.chunked_array([pc.take(normal, encoded.indices)], type=col.TYPE)
+
+
+def _frame_episodes(frames: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The episode id ('S01E02') of each frame number, null where it is malformed."""
+    valid = pc.match_substring_regex(frames, _FRAME_RE2)
+    episodes = col.concat(pc.utf8_slice_codeunits(frames, 3, 6), pc.utf8_slice_codeunits(frames, 7, 10))
+    return pc.if_else(valid, episodes, pa.scalar(None, col.TYPE))
 
 
 def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = None) -> FrameTable:
@@ -115,79 +140,103 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
 
     `table` is a raw sheet (strings, header row as columns). Raises SheetError if there is no
     FRAME NUMBER column. `where` names the sheet in messages (defaults to the episode id).
+    Columnar: Arrow string columns and numpy masks, a Python call per distinct rarity spelling only.
     """
     where = where or episode_id
     columns = _find_columns(table, where)
-    table = table.reset_index(drop=True)
-    sheet_rows = pd.Series(np.arange(len(table)) + FIRST_DATA_ROW, index=table.index)
+    sheet_rows = np.arange(len(table), dtype=np.int64) + FIRST_DATA_ROW
     frame = _cells(table, columns[FRAME_COLUMN])
     rarity_cells = {name: _cells(table, columns.get(name)) for name in RARITY_COLUMNS}
     metadata = _cells(table, columns.get(METADATA_COLUMN))
 
     rejected: list[pd.DataFrame] = []
 
-    def reject(mask: pd.Series, column: str, values: pd.Series, reason: str) -> None:
+    def reject(mask: np.ndarray, column: str, values: pa.ChunkedArray, reason: str) -> None:
         if mask.any():
             rejected.append(
                 pd.DataFrame(
                     {
                         "episode_id": episode_id,
-                        "row": sheet_rows[mask].to_numpy(),
+                        "row": sheet_rows[mask],
                         "column": column,
-                        "value": values[mask].to_numpy(),
+                        "value": col.series(col.take(values, mask)),
                         "reason": reason,
-                        "frame": frame[mask].to_numpy(),
+                        "frame": col.series(col.take(frame, mask)),
                     }
                 )
             )
 
-    any_rarity_text = pd.concat(list(rarity_cells.values()), axis=1).ne("").any(axis=1)
-    blank = frame.eq("") & ~any_rarity_text & metadata.eq("")
+    def empty(cells: pa.ChunkedArray) -> np.ndarray:
+        return col.mask(pc.equal(cells, pa.scalar("", col.TYPE)))
+
+    frame_empty = empty(frame)
+    rarity_empty = {name: empty(cells) for name, cells in rarity_cells.items()}
+    any_rarity_text = ~np.logical_and.reduce(list(rarity_empty.values()))
+    blank = frame_empty & ~any_rarity_text & empty(metadata)
     live = ~blank
 
     # the most trusted non-empty cell decides; a bad value there rejects the row
-    rarity = pd.Series("", index=table.index, dtype=object)
-    decided = pd.Series(False, index=table.index)
-    bad_rarity = pd.Series(False, index=table.index)
+    rarity = pa.chunked_array([col.constant("", len(table))], type=col.TYPE)
+    decided = np.zeros(len(table), dtype=bool)
+    bad_rarity = np.zeros(len(table), dtype=bool)
     for name in RARITY_COLUMNS:
         cells = rarity_cells[name]
-        here = ~decided & cells.ne("")
+        here = ~decided & ~rarity_empty[name]
         if not here.any():
             continue
-        values = cells[here]
         # a sheet holds a handful of distinct spellings: normalise each once, not once per row
-        normal = values.map({value: normalize_rarity(value) for value in values.unique()})
-        ok = normal.notna()
-        rarity[normal[ok].index] = normal[ok]
-        bad = here & ~here.index.isin(normal[ok].index)
+        normal = _normalized_rarities(cells)
+        ok = here & col.mask(pc.is_valid(normal))
+        rarity = pc.if_else(pa.array(ok), normal, rarity)
+        bad = here & ~ok
         reject(bad & live, columns[name], cells, "not a rarity (Legendary, Rare, Uncommon, Common, Trash/Junk)")
         bad_rarity |= bad
         decided |= here
 
-    empty_frame = live & frame.eq("")
+    empty_frame = live & frame_empty
     reject(empty_frame, columns[FRAME_COLUMN], frame, "FRAME NUMBER is empty")
-    frame_episode = pd.Series(frame_episodes(frame.tolist()), index=frame.index, dtype=object)
-    malformed = live & ~empty_frame & frame_episode.isna()
+    frame_episode = _frame_episodes(frame)
+    has_episode = col.mask(pc.is_valid(frame_episode))
+    malformed = live & ~empty_frame & ~has_episode
     reject(malformed, columns[FRAME_COLUMN], frame, "not a frame number like TT_S01_E01_FRM-00-00-08-12")
-    other_episode = live & frame_episode.notna() & frame_episode.ne(episode_id)
+    other_episode = live & has_episode & ~col.mask(pc.equal(frame_episode, pa.scalar(episode_id, col.TYPE)))
     reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
 
     good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity
-    candidates = pd.DataFrame({"frame": frame[good], "rarity": rarity[good], "metadata": metadata[good]})
 
     # identical duplicates collapse; a frame given two different rarities is rejected everywhere
-    distinct = candidates.drop_duplicates(["frame", "rarity"])
-    conflicted = distinct["frame"][distinct["frame"].duplicated(keep=False)]
-    conflict_mask = good & frame.isin(set(conflicted))
+    frame_codes = _codes(frame)
+    rarity_codes = _codes(rarity)
+    pairs = np.unique(np.stack([frame_codes[good], rarity_codes[good]]), axis=1)
+    conflicted = np.bincount(pairs[0], minlength=int(frame_codes.max(initial=-1)) + 1) > 1
+    conflict_mask = good & conflicted[frame_codes]
     reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
-    candidates = candidates[~candidates["frame"].isin(set(conflicted))]
-    candidates = candidates.drop_duplicates("frame")
+    rows = np.flatnonzero(good & ~conflict_mask)
+    _, first = np.unique(frame_codes[rows], return_index=True)
+    rows = rows[np.sort(first)]  # each frame's first row, in sheet order
 
-    unclassified = int(candidates["rarity"].eq("").sum())
-    frames = candidates[candidates["rarity"].ne("")].reset_index(drop=True)
+    classified = rows[rarity_codes[rows] != _code_of(rarity, rarity_codes, "")]
+    unclassified = len(rows) - len(classified)
+    chosen = np.zeros(len(table), dtype=bool)
+    chosen[classified] = True
+    frames = col.frame(
+        {"frame": col.take(frame, chosen), "rarity": col.take(rarity, chosen), "metadata": col.take(metadata, chosen)}
+    )
     rejections = (
         pd.concat(rejected, ignore_index=True).sort_values(["row", "column"], kind="stable").reset_index(drop=True)
         if rejected
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
     return FrameTable(episode_id, frames, rejections, unclassified)
+
+
+def _codes(values: pa.ChunkedArray) -> np.ndarray:
+    """Equal values, equal integer codes (numbered by first appearance)."""
+    encoded = pc.dictionary_encode(values).combine_chunks()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _code_of(values: pa.ChunkedArray, codes: np.ndarray, value: str) -> int:
+    """The code `_codes` gave `value` (-1 if absent)."""
+    where = np.flatnonzero(col.mask(pc.equal(values, pa.scalar(value, col.TYPE))))
+    return int(codes[where[0]]) if len(where) else -1
