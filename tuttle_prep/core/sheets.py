@@ -18,8 +18,11 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from ..errors import SheetError
+from . import columns as col
 
 
 class SheetSource(Protocol):
@@ -77,7 +80,11 @@ def table_from_rows(rows: Sequence[Sequence[Any]], where: str) -> pd.DataFrame:
 
 
 def parse_csv(data: bytes, where: str) -> pd.DataFrame:
-    """Parse a CSV export (UTF-8, optional BOM) into a sheet table of strings."""
+    """Parse a CSV export (UTF-8, optional BOM) into a sheet table of (Arrow-backed) strings.
+
+    pyarrow's reader parses a plain sheet; one it would read differently from pandas' parser (blank lines,
+    ragged rows, a blank or repeated header name) is read by pandas, as before, so every sheet reads the same.
+    """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -87,13 +94,48 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
         ) from None
     if not text.strip():
         raise SheetError(f"{where}: the file is empty (no header row)")
+    table = _read_csv_arrow(data[3:] if data.startswith(b"\xef\xbb\xbf") else data)
+    if table is not None:
+        return table
     try:
         table = pd.read_csv(
             io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False
         )
     except (pd.errors.ParserError, ValueError) as exc:
         raise SheetError(f"{where}: not a readable CSV file ({exc})") from None
-    return table.astype(object)
+    return table.astype(col.STR)
+
+
+#: the header row is looked for in this many leading bytes; a longer one goes to pandas' parser
+_HEADER_SCAN = 1 << 20
+
+
+def _read_csv_arrow(data: bytes) -> pd.DataFrame | None:
+    """The sheet read by pyarrow.csv (every cell a string, nothing coerced), or None where pandas must read it."""
+    head = data[:_HEADER_SCAN]
+    if b"\n" not in head and len(data) > _HEADER_SCAN:
+        return None
+    width = head.split(b"\n", 1)[0].count(b",") + 1  # no more fields than that in the header row
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True, use_threads=False),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f"f{i}": pa.string() for i in range(width)},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows == 0 or any(t != pa.string() for t in table.schema.types):
+        return None
+    names = [column[0].as_py() for column in table.slice(0, 1).columns]
+    if len(set(names)) != len(names) or "" in names:
+        return None
+    body = table.slice(1)
+    return col.frame({name: body.column(i) for i, name in enumerate(names)}, names)
 
 
 class SheetReader:
