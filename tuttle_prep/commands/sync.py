@@ -26,7 +26,7 @@ from ..core.delete_guard import DeleteLimit, delete_guard
 from ..core.frame_table import build_frame_table
 from ..core.labels import labels_key
 from ..core.manifests import Episode, collect_episodes, filter_episodes
-from ..core.plan import KeyLayout, Plan, plan_changes, wanted_frames
+from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..edges import aws
@@ -258,12 +258,7 @@ def _plan_run(
 
     # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
     # sheets added no frame lists the dataset folders alone
-    placed = set(current["frame"].tolist())
-    folders = {
-        eid: layout.source_folder(eid)
-        for eid, episode_frames in frames.items()
-        if any(frame not in placed for frame in episode_frames["frame"].tolist())
-    }
+    folders = {eid: layout.source_folder(eid) for eid in episodes_with_unplaced_frames(frames, current)}
     sources, source_errors = list_sources(store, folders, expected_keys=sum(len(frames[e]) for e in folders))
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")

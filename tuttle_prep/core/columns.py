@@ -130,3 +130,21 @@ def concat(*parts: pa.ChunkedArray | str) -> pa.ChunkedArray:
     """Element-wise concatenation of string columns and constants (one pass, no Python per row)."""
     args = [pa.scalar(p, TYPE) if isinstance(p, str) else p for p in parts]
     return pc.binary_join_element_wise(*args, pa.scalar("", TYPE))
+
+
+def first_of_each(values: pa.ChunkedArray) -> np.ndarray:
+    """True at the first row of each distinct value (nulls count as one value), like `drop_duplicates`."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=bool)
+    encoded = pc.dictionary_encode(values).combine_chunks()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    keep = np.zeros(len(codes), dtype=bool)
+    keep[first] = True
+    return keep
+
+
+def chain(*arrays: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """String columns one after the other, without copying (their chunks become the result's)."""
+    chunks = [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
+    return pa.chunked_array(chunks, type=TYPE)

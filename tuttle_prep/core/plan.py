@@ -120,6 +120,18 @@ class KeyLayout:
         return in_folder & col.mask(pc.match_substring_regex(name, _DATASET_FILE_RE2))
 
 
+def episodes_with_unplaced_frames(frames: Mapping[str, pd.DataFrame], current: pd.DataFrame) -> list[str]:
+    """The episodes (keys of `frames`, each a table with a `frame` column) with a frame in no dataset folder of
+    `current` (INVENTORY_COLUMNS): only they need their source folders listed."""
+    episodes = [eid for eid, table in frames.items() if len(table)]
+    if not episodes:
+        return []
+    chunks = [col.strings(frames[eid]["frame"]) for eid in episodes]
+    placed = col.is_in(col.chain(*chunks), col.strings(current["frame"]))
+    owner = np.repeat(np.arange(len(episodes)), [len(chunk) for chunk in chunks])
+    return [episodes[i] for i in np.unique(owner[~placed])]
+
+
 def frame_seconds(frames: pd.Series) -> pd.Series:
     """Seconds into the episode of each (valid) frame number."""
     o = _FRAME_OFFSET
@@ -180,14 +192,8 @@ class Plan:
         """Per episode: keep, copy, move, delete, missing."""
         rows = pa.table(
             {
-                "episode_id": pa.chunked_array(
-                    [*col.strings(self.actions["episode_id"]).chunks, *col.strings(self.missing["episode_id"]).chunks],
-                    type=col.TYPE,
-                ),
-                "action": pa.chunked_array(
-                    [*col.strings(self.actions["action"]).chunks, *col.strings(self.missing["action"]).chunks],
-                    type=col.TYPE,
-                ),
+                "episode_id": col.chain(col.strings(self.actions["episode_id"]), col.strings(self.missing["episode_id"])),
+                "action": col.chain(col.strings(self.actions["action"]), col.strings(self.missing["action"])),
             }
         )
         grouped = rows.group_by(["episode_id", "action"]).aggregate([([], "count_all")]).to_pandas()
