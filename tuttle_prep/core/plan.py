@@ -190,12 +190,8 @@ class Plan:
 
     def counts_by_episode(self) -> pd.DataFrame:
         """Per episode: keep, copy, move, delete, missing."""
-        rows = pa.table(
-            {
-                "episode_id": col.chain(col.strings(self.actions["episode_id"]), col.strings(self.missing["episode_id"])),
-                "action": col.chain(col.strings(self.actions["action"]), col.strings(self.missing["action"])),
-            }
-        )
+        both = (self.actions, self.missing)
+        rows = pa.table({name: col.chain(*(col.strings(t[name]) for t in both)) for name in ("episode_id", "action")})
         grouped = rows.group_by(["episode_id", "action"]).aggregate([([], "count_all")]).to_pandas()
         counts = grouped.pivot_table(
             index="episode_id", columns="action", values="count_all", aggfunc="sum", fill_value=0
