@@ -148,3 +148,16 @@ def chain(*arrays: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     """String columns one after the other, without copying (their chunks become the result's)."""
     chunks = [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
     return pa.chunked_array(chunks, type=TYPE)
+
+
+def all_ascii(values: pa.ChunkedArray) -> bool:
+    """True if every (non-null) string is ASCII: then characters are bytes and slicing can skip UTF-8 decoding."""
+    return len(values) == 0 or bool(pc.all(pc.string_is_ascii(values)).as_py() is not False)
+
+
+def slice_chars(values: pa.ChunkedArray, start: int, stop: int | None, ascii_only: bool) -> pa.ChunkedArray:
+    """Characters start:stop of each string (negative = from the end), as Python slices them."""
+    if not ascii_only:
+        return pc.utf8_slice_codeunits(values, start, stop if stop is not None else sys.maxsize)
+    sliced = pc.binary_slice(values.cast(pa.large_binary()), start, stop if stop is not None else sys.maxsize)
+    return sliced.cast(TYPE)

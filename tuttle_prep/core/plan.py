@@ -34,11 +34,6 @@ _FILE_LENGTH = _FRAME_LENGTH + len(".jpg")
 _DATASET_FILE_RE2 = "^" + FRAME_PATTERN.replace(r"\d", r"\p{Nd}") + r"\.jpg$"
 
 
-def _episode_ids(frames: pa.ChunkedArray) -> pa.ChunkedArray:
-    """'TT_S01_E02_FRM-…' -> 'S01E02' (frames already checked)."""
-    return col.concat(pc.utf8_slice_codeunits(frames, 3, 6), pc.utf8_slice_codeunits(frames, 7, 10))
-
-
 @dataclass(frozen=True)
 class KeyLayout:
     """Where source frames and dataset objects live in the bucket."""
@@ -87,21 +82,27 @@ class KeyLayout:
         except TypeError:  # something that is not a string: parse the strings, return the rest as they are
             objects = list(keys)
             array = col.strings([k if isinstance(k, str) else None for k in objects])
-        fits = self._fitting(array)
+        # a key fits when it ends in a frame's file name and all before that is one of the dataset folders; a
+        # file name has no '/', so this is the same as cutting the key at its last '/'
+        ascii_only = col.all_ascii(array)
+        folder = col.slice_chars(array, 0, -_FILE_LENGTH, ascii_only)
+        place = pc.index_in(folder, value_set=pa.array(self.dataset_folders(), col.TYPE))
+        name = col.slice_chars(array, -_FILE_LENGTH, None, ascii_only)
+        fits = col.mask(pc.is_valid(place)) & col.mask(pc.match_substring_regex(name, _DATASET_FILE_RE2))
         if fits.all():
             unexpected: list = []
         elif objects is not None:
             unexpected = [objects[i] for i in np.flatnonzero(~fits)]
         else:
             unexpected = array.filter(pa.array(~fits)).to_pylist()
-        keys_in = col.take(array, fits)
-        folders = col.take(pc.utf8_slice_codeunits(array, 0, -_FILE_LENGTH), fits)
-        place = pc.index_in(folders, value_set=pa.array(self.dataset_folders(), col.TYPE))
-        frames = pc.utf8_slice_codeunits(keys_in, -_FILE_LENGTH, -len(".jpg"))
+        frames = col.slice_chars(col.take(name, fits), 0, _FRAME_LENGTH, ascii_only)
+        place = col.take(place, fits)
         inventory = col.frame(
             {
-                "key": keys_in,
-                "episode_id": _episode_ids(frames),
+                "key": col.take(array, fits),
+                "episode_id": col.concat(
+                    col.slice_chars(frames, 3, 6, ascii_only), col.slice_chars(frames, 7, 10, ascii_only)
+                ),
                 "frame": frames,
                 "dataset": pc.take(pa.array([d for d in self.datasets for _ in RARITIES], col.TYPE), place),
                 "rarity": pc.take(pa.array([r for _ in self.datasets for r in RARITIES], col.TYPE), place),
@@ -109,15 +110,6 @@ class KeyLayout:
             INVENTORY_COLUMNS,
         )
         return inventory, unexpected
-
-    def _fitting(self, keys: pa.ChunkedArray) -> np.ndarray:
-        """True for each key that is a dataset object of this layout (nulls are not)."""
-        # the key ends in a frame's file name and everything before it is one of the dataset folders; a
-        # file name has no '/', so this is the same as cutting the key at its last '/'
-        folder = pc.utf8_slice_codeunits(keys, 0, -_FILE_LENGTH)
-        in_folder = col.mask(pc.is_in(folder, value_set=pa.array(self.dataset_folders(), col.TYPE)))
-        name = pc.utf8_slice_codeunits(keys, -_FILE_LENGTH)
-        return in_folder & col.mask(pc.match_substring_regex(name, _DATASET_FILE_RE2))
 
 
 def episodes_with_unplaced_frames(frames: Mapping[str, pd.DataFrame], current: pd.DataFrame) -> list[str]:
@@ -299,23 +291,30 @@ def plan_changes(
     planned = col.strings(sorted(set(planned_episodes)))
     want = _arrays(wanted, ["episode_id", "frame", "rarity", "dataset"])
     want = _select(want, col.is_in(want["episode_id"], planned))
-    want["dst_key"] = layout._dataset_keys(want["dataset"], want["rarity"], want["frame"])
     inventory = _arrays(current, INVENTORY_COLUMNS)
     mine = _select(inventory, col.is_in(inventory["episode_id"], planned))
 
     same_place = _same_place(want, mine)
     if same_place is None:  # a frame wanted twice: compare whole keys
+        want["dst_key"] = layout._dataset_keys(want["dataset"], want["rarity"], want["frame"])
         in_place = col.is_in(want["dst_key"], mine["key"])
         kept_objects = col.is_in(mine["key"], want["dst_key"])
         pending_objects = col.is_in(mine["frame"], col.take(want["frame"], ~in_place))
+        keep_keys = col.take(want["dst_key"], in_place)
+        pending = _select(want, ~in_place)
     else:
         wanted_row, kept_objects = same_place
         in_place = np.zeros(len(want["frame"]), dtype=bool)
         in_place[wanted_row[kept_objects]] = True
         pending_objects = wanted_row >= 0
         pending_objects[pending_objects] = ~in_place[wanted_row[pending_objects]]
-    keep = _select(want, in_place)
-    pending = _select(want, ~in_place)
+        # a frame in place: its key is the dataset object's (no key is built for the frames that stay)
+        object_of = np.zeros(len(in_place), dtype=np.int64)
+        object_of[wanted_row[kept_objects]] = np.flatnonzero(kept_objects)
+        keep_keys = pc.take(mine["key"], pa.array(object_of[in_place]))
+        pending = _select(want, ~in_place)
+        pending["dst_key"] = layout._dataset_keys(pending["dataset"], pending["rarity"], pending["frame"])
+    keep = {name: col.take(want[name], in_place) for name in ("episode_id", "frame")}
 
     # a frame already in the datasets elsewhere moves from its first (by key) dataset object
     elsewhere = _select(mine, pending_objects)
@@ -344,7 +343,7 @@ def plan_changes(
 
     actions = _table(
         [
-            _rows("keep", keep, keep["dst_key"], keep["dst_key"]),
+            _rows("keep", keep, keep_keys, keep_keys),
             _rows("copy", copies, layout._source_keys(copies["episode_id"], copies["frame"]), copies["dst_key"]),
             _rows("move", moves, move_src, moves["dst_key"]),
             *delete_parts,
