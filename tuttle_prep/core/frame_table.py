@@ -207,13 +207,16 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
     # identical duplicates collapse; a frame given two different rarities is rejected everywhere
     frame_codes = _codes(frame)
     rarity_codes = _codes(rarity)
-    pairs = np.unique(np.stack([frame_codes[good], rarity_codes[good]]), axis=1)
-    conflicted = np.bincount(pairs[0], minlength=int(frame_codes.max(initial=-1)) + 1) > 1
+    frame_count = int(frame_codes.max(initial=-1)) + 1
+    spellings = int(rarity_codes.max(initial=-1)) + 2
+    pairs = np.unique(frame_codes[good] * spellings + rarity_codes[good] + 1)
+    conflicted = np.bincount(pairs // spellings, minlength=frame_count) > 1
     conflict_mask = good & conflicted[frame_codes]
     reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
     rows = np.flatnonzero(good & ~conflict_mask)
-    _, first = np.unique(frame_codes[rows], return_index=True)
-    rows = rows[np.sort(first)]  # each frame's first row, in sheet order
+    first_row = np.full(frame_count, len(table), dtype=np.int64)
+    np.minimum.at(first_row, frame_codes[rows], rows)
+    rows = np.sort(first_row[first_row < len(table)])  # each frame's first row, in sheet order
 
     classified = rows[rarity_codes[rows] != _code_of(rarity, rarity_codes, "")]
     unclassified = len(rows) - len(classified)

@@ -85,6 +85,11 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
     pyarrow's reader parses a plain sheet; one it would read differently from pandas' parser (blank lines,
     ragged rows, a blank or repeated header name) is read by pandas, as before, so every sheet reads the same.
     """
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    if _PRINTABLE_ASCII.search(body) is not None:  # not blank: pyarrow checks the UTF-8 itself
+        table = _read_csv_arrow(body)
+        if table is not None:
+            return table
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -94,9 +99,6 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
         ) from None
     if not text.strip():
         raise SheetError(f"{where}: the file is empty (no header row)")
-    table = _read_csv_arrow(data[3:] if data.startswith(b"\xef\xbb\xbf") else data)
-    if table is not None:
-        return table
     try:
         table = pd.read_csv(
             io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False
@@ -106,6 +108,7 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
     return table.astype(col.STR)
 
 
+_PRINTABLE_ASCII = re.compile(rb"[!-~]")
 #: the header row is looked for in this many leading bytes; a longer one goes to pandas' parser
 _HEADER_SCAN = 1 << 20
 
