@@ -214,3 +214,23 @@ def test_the_columnar_plan_equals_the_reference(scenario) -> None:
         expected = {a: sum(1 for row in actions + missing if row[0] == a and row[1] == episode) for a in counts}
         assert counts.loc[episode].to_dict() == expected
     assert list(counts.index) == sorted({e for _, e, *_ in actions + missing} | planned)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=8), st.lists(st.text(max_size=30), max_size=50))
+def test_the_split_hash_equals_round_1s(seed: str, keys: list[str]) -> None:
+    """unit_hash reads the digests as one big-endian buffer; the numbers must be round 1's exactly."""
+    import hashlib
+
+    import numpy as np
+
+    from tuttle_prep.core.split import unit_hash
+
+    seeded = hashlib.blake2b(seed.encode("utf-8") + b"\0", digest_size=8)
+    values = []
+    for key in keys:
+        h = seeded.copy()
+        h.update(key.encode("utf-8"))
+        values.append(int.from_bytes(h.digest(), "big"))
+    expected = np.asarray(values, dtype=np.uint64).astype(np.float64) / float(2**64)
+    assert unit_hash(seed, iter(keys)).tolist() == expected.tolist()

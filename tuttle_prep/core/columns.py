@@ -8,7 +8,7 @@ share the Arrow buffers (no copy).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -161,3 +161,10 @@ def slice_chars(values: pa.ChunkedArray, start: int, stop: int | None, ascii_onl
         return pc.utf8_slice_codeunits(values, start, stop if stop is not None else sys.maxsize)
     sliced = pc.binary_slice(values.cast(pa.large_binary()), start, stop if stop is not None else sys.maxsize)
     return sliced.cast(TYPE)
+
+
+def iter_strings(values: Any, batch: int = 65_536) -> Iterator[str]:
+    """The values of a string column as Python str, made `batch` at a time (not all at once)."""
+    array = strings(values)
+    for start in range(0, len(array), batch):
+        yield from array.slice(start, batch).to_pylist()
