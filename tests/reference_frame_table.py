@@ -6,6 +6,8 @@ frames, rejections and counts on random sheets.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import pandas as pd
 
@@ -22,6 +24,8 @@ from tuttle_prep.core.frame_table import (
 
 
 def frame_episodes(frames: list[str]) -> list[str | None]:
+    """The episode id ('S01E02') of each frame number, None where it is malformed."""
+    # one compiled match per cell: pandas' str.extract is ~10x slower on a million rows
     match = _FRAME_RE.match
     return [frame[3:6] + frame[7:10] if match(frame) else None for frame in frames]
 
@@ -34,14 +38,17 @@ def _cells(table: pd.DataFrame, column: str | None) -> pd.Series:
     return pd.Series([v.strip() if type(v) is str else str(v).strip() for v in values], index=table.index, dtype=object)
 
 
-def reference_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = None):
+def reference_frame_table(
+    table: pd.DataFrame, episode_id: str, where: str | None = None, optional_columns: Collection[str] = ()
+):
     """Resolve each row's most trusted rarity; reject rows that are malformed or ambiguous.
 
-    `table` is a raw sheet (strings, header row as columns). Raises SheetError if there is no
-    FRAME NUMBER column. `where` names the sheet in messages (defaults to the episode id).
+    `table` is a raw sheet (strings, header row as columns). Raises SheetError if there is no FRAME NUMBER
+    column, or a header looks like a renamed rarity column (unless `optional_columns` names that column). `where` names
+    the sheet in messages (defaults to the episode id). A frame with any rejected row is in no dataset.
     """
     where = where or episode_id
-    columns = _find_columns(table, where)
+    columns = _find_columns(table, where, optional_columns)
     table = table.reset_index(drop=True)
     sheet_rows = pd.Series(np.arange(len(table)) + FIRST_DATA_ROW, index=table.index)
     frame = _cells(table, columns[FRAME_COLUMN])
@@ -105,6 +112,10 @@ def reference_frame_table(table: pd.DataFrame, episode_id: str, where: str | Non
     conflict_mask = good & frame.isin(set(conflicted))
     reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
     candidates = candidates[~candidates["frame"].isin(set(conflicted))]
+    # a frame with any rejected row (a sibling row with a bad rarity) is a conflict too: not placed from the
+    # rows that look fine, so its files stay exactly where they are
+    rejected_frames = {f for part in rejected for f in part["frame"].tolist()}
+    candidates = candidates[~candidates["frame"].isin(rejected_frames)]
     candidates = candidates.drop_duplicates("frame")
 
     unclassified = int(candidates["rarity"].eq("").sum())
@@ -114,4 +125,5 @@ def reference_frame_table(table: pd.DataFrame, episode_id: str, where: str | Non
         if rejected
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
-    return frames, rejections, unclassified
+    present = tuple(c for c in RARITY_COLUMNS if c in columns)
+    return frames, rejections, unclassified, present

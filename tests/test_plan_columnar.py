@@ -58,7 +58,7 @@ def reference_parse(layout: KeyLayout, keys: list) -> tuple[list[tuple[str, ...]
     return rows, unexpected
 
 
-def reference_plan(layout, wanted, current, source_frames, planned, known, prune, held):
+def reference_plan(layout, wanted, current, source_frames, planned, known, prune, held, held_episodes):
     """(actions, missing, orphans, current_count) as lists of tuples."""
 
     def dst(d, r, f):
@@ -81,7 +81,7 @@ def reference_plan(layout, wanted, current, source_frames, planned, known, prune
     copies = [w for w in unplaced if w[1] in source_frames]
     missing = [w for w in unplaced if w[1] not in source_frames]
     used = {dst(w[3], w[2], w[1]) for w in keep} | {first[w[1]] for w in moves}
-    deletes = [row for row in mine if row[0] not in used and row[2] not in held]
+    deletes = [row for row in mine if row[0] not in used and row[2] not in held and row[1] not in held_episodes]
     orphans = [row for row in current if row[1] not in known]
     if prune:
         deletes += orphans
@@ -154,7 +154,8 @@ def scenarios(draw: st.DrawFn):
     planned = draw(st.sets(st.sampled_from(EPISODES)))
     known = planned | draw(st.sets(st.sampled_from(EPISODES)))
     held = draw(st.sets(st.sampled_from(FRAMES), max_size=3))
-    return layout, keys, wanted, sources, planned, known, draw(st.booleans()), held
+    held_episodes = draw(st.sets(st.sampled_from(EPISODES), max_size=1))
+    return layout, keys, wanted, sources, planned, known, draw(st.booleans()), held, held_episodes
 
 
 # ---- the properties -------------------------------------------------------------------------------------
@@ -194,14 +195,15 @@ def test_keys_that_are_not_strings_are_unexpected_as_given() -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_the_columnar_plan_equals_the_reference(scenario) -> None:
-    layout, keys, wanted, sources, planned, known, prune, held = scenario
+    layout, keys, wanted, sources, planned, known, prune, held, held_episodes = scenario
     current, _ = layout.parse_dataset_keys(keys)
     wanted_df = pd.DataFrame(wanted, columns=["episode_id", "frame", "rarity", "dataset"])
     sources_df = pd.DataFrame([(f[3:6] + f[7:10], f) for f in sorted(sources)], columns=["episode_id", "frame"])
-    plan = plan_changes(wanted_df, current, sources_df, layout, planned, known, prune, held)
+    plan = plan_changes(wanted_df, current, sources_df, layout, planned, known, prune, held, held_episodes)
 
+    inventory = reference_parse(layout, keys)[0]
     actions, missing, orphans, current_count = reference_plan(
-        layout, wanted, reference_parse(layout, keys)[0], sources, planned, known, prune, held
+        layout, wanted, inventory, sources, planned, known, prune, held, held_episodes
     )
     assert rows_of(plan.actions, PLAN_COLUMNS) == actions
     assert rows_of(plan.missing, PLAN_COLUMNS) == missing
@@ -214,6 +216,14 @@ def test_the_columnar_plan_equals_the_reference(scenario) -> None:
         expected = {a: sum(1 for row in actions + missing if row[0] == a and row[1] == episode) for a in counts}
         assert counts.loc[episode].to_dict() == expected
     assert list(counts.index) == sorted({e for _, e, *_ in actions + missing} | planned)
+    leaving = [e for a, e, f, _, _ in actions if a == "delete" and f not in staying]
+    files = [row[1] for row in inventory if row[1] in planned]
+    by_episode = plan.deletes_leaving_by_episode()
+    expected_episodes = sorted(set(leaving) | set(files))
+    assert list(by_episode.index) == [e for e in expected_episodes if e in planned]
+    assert list(by_episode.columns) == ["deletes", "files"]
+    for episode in by_episode.index:
+        assert by_episode.loc[episode].to_dict() == {"deletes": leaving.count(episode), "files": files.count(episode)}
 
 
 @settings(max_examples=100, deadline=None)

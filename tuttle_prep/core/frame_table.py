@@ -7,7 +7,9 @@ repaired by falling back to a less trusted column.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +39,12 @@ SHEET_HEADER = (
 )
 
 FRAME_PATTERN = r"TT_S(\d{2})_E(\d{2})_FRM-(\d{2})-([0-5]\d)-([0-5]\d)-([01]\d|2[0-3])"
-_FRAME_RE = re.compile(f"^{FRAME_PATTERN}$")
+#: whole cells only: `$` would also match before a final newline
+_FRAME_RE = re.compile(f"{FRAME_PATTERN}\\Z")
 #: the same whole-cell match in RE2 (pyarrow.compute): `$` is the end of the text; `\p{Nd}` is Python's `\d`
 _FRAME_RE2 = "^" + FRAME_PATTERN.replace(r"\d", r"\p{Nd}") + "$"
+#: an unknown header this close (difflib ratio of the normalised names) to a rarity column is taken for it, renamed
+CLOSE_HEADER_RATIO = 0.8
 #: header row is sheet row 1, so data row i (0-based) is sheet row i + 2
 FIRST_DATA_ROW = 2
 
@@ -58,7 +63,7 @@ def normalize_rarity(value: str) -> str | None:
 
 def parse_frame(frame: str) -> tuple[str, int] | None:
     """'TT_S01_E02_FRM-00-01-02-03' -> ('S01E02', 62 seconds into the episode); None if malformed."""
-    match = _FRAME_RE.match(frame)
+    match = _FRAME_RE.match(frame) if isinstance(frame, str) else None
     if match is None:
         return None
     season, episode, hh, mm, ss, _ = match.groups()
@@ -83,16 +88,31 @@ class FrameTable:
     rejections: pd.DataFrame
     #: rows with a valid frame number but no rarity in any column
     unclassified: int = 0
+    #: the rarity columns (canonical names) the sheet has
+    rarity_columns: tuple[str, ...] = ()
 
     @property
     def held_frames(self) -> set[str]:
-        """Frames of this episode whose rows were rejected: their dataset files stay as they are until fixed."""
+        """Frames of this episode with a rejected row: their dataset files stay exactly as they are until fixed."""
         frames = self.rejections["frame"]
         return {f for f in frames if (parsed := parse_frame(f)) is not None and parsed[0] == self.episode_id}
 
+    @property
+    def untied_rows(self) -> list[int]:
+        """Sheet rows rejected without naming a frame of this episode (FRAME NUMBER empty, malformed, of another
+        episode): the frame they meant cannot be known, so no plain delete of the episode is safe."""
+        held = self.held_frames
+        rows = zip(self.rejections["row"].tolist(), self.rejections["frame"].tolist(), strict=True)
+        return sorted({int(row) for row, frame in rows if frame not in held})
 
-def _find_columns(table: pd.DataFrame, where: str) -> dict[str, str]:
-    """Map each canonical column name to the sheet's own spelling of it."""
+
+def _find_columns(table: pd.DataFrame, where: str, optional_columns: Collection[str] = ()) -> dict[str, str]:
+    """Map each canonical column name to the sheet's own spelling of it.
+
+    SheetError if FRAME NUMBER is missing, or if an unknown header is close to a rarity column that
+    `optional_columns` does not name: a renamed header would otherwise silently hand the frames to a less
+    trusted column. A rarity column simply absent counts as blank.
+    """
     by_normal: dict[str, str] = {}
     for column in table.columns:
         by_normal.setdefault(normalize_header(column), column)
@@ -104,6 +124,20 @@ def _find_columns(table: pd.DataFrame, where: str) -> dict[str, str]:
     if FRAME_COLUMN not in found:
         headers = ", ".join(repr(str(c)) for c in table.columns) or "none"
         raise SheetError(f"{where}: no '{FRAME_COLUMN}' column in the header row (found: {headers})")
+    optional = {normalize_header(c) for c in optional_columns}
+    known = {normalize_header(c) for c in SHEET_HEADER}
+    rarity_names = {normalize_header(c): c for c in RARITY_COLUMNS}
+    for normal, column in by_normal.items():
+        if normal in known:
+            continue
+        ratios = {n: difflib.SequenceMatcher(None, normal, n).ratio() for n in rarity_names}
+        closest = max(ratios, key=ratios.__getitem__)
+        if ratios[closest] >= CLOSE_HEADER_RATIO and closest not in optional:
+            raise SheetError(
+                f"{where}: header '{column}' looks like a renamed '{rarity_names[closest]}'; the episode is "
+                "skipped (its files stay as they are) rather than planned from the less trusted columns; fix the "
+                "header, or name the column in TUTTLE_SHEET_OPTIONAL_COLUMNS if the sheet may lack it"
+            )
     return found
 
 
@@ -135,23 +169,28 @@ def _frame_episodes(frames: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(valid, episodes, pa.scalar(None, col.TYPE))
 
 
-def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = None) -> FrameTable:
+def build_frame_table(
+    table: pd.DataFrame, episode_id: str, where: str | None = None, optional_columns: Collection[str] = ()
+) -> FrameTable:
     """Resolve each row's most trusted rarity; reject rows that are malformed or ambiguous.
 
-    `table` is a raw sheet (strings, header row as columns). Raises SheetError if there is no
-    FRAME NUMBER column. `where` names the sheet in messages (defaults to the episode id).
+    `table` is a raw sheet (strings, header row as columns). Raises SheetError if there is no FRAME NUMBER
+    column, or a header looks like a renamed rarity column (unless `optional_columns` names that column). `where` names
+    the sheet in messages (defaults to the episode id). A frame with any rejected row is in no dataset.
     Columnar: Arrow string columns and numpy masks, a Python call per distinct rarity spelling only.
     """
     where = where or episode_id
-    columns = _find_columns(table, where)
+    columns = _find_columns(table, where, optional_columns)
     sheet_rows = np.arange(len(table), dtype=np.int64) + FIRST_DATA_ROW
     frame = _cells(table, columns[FRAME_COLUMN])
     rarity_cells = {name: _cells(table, columns.get(name)) for name in RARITY_COLUMNS}
     metadata = _cells(table, columns.get(METADATA_COLUMN))
 
     rejected: list[pd.DataFrame] = []
+    rejected_rows = np.zeros(len(table), dtype=bool)
 
     def reject(mask: np.ndarray, column: str, values: pa.ChunkedArray, reason: str) -> None:
+        rejected_rows[mask] = True
         if mask.any():
             rejected.append(
                 pd.DataFrame(
@@ -213,7 +252,11 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
     conflicted = np.bincount(pairs // spellings, minlength=frame_count) > 1
     conflict_mask = good & conflicted[frame_codes]
     reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
-    rows = np.flatnonzero(good & ~conflict_mask)
+    # a frame with any rejected row (a sibling row with a bad rarity) is a conflict too: not placed from the
+    # rows that look fine, so its files stay exactly where they are
+    rejected_frames = np.zeros(frame_count, dtype=bool)
+    rejected_frames[frame_codes[rejected_rows]] = True
+    rows = np.flatnonzero(good & ~conflict_mask & ~rejected_frames[frame_codes])
     first_row = np.full(frame_count, len(table), dtype=np.int64)
     np.minimum.at(first_row, frame_codes[rows], rows)
     rows = np.sort(first_row[first_row < len(table)])  # each frame's first row, in sheet order
@@ -230,7 +273,8 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
         if rejected
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
-    return FrameTable(episode_id, frames, rejections, unclassified)
+    present = tuple(c for c in RARITY_COLUMNS if c in columns)
+    return FrameTable(episode_id, frames, rejections, unclassified, present)
 
 
 def _codes(values: pa.ChunkedArray) -> np.ndarray:

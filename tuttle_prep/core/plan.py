@@ -181,6 +181,24 @@ class Plan:
         frames = col.strings(self.actions["frame"])
         return int((~col.is_in(col.take(frames, is_delete), col.take(frames, ~is_delete))).sum())
 
+    def deletes_leaving_by_episode(self) -> pd.DataFrame:
+        """Per planned episode: `deletes` (as in `deletes_leaving`) and `files` (its dataset objects before the run)."""
+        is_delete = (self.actions["action"] == "delete").to_numpy(dtype=bool)
+        frames = col.strings(self.actions["frame"])
+        deleted = col.take(col.strings(self.actions["episode_id"]), is_delete)
+        leaving = ~col.is_in(col.take(frames, is_delete), col.take(frames, ~is_delete))
+        planned = col.strings(sorted(set(self.episodes)))
+        episodes = col.strings(self.current["episode_id"])
+        counts = pd.DataFrame(
+            {
+                "deletes": _value_counts(col.take(deleted, leaving)),
+                "files": _value_counts(col.take(episodes, col.is_in(episodes, planned))),
+            }
+        )
+        counts = counts[counts.index.isin(set(self.episodes))].fillna(0).astype(int)
+        counts.index.name = "episode_id"
+        return counts.sort_index()
+
     def counts_by_episode(self) -> pd.DataFrame:
         """Per episode: keep, copy, move, delete, missing."""
         both = (self.actions, self.missing)
@@ -199,6 +217,16 @@ class Plan:
     def to_csv_frame(self) -> pd.DataFrame:
         """Every decision as one table: the actions, then the missing sources."""
         return pd.concat([self.actions, self.missing], ignore_index=True)[PLAN_COLUMNS]
+
+
+def _value_counts(values: pa.ChunkedArray) -> pd.Series:
+    """How often each value occurs (one hash pass), as a Series indexed by value."""
+    counts = pc.value_counts(values)
+    return pd.Series(
+        counts.field("counts").to_numpy(zero_copy_only=False).astype(np.int64),
+        index=pd.Index(counts.field("values").to_pylist(), dtype=object),
+        dtype=np.int64,
+    )
 
 
 def _rows(action: str, columns: dict[str, pa.ChunkedArray], src: pa.ChunkedArray | str, dst: pa.ChunkedArray | str):
@@ -276,6 +304,7 @@ def plan_changes(
     known_episodes: Collection[str],
     prune_orphans: bool = False,
     held_frames: Collection[str] = (),
+    held_episodes: Collection[str] = (),
 ) -> Plan:
     """Diff the wanted state against the bucket into keep / copy / move / delete.
 
@@ -285,6 +314,7 @@ def plan_changes(
     - `planned_episodes`: only their dataset objects may be kept, moved or deleted.
     - `known_episodes`: every episode in a manifest; dataset objects of others are orphans.
     - `held_frames`: frames whose sheet rows were rejected; their dataset objects are not deleted.
+    - `held_episodes`: episodes with a rejected row that names no frame; none of their objects is a plain delete.
 
     Columnar throughout (pyarrow.compute on Arrow-backed columns): set membership is a hash lookup built on the
     smaller side, so a nightly plan of a million frames costs a few passes over the columns.
@@ -334,6 +364,7 @@ def plan_changes(
 
     used = kept_objects | col.is_in(mine["key"], move_src)
     held = col.is_in(mine["frame"], col.strings(sorted(set(held_frames))))
+    held |= col.is_in(mine["episode_id"], col.strings(sorted(set(held_episodes))))
     deletes = _select(mine, ~used & ~held)
 
     orphan_rows = ~col.is_in(inventory["episode_id"], col.strings(sorted(set(known_episodes))))
