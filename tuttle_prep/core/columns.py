@@ -168,3 +168,34 @@ def iter_strings(values: Any, batch: int = 65_536) -> Iterator[str]:
     array = strings(values)
     for start in range(0, len(array), batch):
         yield from array.slice(start, batch).to_pylist()
+
+
+_FRAME_TEMPLATE = "TT_S00_E00_FRM-00-00-00-00"
+_FRAME_DIGITS = [i for i, c in enumerate(_FRAME_TEMPLATE) if c == "0"]
+_FRAME_FIXED = [i for i, c in enumerate(_FRAME_TEMPLATE) if c != "0"]
+
+
+def frame_ids(frames: pa.ChunkedArray) -> np.ndarray | None:
+    """Each frame number as an int64 (its twelve ASCII digits), or None unless every value is a 26-character ASCII
+    frame number. Equal ids are equal frames, so joins on frames can hash integers instead of strings."""
+    if len(frames) == 0:
+        return np.zeros(0, dtype=np.int64)
+    array = frames.combine_chunks() if isinstance(frames, pa.ChunkedArray) else frames
+    if array.null_count or array.type != TYPE:
+        return None
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    width = len(_FRAME_TEMPLATE)
+    if offsets[-1] - offsets[0] != width * len(array) or not (np.diff(offsets) == width).all():
+        return None
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(len(array), width)
+    fixed = np.frombuffer(_FRAME_TEMPLATE.encode(), dtype=np.uint8)[_FRAME_FIXED]
+    if not (data[:, _FRAME_FIXED] == fixed).all():
+        return None
+    ids = np.zeros(len(array), dtype=np.int64)
+    for position in _FRAME_DIGITS:
+        digit = data[:, position] - np.uint8(ord("0"))  # wraps around below '0': > 9 too
+        if (digit > 9).any():
+            return None
+        ids *= 10
+        ids += digit
+    return ids

@@ -119,7 +119,12 @@ def episodes_with_unplaced_frames(frames: Mapping[str, pd.DataFrame], current: p
     if not episodes:
         return []
     chunks = [col.strings(frames[eid]["frame"]) for eid in episodes]
-    placed = col.is_in(col.chain(*chunks), col.strings(current["frame"]))
+    wanted, listed = col.chain(*chunks), col.strings(current["frame"])
+    wanted_ids, listed_ids = col.frame_ids(wanted), col.frame_ids(listed)
+    if wanted_ids is not None and listed_ids is not None:  # integers hash ~5x faster than 26-character strings
+        placed = pd.Index(wanted_ids).isin(listed_ids)
+    else:
+        placed = col.is_in(wanted, listed)
     owner = np.repeat(np.arange(len(episodes)), [len(chunk) for chunk in chunks])
     return [episodes[i] for i in np.unique(owner[~placed])]
 
@@ -279,11 +284,17 @@ def _same_place(want: dict[str, pa.ChunkedArray], mine: dict[str, pa.ChunkedArra
     of a million whole keys.
     """
     n = len(want["frame"])
-    want_frames, mine_frames = _codes(want["frame"], mine["frame"])
-    if n and (want_frames[-1] != n - 1 or (want_frames < 0).any()):  # first-appearance codes: unique = 0..n-1
-        return None
-    wanted_row = np.where(mine_frames < n, mine_frames, -1).astype(np.int64)
-    wanted_row[mine_frames < 0] = -1
+    want_ids, mine_ids = col.frame_ids(want["frame"]), col.frame_ids(mine["frame"])
+    if want_ids is not None and mine_ids is not None:  # integers hash ~5x faster than 26-character strings
+        by_frame = pd.Index(want_ids)
+        if not by_frame.is_unique:
+            return None
+        wanted_row = by_frame.get_indexer(mine_ids).astype(np.int64)
+    else:
+        want_frames, mine_frames = _codes(want["frame"], mine["frame"])
+        if n and (want_frames[-1] != n - 1 or (want_frames < 0).any()):  # first-appearance codes: unique = 0..n-1
+            return None
+        wanted_row = np.where((mine_frames >= 0) & (mine_frames < n), mine_frames, -1).astype(np.int64)
     hit = np.flatnonzero(wanted_row >= 0)
     same = np.zeros(len(wanted_row), dtype=bool)
     if len(hit):
