@@ -165,7 +165,8 @@ def _normalized_rarities(cells: pa.ChunkedArray) -> pa.ChunkedArray:
 def _frame_episodes(frames: pa.ChunkedArray) -> pa.ChunkedArray:
     """The episode id ('S01E02') of each frame number, null where it is malformed."""
     valid = pc.match_substring_regex(frames, _FRAME_RE2)
-    episodes = col.concat(pc.utf8_slice_codeunits(frames, 3, 6), pc.utf8_slice_codeunits(frames, 7, 10))
+    ascii_only = col.all_ascii(frames)
+    episodes = col.concat(col.slice_chars(frames, 3, 6, ascii_only), col.slice_chars(frames, 7, 10, ascii_only))
     return pc.if_else(valid, episodes, pa.scalar(None, col.TYPE))
 
 
@@ -244,22 +245,27 @@ def build_frame_table(
     good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity
 
     # identical duplicates collapse; a frame given two different rarities is rejected everywhere
-    frame_codes = _codes(frame)
+    ids = col.frame_ids(frame)  # a clean sheet: its frames as integers, cheaper to hash
+    frame_codes = pd.factorize(ids)[0].astype(np.int64) if ids is not None else _codes(frame)
     rarity_codes = _codes(rarity)
     frame_count = int(frame_codes.max(initial=-1)) + 1
-    spellings = int(rarity_codes.max(initial=-1)) + 2
-    pairs = np.unique(frame_codes[good] * spellings + rarity_codes[good] + 1)
-    conflicted = np.bincount(pairs // spellings, minlength=frame_count) > 1
-    conflict_mask = good & conflicted[frame_codes]
+    candidates = np.flatnonzero(good)
+    # each candidate frame's first row: numbered again by first appearance among the candidates, a row is its
+    # frame's first exactly where its number exceeds every number before it
+    numbers = pd.factorize(frame_codes[candidates])[0]
+    first = np.ones(len(numbers), dtype=bool)
+    first[1:] = numbers[1:] > np.maximum.accumulate(numbers)[:-1]
+    first_rows = candidates[first]  # in sheet order, one per frame number
+    conflicted = np.zeros(len(first_rows), dtype=bool)
+    conflicted[numbers[rarity_codes[candidates] != rarity_codes[first_rows][numbers]]] = True
+    conflict_mask = np.zeros(len(table), dtype=bool)
+    conflict_mask[candidates[conflicted[numbers]]] = True
     reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
     # a frame with any rejected row (a sibling row with a bad rarity) is a conflict too: not placed from the
     # rows that look fine, so its files stay exactly where they are
     rejected_frames = np.zeros(frame_count, dtype=bool)
     rejected_frames[frame_codes[rejected_rows]] = True
-    rows = np.flatnonzero(good & ~conflict_mask & ~rejected_frames[frame_codes])
-    first_row = np.full(frame_count, len(table), dtype=np.int64)
-    np.minimum.at(first_row, frame_codes[rows], rows)
-    rows = np.sort(first_row[first_row < len(table)])  # each frame's first row, in sheet order
+    rows = first_rows[~conflicted & ~rejected_frames[frame_codes[first_rows]]]
 
     classified = rows[rarity_codes[rows] != _code_of(rarity, rarity_codes, "")]
     unclassified = len(rows) - len(classified)
