@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Entry point cron calls: `python data_preparation.py sync`. See `--help` and README.md."""
 
+import os
 import signal
 import sys
 
-from tuttle_prep.cli import main
+# Arrow's default allocator (mimalloc) keeps the pages it freed: with the system one a million-frame plan peaks
+# ~100 MB lower and takes no more CPU (benchmarks/bench_plan.py). Read when pyarrow is first imported, below.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+from tuttle_prep.cli import main  # noqa: E402
 
 
 def _stop(signum: int, frame: object) -> None:

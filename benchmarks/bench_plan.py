@@ -40,9 +40,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
+# as data_preparation.py does, before pyarrow is imported
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
