@@ -1,4 +1,5 @@
-"""The round-1 frame table (pandas over Python objects), kept as the reference the columnar one must equal.
+"""The frame table before it was columnar (pandas over Python objects, with issues 10 and 16), kept as the
+reference the columnar one must equal.
 
 Only tests import this. `tests/test_frame_table_columnar.py` checks that `build_frame_table` gives the same
 frames, rejections and counts on random sheets.
@@ -24,8 +25,6 @@ from tuttle_prep.core.frame_table import (
 
 
 def frame_episodes(frames: list[str]) -> list[str | None]:
-    """The episode id ('S01E02') of each frame number, None where it is malformed."""
-    # one compiled match per cell: pandas' str.extract is ~10x slower on a million rows
     match = _FRAME_RE.match
     return [frame[3:6] + frame[7:10] if match(frame) else None for frame in frames]
 
@@ -49,6 +48,10 @@ def reference_frame_table(
     """
     where = where or episode_id
     columns = _find_columns(table, where, optional_columns)
+    # rows with text beyond the header's last column (see sheets.table_from_rows): which column it belongs to
+    # is a guess, so the row is rejected
+    extra_fields: dict[int, tuple[str, str]] = table.attrs.get("extra_fields") or {}
+    notes = table.attrs.get("sheet_notes") or []
     table = table.reset_index(drop=True)
     sheet_rows = pd.Series(np.arange(len(table)) + FIRST_DATA_ROW, index=table.index)
     frame = _cells(table, columns[FRAME_COLUMN])
@@ -103,7 +106,25 @@ def reference_frame_table(
     other_episode = live & frame_episode.notna() & frame_episode.ne(episode_id)
     reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
 
-    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity
+    overflow = pd.Series(False, index=table.index)
+    if extra_fields:
+        positions_by_label: dict[str, list[int]] = {}
+        for position, (label, _) in extra_fields.items():
+            positions_by_label.setdefault(label, []).append(position)
+        texts = pd.Series("", index=table.index, dtype=object)
+        texts.iloc[list(extra_fields)] = [text for _, text in extra_fields.values()]
+        for label, positions in positions_by_label.items():
+            here = pd.Series(False, index=table.index)
+            here.iloc[positions] = True
+            reject(
+                here,
+                label,
+                texts,
+                "text beyond the header's last column (an extra comma, or a column without a header)",
+            )
+            overflow |= here
+
+    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity & ~overflow
     candidates = pd.DataFrame({"frame": frame[good], "rarity": rarity[good], "metadata": metadata[good]})
 
     # identical duplicates collapse; a frame given two different rarities is rejected everywhere
@@ -126,4 +147,4 @@ def reference_frame_table(
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
     present = tuple(c for c in RARITY_COLUMNS if c in columns)
-    return frames, rejections, unclassified, present
+    return frames, rejections, unclassified, present, list(notes)

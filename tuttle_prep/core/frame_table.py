@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -90,6 +90,8 @@ class FrameTable:
     unclassified: int = 0
     #: the rarity columns (canonical names) the sheet has
     rarity_columns: tuple[str, ...] = ()
+    #: things about the sheet worth a warning that reject nothing (from the reader: `attrs["sheet_notes"]`)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def held_frames(self) -> set[str]:
@@ -182,6 +184,10 @@ def build_frame_table(
     """
     where = where or episode_id
     columns = _find_columns(table, where, optional_columns)
+    # rows with text beyond the header's last column (see sheets.table_from_rows): which column it belongs to
+    # is a guess, so the row is rejected
+    extra_fields: dict[int, tuple[str, str]] = table.attrs.get("extra_fields") or {}
+    notes = table.attrs.get("sheet_notes") or []
     sheet_rows = np.arange(len(table), dtype=np.int64) + FIRST_DATA_ROW
     frame = _cells(table, columns[FRAME_COLUMN])
     rarity_cells = {name: _cells(table, columns.get(name)) for name in RARITY_COLUMNS}
@@ -242,7 +248,27 @@ def build_frame_table(
     other_episode = live & has_episode & ~col.mask(pc.equal(frame_episode, pa.scalar(episode_id, col.TYPE)))
     reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
 
-    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity
+    overflow = np.zeros(len(table), dtype=bool)
+    if extra_fields:
+        positions_by_label: dict[str, list[int]] = {}
+        for position, (label, _) in extra_fields.items():
+            positions_by_label.setdefault(label, []).append(position)
+        texts = [""] * len(table)
+        for position, (_, text) in extra_fields.items():
+            texts[position] = text
+        text_cells = col.strings(texts)
+        for label, positions in positions_by_label.items():
+            here = np.zeros(len(table), dtype=bool)
+            here[positions] = True
+            reject(
+                here,
+                label,
+                text_cells,
+                "text beyond the header's last column (an extra comma, or a column without a header)",
+            )
+            overflow |= here
+
+    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity & ~overflow
 
     # identical duplicates collapse; a frame given two different rarities is rejected everywhere
     ids = col.frame_ids(frame)  # a clean sheet: its frames as integers, cheaper to hash
@@ -280,7 +306,7 @@ def build_frame_table(
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
     present = tuple(c for c in RARITY_COLUMNS if c in columns)
-    return FrameTable(episode_id, frames, rejections, unclassified, present)
+    return FrameTable(episode_id, frames, rejections, unclassified, present, list(notes))
 
 
 def _codes(values: pa.ChunkedArray) -> np.ndarray:

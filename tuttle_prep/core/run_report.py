@@ -44,6 +44,10 @@ class RunReport:
     deletes_held_back: int = 0
     orphans: int = 0
     unexpected: int = 0
+    #: the exit code the process returns when the run was stopped before it finished (SIGTERM: 143)
+    stopped_with: int | None = None
+    #: first 8 hex digits of the SHA-256 of TUTTLE_SPLIT_SEED (None until the settings are read)
+    seed_fingerprint: str | None = None
 
     def error(self, message: str) -> None:
         self.errors.append(message)
@@ -65,7 +69,10 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 clean; 1 finished with errors, skipped episodes, failures or a refused guard; 2 config error."""
+        """0 clean; 1 finished with errors, skipped episodes, failures or a refused guard; 2 config error;
+        the process's own exit code when the run was stopped (128 + signal)."""
+        if self.stopped_with is not None:
+            return self.stopped_with
         if self.config_error:
             return EXIT_CONFIG
         if self.errors or self.skipped or self.refused or self.failed or self.rejected_rows or self.missing_sources:
@@ -130,6 +137,7 @@ class RunReport:
             "rejected_rows": self.rejected_rows,
             "orphans": self.orphans,
             "unexpected_keys": self.unexpected,
+            "split_seed_fingerprint": self.seed_fingerprint,
             "refused": self.refused,
             "errors": len(self.errors),
             "duration_seconds": round(finished - self.started, 3),
