@@ -66,7 +66,7 @@ PLAN_TARGETS = {1_000_000: (2.5, 400), 5_000_000: (15.0, 2048)}
 DRY_RUN_TARGET = (0.4, 450)
 
 
-# ---- the synthetic catalogue (as benchmarks/bench_sync.py builds it; that module imports boto3, which the
+# ---- the synthetic catalogue (as benchmarks/bench_common.py builds it; that module imports boto3, which the
 # in-memory plan must not pay for in its peak RSS) -------------------------------------------------------
 
 EPISODE_FRAMES = 28_800  # 20 min x 60 s x 24 fps
@@ -307,7 +307,7 @@ def scaling(plans: list[dict[str, Any]]) -> dict[str, float] | None:
 
 
 def dry_run_bench(fast_s3: Path, frames: int, sheets: int, repeat: int) -> dict[str, Any]:
-    from bench_sync import S5cmd, endpoint
+    from bench_common import S5cmd, endpoint
 
     settings = Settings(bucket="tuttle-bench")
     layout = layout_of(settings)
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan_child:
         print(json.dumps(plan_child(args.plan_child)))
         return 0
-    from bench_sync import machine
+    from bench_common import machine
 
     result: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine()}
     if not args.skip_plan:
