@@ -395,12 +395,13 @@ def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[st
     gives no season (or a problem naming no file) could hold any episode: then every listed one counts.
     """
     seasons: set[str] = set()
+    episodes = set(listed.unique().tolist())  # a few dozen values: not a Python object per listed key
     for message in manifest_problems:
         names = _MANIFEST_NAMED.findall(message)
         if not names or not all(_SEASON_CODE.match(n) for n in names):
-            return set(listed)
+            return episodes
         seasons.update(n.upper() for n in names)
-    return {e for e in set(listed) if e[:3] in seasons}
+    return {e for e in episodes if e[:3] in seasons}
 
 
 def write_plan_csv(plan: Plan, path: Path) -> None:
