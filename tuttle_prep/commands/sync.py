@@ -371,7 +371,7 @@ def _plan_run(
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
     report.orphans = len(plan.orphans)
     if len(plan.orphans):
-        orphan_episodes = ", ".join(sorted(set(plan.orphans["episode_id"])))
+        orphan_episodes = ", ".join(sorted(plan.orphans["episode_id"].unique().tolist()))
         verb = "deleting" if prune else "left alone (use --prune-orphans to delete)"
         report.warn(f"{len(plan.orphans):,} dataset files of episodes in no manifest ({orphan_episodes}): {verb}")
     for row in plan.missing.head(20).itertuples(index=False):
