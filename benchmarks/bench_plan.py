@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from tuttle_prep.commands.sync import InBackground  # noqa: E402
 from tuttle_prep.core import columns as col  # noqa: E402
 from tuttle_prep.core.delete_guard import delete_guard  # noqa: E402
 from tuttle_prep.core.frame_table import RARITIES, build_frame_table  # noqa: E402
@@ -219,13 +220,15 @@ def plan_child(frames: int) -> dict[str, Any]:
         by_episode[episode_id] = table.frames.assign(episode_id=episode_id)
     all_frames = pd.concat(list(by_episode.values()), ignore_index=True)
     stage("sheets (parse_csv + build_frame_table)", wall, cpu)
+    # as sync runs them: the split on a thread while the listed keys are parsed (in sync: while it lists)
     wall, cpu = time.perf_counter(), time.process_time()
+    split = InBackground(wanted_frames, all_frames, settings.split, settings.split_seed, settings.split_group_seconds)
     current, unexpected = layout.parse_dataset_keys(listing)
     needing = episodes_with_unplaced_frames(by_episode, current)
-    stage("parse listing + episodes needing sources", wall, cpu)
+    stage("parse listing + episodes needing sources (split on a thread meanwhile)", wall, cpu)
     wall, cpu = time.perf_counter(), time.process_time()
-    wanted = wanted_frames(all_frames, settings.split, settings.split_seed, settings.split_group_seconds)
-    stage("split (wanted_frames)", wall, cpu)
+    wanted = split.result()
+    stage("rest of the split (wanted_frames)", wall, cpu)
     wall, cpu = time.perf_counter(), time.process_time()
     plan = plan_changes(wanted, current, sources, layout, set(by_episode), set(by_episode), held_frames=held)
     counts = plan.counts_by_episode()
