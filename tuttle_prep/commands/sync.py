@@ -457,8 +457,8 @@ def write_plan_csv(plan: Plan, path: Path) -> None:
 @click.option(
     "--max-delete",
     metavar="N|P%",
-    help="Refuse plain deletes above N files or P% of the planned episodes' dataset files "
-    "[default: refuse above 10% when more than 100].",
+    help="Refuse plain deletes above N files or P% of the planned episodes' dataset files, and above P% of any "
+    "one episode's files [default: refuse above 10% when more than 100, run-wide and per episode].",
 )
 @click.option("--force", is_flag=True, help="Apply the plain deletes even above --max-delete.")
 @click.option("--allow-empty", is_flag=True, help="Sync an episode whose sheet has no classified frames (empties it).")
@@ -478,7 +478,8 @@ def sync(
 
     Copies run in parallel on the server side; deletes run last, in batches of 1,000, and only when
     every copy succeeded. Exit status: 0 clean, 1 finished with errors (skipped episodes, rejected
-    rows, missing sources, failed operations, refused deletes), 2 usage or configuration error.
+    rows, missing sources, failed operations, refused deletes, a lost run lock), 2 usage or configuration
+    error, 143 stopped by SIGTERM (130 by Ctrl-C).
     """
     try:
         limit = DeleteLimit.parse(max_delete)
