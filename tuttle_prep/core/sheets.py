@@ -19,6 +19,7 @@ from pathlib import PurePath
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -229,6 +230,8 @@ def _read_csv_arrow(data: bytes, where: str) -> pd.DataFrame | None:
     if b"\n" not in head and len(data) > _HEADER_SCAN:
         return None
     width = head.split(b"\n", 1)[0].count(b",") + 1  # no more fields than that in the header row
+    if not _plain_quoting(data):
+        return None
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
@@ -250,6 +253,33 @@ def _read_csv_arrow(data: bytes, where: str) -> pd.DataFrame | None:
     _repeated_job_columns(names, where)
     body = table.slice(1)
     return col.frame({name: body.column(i) for i, name in enumerate(names)}, names)
+
+
+_FIELD_ENDS = np.frombuffer(b",\r\n", dtype=np.uint8)
+
+
+def _plain_quoting(data: bytes) -> bool:
+    """True if every quote in `data` opens a field, closes one right before a comma or line end, or is half of a
+    doubled quote inside one: then pyarrow and the csv module (strict) split the fields the same way. A quote in
+    the middle of an unquoted field, or text after a closing quote, is left to the csv module."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(raw == ord('"'))
+    if len(quotes) == 0:
+        return True
+    if len(quotes) % 2:
+        return False
+    # the byte before and after each quote; the start and the end of the file count as line ends
+    before = np.where(quotes > 0, raw[np.maximum(quotes - 1, 0)], ord("\n"))
+    after = np.where(quotes < len(raw) - 1, raw[np.minimum(quotes + 1, len(raw) - 1)], ord("\n"))
+    # parity: the 1st, 3rd, ... quote opens a field (at its start) or is the second half of a doubled quote
+    # (right after the first half); the 2nd, 4th, ... closes the field (before a comma or a line end) or is
+    # the first half of a doubled quote (a quote right after it)
+    even, odd = quotes[0::2], quotes[1::2]
+    second_half = np.zeros(len(even), dtype=bool)
+    second_half[1:] = even[1:] - 1 == odd[: len(even) - 1]
+    opens_ok = second_half | np.isin(before[0::2], _FIELD_ENDS)
+    closes_ok = (after[1::2] == ord('"')) | np.isin(after[1::2], _FIELD_ENDS)
+    return bool(opens_ok.all() and closes_ok.all())
 
 
 class SheetReader:
