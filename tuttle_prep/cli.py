@@ -20,6 +20,7 @@ from .commands.manifests import manifests
 from .commands.pull import pull
 from .commands.report import report
 from .commands.sync import sync
+from .commands.versions import versions
 from .errors import RunStopped
 
 
@@ -72,6 +73,7 @@ main.add_command(report)
 main.add_command(pull)
 main.add_command(manifests)
 main.add_command(alarm)
+main.add_command(versions)
 main.add_command(demo)
 
 
