@@ -28,7 +28,7 @@ from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
 from ..core.frame_table import build_frame_table
 from ..core.labels import is_job_key
 from ..core.manifests import Episode, collect_episodes, filter_episodes
-from ..core.plan import KeyLayout, Plan, plan_changes, wanted_frames
+from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..edges import aws
@@ -327,6 +327,16 @@ def _plan_run(
     frames, held, held_episodes = load_frames(
         episodes, context.reader, report, options.allow_empty, settings.sheet_optional_columns, seen
     )
+    # the split hashes every frame in Python (~0.5 µs a frame): it runs on a thread while the listings wait on S3
+    # and the listed keys are parsed in Arrow; plan_changes leaves out the episodes skipped meanwhile
+    split = InBackground(
+        wanted_frames,
+        _concat_frames(frames),
+        settings.split,
+        settings.split_seed,
+        settings.split_group_seconds,
+        settings.split_stratify,
+    )
 
     expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
     try:
@@ -339,12 +349,7 @@ def _plan_run(
 
     # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
     # sheets added no frame lists the dataset folders alone
-    placed = set(current["frame"].tolist())
-    folders = {
-        eid: layout.source_folder(eid)
-        for eid, episode_frames in frames.items()
-        if any(frame not in placed for frame in episode_frames["frame"].tolist())
-    }
+    folders = {eid: layout.source_folder(eid) for eid in episodes_with_unplaced_frames(frames, current)}
     sources, source_errors = list_sources(store, folders, expected_keys=sum(len(frames[e]) for e in folders))
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")
@@ -372,15 +377,8 @@ def _plan_run(
         )
         prune = False
     known_episodes = manifests.episode_ids | doubtful_episodes(manifest_problems, current["episode_id"])
-    frame_list = list(frames.values())
-    all_frames = (
-        pd.concat(frame_list, ignore_index=True)
-        if frame_list
-        else pd.DataFrame(columns=["episode_id", "frame", "rarity"])
-    )
-    wanted = wanted_frames(
-        all_frames, settings.split, settings.split_seed, settings.split_group_seconds, stratify=settings.split_stratify
-    )
+    all_frames = _concat_frames(frames)
+    wanted = split.result()
     plan = plan_changes(
         wanted,
         current,
@@ -396,7 +394,7 @@ def _plan_run(
     plan.sources = sources
     report.orphans = len(plan.orphans)
     if len(plan.orphans):
-        orphan_episodes = ", ".join(sorted(set(plan.orphans["episode_id"])))
+        orphan_episodes = ", ".join(sorted(plan.orphans["episode_id"].unique().tolist()))
         verb = "deleting" if prune else "left alone (use --prune-orphans to delete)"
         report.warn(f"{len(plan.orphans):,} dataset files of episodes in no manifest ({orphan_episodes}): {verb}")
     for row in plan.missing.head(20).itertuples(index=False):
@@ -413,6 +411,36 @@ _MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
 _SEASON_CODE = re.compile(r"S\d{2}\Z", re.IGNORECASE)
 
 
+def _concat_frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    frame_list = list(frames.values())
+    if not frame_list:
+        return pd.DataFrame(columns=["episode_id", "frame", "rarity"])
+    return pd.concat(frame_list, ignore_index=True)
+
+
+class InBackground:
+    """`fn(*args)` started on a thread at once; `result()` waits for it and returns its value or raises its
+    error. A daemon thread: a run that ends early (a failed listing, SIGTERM) does not wait for it."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._outcome: tuple[bool, Any] = (False, RuntimeError("not finished"))
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="split", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            self._outcome = (True, fn(*args))
+        except BaseException as exc:  # handed to the caller of result()
+            self._outcome = (False, exc)
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+
 def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[str]:
     """Listed episodes a manifest that could not be read or parsed may hold: they count as known, not orphans.
 
@@ -420,12 +448,13 @@ def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[st
     gives no season (or a problem naming no file) could hold any episode: then every listed one counts.
     """
     seasons: set[str] = set()
+    episodes = set(listed.unique().tolist())  # a few dozen values: not a Python object per listed key
     for message in manifest_problems:
         names = _MANIFEST_NAMED.findall(message)
         if not names or not all(_SEASON_CODE.match(n) for n in names):
-            return set(listed)
+            return episodes
         seasons.update(n.upper() for n in names)
-    return {e for e in set(listed) if e[:3] in seasons}
+    return {e for e in episodes if e[:3] in seasons}
 
 
 def write_plan_csv(plan: Plan, path: Path) -> None:
