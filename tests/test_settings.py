@@ -22,6 +22,7 @@ def test_defaults_are_the_production_layout():
     assert list(s.split) == ["train", "validate", "test"]
     assert s.split_seed.strip()
     assert s.split_group_seconds == 0
+    assert s.split_stratify == "rarity"
     assert s.google_credentials_file is None
 
 
@@ -42,9 +43,13 @@ def test_every_variable_is_read(tmp_path: Path):
             "TUTTLE_SPLIT": " train = 0.8 , test=0.2 ",
             "TUTTLE_SPLIT_SEED": "reshuffle-2",
             "TUTTLE_SPLIT_GROUP_SECONDS": "3",
+            "TUTTLE_SPLIT_STRATIFY": " None ",
+            "TUTTLE_VERSIONS_KEEP": "30",
+            "TUTTLE_VERSIONS_PINNED": " 20261101T023005Z-4f1c9a02b7e1.parquet, 20261201 ,",
             "GOOGLE_DRIVE_CREDENTIALS_FILE": str(tmp_path / "key.json"),
         }
     )
+    assert (s.versions_keep, s.versions_pinned) == (30, ("20261101T023005Z-4f1c9a02b7e1", "20261201"))
     assert (s.bucket, s.manifests_prefix, s.ml_prefix, s.source_prefix) == ("my-bucket", "m/", "data/ML/", "src/")
     assert (s.img_size, s.split, s.split_seed, s.split_group_seconds) == (
         "high_res",
@@ -52,6 +57,7 @@ def test_every_variable_is_read(tmp_path: Path):
         "reshuffle-2",
         3,
     )
+    assert s.split_stratify == "none"
     assert s.google_credentials_file == tmp_path / "key.json"
 
 
@@ -64,6 +70,7 @@ def test_every_variable_is_read(tmp_path: Path):
         ({"TUTTLE_SPLIT_SEED": "  "}, "TUTTLE_SPLIT_SEED"),
         ({"TUTTLE_SPLIT_GROUP_SECONDS": "two"}, "TUTTLE_SPLIT_GROUP_SECONDS"),
         ({"TUTTLE_SPLIT_GROUP_SECONDS": "-1"}, "TUTTLE_SPLIT_GROUP_SECONDS"),
+        ({"TUTTLE_SPLIT_STRATIFY": "class"}, "TUTTLE_SPLIT_STRATIFY must be one of rarity, none; got 'class'"),
         ({"TUTTLE_SPLIT": "train=0.7,validate=0.2"}, "add up to 1"),
         ({"TUTTLE_SPLIT": "train=0.7,validate=0.4,test=-0.1"}, "between 0 and 1"),
         ({"TUTTLE_SPLIT": "train=seventy,test=0.3"}, "not a number"),
@@ -71,6 +78,9 @@ def test_every_variable_is_read(tmp_path: Path):
         ({"TUTTLE_SPLIT": "train=0.5,train=0.5"}, "named twice"),
         ({"TUTTLE_SPLIT": "tra/in=1"}, "name=share"),
         ({"TUTTLE_SPLIT": ","}, "no datasets"),
+        ({"TUTTLE_VERSIONS_KEEP": "0"}, "TUTTLE_VERSIONS_KEEP must be at least 1"),
+        ({"TUTTLE_VERSIONS_KEEP": "all"}, "TUTTLE_VERSIONS_KEEP must be a whole number"),
+        ({"TUTTLE_VERSIONS_PINNED": "last-monday"}, "TUTTLE_VERSIONS_PINNED: 'last-monday' is not a version id"),
         ({"TUTTLE_SHEET_OPTIONAL_COLUMNS": "JONNY RECLASSIFICATION"}, "TUTTLE_SHEET_OPTIONAL_COLUMNS"),
     ],
 )

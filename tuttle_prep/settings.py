@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from .core.frame_table import RARITY_COLUMNS, normalize_header
+from .core.split import DEFAULT_STRATIFY, STRATIFY_CHOICES
 from .errors import ConfigError
 
 DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"
 DEFAULT_SEED = "tuttle-twins-2022"
 IMG_SIZES = ("high_res", "mid_res", "low_res", "thumbnails")
 _FOLDER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: a version id or a prefix of one (at least the date): 20261201, 20261201T0230, 20261201T023005Z-4f1c9a02b7e1
+_VERSION_PIN = re.compile(r"^\d{8}(T\d{0,6}(Z(-[A-Za-z0-9]*)?)?)?$")
 
 
 def parse_split(text: str, variable: str = "TUTTLE_SPLIT") -> dict[str, float]:
@@ -87,6 +90,21 @@ def env_number(env: Mapping[str, str], variable: str, default: Any, kind: type =
     return value
 
 
+def _pinned(text: str) -> tuple[str, ...]:
+    """TUTTLE_VERSIONS_PINNED: comma-separated version ids (or prefixes of ids), `.parquet` allowed."""
+    pins = []
+    for part in text.split(","):
+        pin = part.strip().removesuffix(".parquet")
+        if not pin:
+            continue
+        if not _VERSION_PIN.match(pin):
+            raise ConfigError(
+                f"TUTTLE_VERSIONS_PINNED: '{part.strip()}' is not a version id like 20261201T023005Z-4f1c9a02b7e1"
+            )
+        pins.append(pin)
+    return tuple(pins)
+
+
 def seed_fingerprint(seed: str) -> str:
     """The first 8 hex digits of the SHA-256 of `seed` (the seed itself is never printed)."""
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:8]
@@ -104,10 +122,15 @@ class Settings:
     split: dict[str, float] = field(default_factory=lambda: parse_split(DEFAULT_SPLIT))
     split_seed: str = DEFAULT_SEED
     split_group_seconds: int = 0
+    #: `rarity`: each rarity of each episode split to within one frame; `none`: each frame drawn on its own
+    split_stratify: str = DEFAULT_STRATIFY
     google_credentials_file: Path | None = None
     log_group: str | None = None
     lock_key: str = "tuttle_twins/locks/data-prep.lock"
     lock_stale_seconds: int = 6 * 3600
+    #: dataset versions a real sync keeps (the newest N; None keeps all) and ids/prefixes never deleted
+    versions_keep: int | None = None
+    versions_pinned: tuple[str, ...] = ()
     #: rarity columns an episode sheet may lack (any other missing or renamed rarity column skips the episode)
     sheet_optional_columns: tuple[str, ...] = ()
 
@@ -115,6 +138,11 @@ class Settings:
     def seed_fingerprint(self) -> str:
         """The first 8 hex digits of the seed's SHA-256: shown in run summaries so a change of seed is visible."""
         return seed_fingerprint(self.split_seed)
+
+    @property
+    def split_mode(self) -> str:
+        """The split settings besides the seed, as run summaries show them: `stratify=rarity, group seconds=0`."""
+        return f"stratify={self.split_stratify}, group seconds={self.split_group_seconds}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +158,12 @@ class Settings:
         seed = env.get("TUTTLE_SPLIT_SEED", DEFAULT_SEED).strip()
         if not seed:
             raise ConfigError("TUTTLE_SPLIT_SEED must not be empty (it fixes which frame goes to which dataset)")
+        raw_stratify = env.get("TUTTLE_SPLIT_STRATIFY", "").strip()
+        stratify = raw_stratify.lower() or DEFAULT_STRATIFY
+        if stratify not in STRATIFY_CHOICES:
+            raise ConfigError(
+                f"TUTTLE_SPLIT_STRATIFY must be one of {', '.join(STRATIFY_CHOICES)}; got '{raw_stratify}'"
+            )
         creds = env.get("GOOGLE_DRIVE_CREDENTIALS_FILE", "").strip()
         log_group = env.get("TUTTLE_LOG_GROUP", "").strip()
         return cls(
@@ -143,9 +177,12 @@ class Settings:
             split=parse_split(env.get("TUTTLE_SPLIT", DEFAULT_SPLIT)),
             split_seed=seed,
             split_group_seconds=env_number(env, "TUTTLE_SPLIT_GROUP_SECONDS", 0),
+            split_stratify=stratify,
             google_credentials_file=Path(creds).expanduser() if creds else None,
             log_group=log_group or None,
             lock_key=env.get("TUTTLE_LOCK_KEY", cls.lock_key).strip().lstrip("/") or cls.lock_key,
             lock_stale_seconds=env_number(env, "TUTTLE_LOCK_STALE_SECONDS", cls.lock_stale_seconds, int, 60),
+            versions_keep=env_number(env, "TUTTLE_VERSIONS_KEEP", None, int, 1),
+            versions_pinned=_pinned(env.get("TUTTLE_VERSIONS_PINNED", "")),
             sheet_optional_columns=parse_optional_columns(env.get("TUTTLE_SHEET_OPTIONAL_COLUMNS", "")),
         )

@@ -26,9 +26,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
 from ..core.frame_table import build_frame_table
-from ..core.labels import labels_key
+from ..core.labels import is_job_key
 from ..core.manifests import Episode, collect_episodes, filter_episodes
-from ..core.plan import KeyLayout, Plan, plan_changes, wanted_frames
+from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..edges import aws
@@ -42,6 +42,7 @@ from ..edges.s3_listing import list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
 from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
+from ..edges.s3_versions import VersionStore, record_version
 from ..errors import ConfigError, InventoryError, LockError, SheetError
 from ..settings import Settings
 from .common import episode_option, season_option
@@ -239,7 +240,8 @@ def run_sync(
             return report
         if plan.writes == 0:
             report.applied = True
-            update_labels_index(store, layout, plan, report)
+            # a version may be due with nothing to apply: a run that crashed after its apply wrote none
+            _record_version(settings, store, layout, plan, update_labels_index(store, layout, plan, report), report)
             return report
         log.info(
             "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
@@ -269,9 +271,24 @@ def run_sync(
                 f"{result.deletes_stopped}; this run deleted nothing (not even the sources of its moves) and "
                 "leaves the labels index alone: the lock's holder plans from the bucket as it is now"
             )
-            return report
-        update_labels_index(store, layout, plan, report, result)
+            return report  # and writes no version: the next run writes the version of what it finds
+        labels = update_labels_index(store, layout, plan, report, result)
+        _record_version(settings, store, layout, plan, labels, report)
     return report
+
+
+def _record_version(
+    settings: Settings, store: S3Bucket, layout: KeyLayout, plan: Plan, labels: pd.DataFrame | None, report: RunReport
+) -> None:
+    """The dataset version of what the run left, unless the labels index could not be worked out (that error is
+    reported; the next run writes the version)."""
+    if labels is None:
+        return
+    versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
+
+    # a listing of sources for the version is needed only for a first version (or after a crash or an
+    # image-size change): on threads, whatever spreads out the sync's own listing
+    record_version(versions, partial(list_sources, store), layout, settings, labels, plan.sources, report)
 
 
 def _plan_run(
@@ -313,6 +330,16 @@ def _plan_run(
     frames, held, held_episodes = load_frames(
         episodes, context.reader, report, options.allow_empty, settings.sheet_optional_columns, seen
     )
+    # the split hashes every frame in Python (~0.5 µs a frame): it runs on a thread while the listings wait on S3
+    # and the listed keys are parsed in Arrow; plan_changes leaves out the episodes skipped meanwhile
+    split = InBackground(
+        wanted_frames,
+        _concat_frames(frames),
+        settings.split,
+        settings.split_seed,
+        settings.split_group_seconds,
+        settings.split_stratify,
+    )
 
     try:
         inventory = list_datasets(store, layout)
@@ -324,20 +351,15 @@ def _plan_run(
 
     # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
     # sheets added no frame lists the dataset folders alone
-    placed = set(current["frame"].tolist())
-    folders = {
-        eid: layout.source_folder(eid)
-        for eid, episode_frames in frames.items()
-        if any(frame not in placed for frame in episode_frames["frame"].tolist())
-    }
+    folders = {eid: layout.source_folder(eid) for eid in episodes_with_unplaced_frames(frames, current)}
     sources, source_errors = list_sources(store, folders)
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")
         report.skip(eid, "source listing failed")
         frames.pop(eid, None)
 
-    own = {labels_key(settings.ml_prefix), memory_key}  # the job's own index and header memory
-    unexpected = [k for k in unexpected if k not in own]
+    # the job's own keys: the header memory; is_job_key: the labels index (CSV, Parquet) and the versions
+    unexpected = [k for k in unexpected if k != memory_key and not is_job_key(k, settings.ml_prefix)]
     report.unexpected = len(unexpected)
     for key in unexpected[:20]:
         report.warn(f"not a dataset object, left alone: {key}")
@@ -357,13 +379,8 @@ def _plan_run(
         )
         prune = False
     known_episodes = manifests.episode_ids | doubtful_episodes(manifest_problems, current["episode_id"])
-    frame_list = list(frames.values())
-    all_frames = (
-        pd.concat(frame_list, ignore_index=True)
-        if frame_list
-        else pd.DataFrame(columns=["episode_id", "frame", "rarity"])
-    )
-    wanted = wanted_frames(all_frames, settings.split, settings.split_seed, settings.split_group_seconds)
+    all_frames = _concat_frames(frames)
+    wanted = split.result()
     plan = plan_changes(
         wanted,
         current,
@@ -376,9 +393,10 @@ def _plan_run(
         held_episodes=held_episodes,
     )
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
+    plan.sources = sources
     report.orphans = len(plan.orphans)
     if len(plan.orphans):
-        orphan_episodes = ", ".join(sorted(set(plan.orphans["episode_id"])))
+        orphan_episodes = ", ".join(sorted(plan.orphans["episode_id"].unique().tolist()))
         verb = "deleting" if prune else "left alone (use --prune-orphans to delete)"
         report.warn(f"{len(plan.orphans):,} dataset files of episodes in no manifest ({orphan_episodes}): {verb}")
     for row in plan.missing.head(20).itertuples(index=False):
@@ -395,6 +413,36 @@ _MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
 _SEASON_CODE = re.compile(r"S\d{2}\Z", re.IGNORECASE)
 
 
+def _concat_frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    frame_list = list(frames.values())
+    if not frame_list:
+        return pd.DataFrame(columns=["episode_id", "frame", "rarity"])
+    return pd.concat(frame_list, ignore_index=True)
+
+
+class InBackground:
+    """`fn(*args)` started on a thread at once; `result()` waits for it and returns its value or raises its
+    error. A daemon thread: a run that ends early (a failed listing, SIGTERM) does not wait for it."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._outcome: tuple[bool, Any] = (False, RuntimeError("not finished"))
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="split", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            self._outcome = (True, fn(*args))
+        except BaseException as exc:  # handed to the caller of result()
+            self._outcome = (False, exc)
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+
 def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[str]:
     """Listed episodes a manifest that could not be read or parsed may hold: they count as known, not orphans.
 
@@ -402,12 +450,13 @@ def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[st
     gives no season (or a problem naming no file) could hold any episode: then every listed one counts.
     """
     seasons: set[str] = set()
+    episodes = set(listed.unique().tolist())  # a few dozen values: not a Python object per listed key
     for message in manifest_problems:
         names = _MANIFEST_NAMED.findall(message)
         if not names or not all(_SEASON_CODE.match(n) for n in names):
-            return set(listed)
+            return episodes
         seasons.update(n.upper() for n in names)
-    return {e for e in set(listed) if e[:3] in seasons}
+    return {e for e in episodes if e[:3] in seasons}
 
 
 def write_plan_csv(plan: Plan, path: Path) -> None:
@@ -483,6 +532,7 @@ def sync(
         try:
             settings = Settings.from_env()
             report.seed_fingerprint = settings.seed_fingerprint
+            report.split_mode = settings.split_mode
             run_sync(settings, options, build_context(settings, options, report.run_id), report)
         except ConfigError as exc:
             report.config_error = str(exc)
@@ -506,6 +556,7 @@ def print_report(report: RunReport) -> int:
     if report.refused:
         outcome_log.error(report.refused)
     if report.seed_fingerprint:
-        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
+        mode = f"; {report.split_mode}" if report.split_mode else ""
+        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED){mode}")
     click.echo(report.outcome_line())
     return report.exit_code

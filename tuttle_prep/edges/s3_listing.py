@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: folders listed at once (each is a sequence of pages; S3 pages cannot be fetched in parallel)
 FOLDERS_AT_ONCE = 16
-SOURCE_COLUMNS = ["episode_id", "frame", "size", "etag"]
+SOURCE_COLUMNS = ["episode_id", "frame", "etag", "size"]
 
 
 @dataclass
@@ -148,7 +148,7 @@ def _has_empty_objects(table: pa.Table) -> bool:
 
 
 def list_sources(store: S3Bucket, folders: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """List each episode's source folder: SOURCE_COLUMNS rows (episode_id, frame, size, etag) of its `<frame>.jpg`
+    """List each episode's source folder: SOURCE_COLUMNS rows (episode_id, frame, etag, size) of its `<frame>.jpg`
     objects, and an error message by episode whose folder could not be listed."""
     outcomes = list_folder_tables(store, list(dict.fromkeys(folders.values()))) if folders else {}
     parts: list[pa.Table] = []
@@ -166,8 +166,8 @@ def list_sources(store: S3Bucket, folders: dict[str, str]) -> tuple[pd.DataFrame
                 {
                     "episode_id": pa.repeat(pa.scalar(episode_id, pa.string()), len(frame_names)),
                     "frame": frame_names,
-                    "size": outcome["size"].filter(frames).cast(pa.int64()),
                     "etag": outcome["e_tag"].filter(frames),
+                    "size": outcome["size"].filter(frames).cast(pa.int64()),
                 }
             )
         )
