@@ -1,6 +1,7 @@
 """The command line: the click group and its global options; each command lives in `tuttle_prep.commands`.
 
-Exit codes: 0 clean, 1 errors or refused, 2 usage/config error.
+Exit codes: 0 the job did all it could (data findings, if any, are printed); 1 a job failure (or, with
+`sync --strict`, a data finding); 2 usage or configuration error.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from ..errors import SheetError
+from ..errors import SheetContentError, SheetError
 
 
 class SheetSource(Protocol):
@@ -68,7 +68,7 @@ def location_kind(location: str) -> str | None:
 def table_from_rows(rows: Sequence[Sequence[Any]], where: str) -> pd.DataFrame:
     """Build a sheet table from a list of rows whose first row is the header (ragged rows are padded)."""
     if not rows or not any(str(cell).strip() for cell in rows[0]):
-        raise SheetError(f"{where}: the sheet is empty (no header row)")
+        raise SheetContentError(f"{where}: the sheet is empty (no header row)")
     header = [str(cell) for cell in rows[0]]
     width = len(header)
     body = [[("" if cell is None else str(cell)) for cell in row[:width]] for row in rows[1:]]
@@ -86,7 +86,7 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
             "export the sheet again as CSV (UTF-8)"
         ) from None
     if not text.strip():
-        raise SheetError(f"{where}: the file is empty (no header row)")
+        raise SheetContentError(f"{where}: the file is empty (no header row)")
     try:
         table = pd.read_csv(
             io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False

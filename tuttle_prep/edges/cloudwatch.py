@@ -21,7 +21,7 @@ from typing import Any
 import watchtower
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core.run_report import COUNT_COLUMNS, EXIT_OK, RunReport
+from ..core.run_report import COUNT_COLUMNS, RunReport
 from . import aws
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ METRIC_NAMES = (
     "OperationErrors",
     "MissingSources",
     "RejectedRows",
+    "DataFindings",
     "DurationSeconds",
 )
 #: seconds between batches sent to CloudWatch Logs while the run goes on
@@ -159,10 +160,10 @@ def episode_lines(report: RunReport) -> list[str]:
     lines = []
     for episode_id, row in counts.iterrows():
         numbers = ", ".join(f"{column} {int(row[column])}" for column in COUNT_COLUMNS)
-        status = report.skipped.get(str(episode_id))
-        lines.append(f"{episode_id}: {numbers}; {'skipped: ' + status if status else 'ok'}")
+        status = report.episode_status(str(episode_id), int(row["missing"]) + int(row["rejected"]))
+        lines.append(f"{episode_id}: {numbers}; {status}")
     for episode_id in sorted(set(report.skipped) - {str(e) for e in counts.index}):
-        lines.append(f"{episode_id}: skipped: {report.skipped[episode_id]}")
+        lines.append(f"{episode_id}: {report.episode_status(episode_id)}")
     return lines
 
 
@@ -170,8 +171,12 @@ def episode_lines(report: RunReport) -> list[str]:
 
 
 def metric_data(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The run's datapoints for PutMetricData, from `RunReport.summary()`; exit code ≠ 0 is a failed run."""
-    failed = summary["exit_code"] != EXIT_OK
+    """The run's datapoints for PutMetricData, from `RunReport.summary()`.
+
+    `RunFailed` follows job failures only: a run that did all it could, with data findings, succeeded
+    (even under --strict, whose exit 1 is for the person at the terminal, not for the pager).
+    """
+    failed = bool(summary["job_failed"])
     values = {
         "RunSucceeded": (0 if failed else 1, "Count"),
         "RunFailed": (1 if failed else 0, "Count"),
@@ -181,6 +186,7 @@ def metric_data(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         "OperationErrors": (summary["failed"], "Count"),
         "MissingSources": (summary["missing_sources"], "Count"),
         "RejectedRows": (summary["rejected_rows"], "Count"),
+        "DataFindings": (summary["data_findings"], "Count"),
         "DurationSeconds": (summary["duration_seconds"], "Seconds"),
     }
     return [{"MetricName": name, "Value": float(values[name][0]), "Unit": values[name][1]} for name in METRIC_NAMES]
