@@ -19,6 +19,7 @@ from .commands.demo import demo
 from .commands.manifests import manifests
 from .commands.pull import pull
 from .commands.report import report
+from .commands.status import status
 from .commands.sync import sync
 
 
@@ -72,3 +73,4 @@ main.add_command(pull)
 main.add_command(manifests)
 main.add_command(alarm)
 main.add_command(demo)
+main.add_command(status)

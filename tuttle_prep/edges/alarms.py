@@ -192,3 +192,12 @@ def send_test_message(topic_name: str = DEFAULT_TOPIC) -> tuple[str, str]:
     message = f"tuttle-prep test alert from {platform.node() or 'unknown host'} at {sent}. Alerts reach this phone."
     response = sns.publish(TopicArn=topic_arn, Subject="tuttle-prep test alert", Message=message)
     return topic_arn, response["MessageId"]
+
+
+def alarm_states(
+    names: tuple[str, ...] = (RUN_FAILED_ALARM, DID_NOT_RUN_ALARM),
+) -> dict[str, tuple[str, datetime | None]]:
+    """State (OK, ALARM, INSUFFICIENT_DATA) and since when, of each alarm in `names` that exists."""
+    cloudwatch = aws.make_client("cloudwatch", max_attempts=1, connect_timeout=2, read_timeout=5)
+    described = cloudwatch.describe_alarms(AlarmNames=list(names)).get("MetricAlarms", ())
+    return {a["AlarmName"]: (a.get("StateValue", "?"), a.get("StateUpdatedTimestamp")) for a in described}

@@ -234,3 +234,48 @@ def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: b
         finally:
             if shipper is not None:
                 shipper.stop()
+
+
+# -- run history -------------------------------------------------------------------------------------
+
+#: how many of a stream's last events are searched for its run summary (it is the last one a run sends)
+_SUMMARY_SEARCH_EVENTS = 25
+
+
+def recent_run_summaries(log_group: str, count: int) -> list[tuple[str, int, dict[str, Any] | None]]:
+    """The `count` most recent runs in `log_group`: (stream name, creation time in ms, run summary or None).
+
+    A stream without a summary is a run that was killed or is still running. An empty list if the group
+    does not exist yet; botocore errors otherwise.
+    """
+    client = observability_client("logs")
+    try:
+        streams = client.describe_log_streams(
+            logGroupName=log_group, orderBy="LastEventTime", descending=True, limit=min(50, max(2 * count, 10))
+        )["logStreams"]
+    except client.exceptions.ResourceNotFoundException:
+        return []
+    # LastEventTime is updated lazily by CloudWatch; the creation time orders runs by their start
+    streams.sort(key=lambda s: s.get("creationTime", 0), reverse=True)
+    runs = []
+    for stream in streams[:count]:
+        name = stream["logStreamName"]
+        events = client.get_log_events(
+            logGroupName=log_group, logStreamName=name, startFromHead=False, limit=_SUMMARY_SEARCH_EVENTS
+        )["events"]
+        runs.append((name, int(stream.get("creationTime", 0)), _last_summary(events)))
+    return runs
+
+
+def _last_summary(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for event in reversed(events):
+        message = event.get("message", "")
+        if not message.startswith("{"):
+            continue
+        try:
+            record = json.loads(message)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == "run_summary":
+            return record
+    return None
