@@ -562,8 +562,10 @@ def test_orphans_are_left_alone_unless_pruned(bucket, season):
     assert result.exit_code == 0, result.output
     assert orphan in bucket.keys(ML_PREFIX)
     assert "1 dataset files of episodes in no manifest (S09E01)" in result.stderr
+    assert "data findings: 1 (1 episode with orphan files)" in result.stdout  # for the digest too
     result = run_cli("sync", "--prune-orphans")
     assert result.exit_code == 0, result.output
+    assert "data findings: 0" in result.stdout  # deleted as asked: no longer a finding
     assert orphan not in bucket.keys(ML_PREFIX)
     assert dataset_keys(bucket) == expected(all_classified(season))
 

@@ -333,10 +333,13 @@ def _plan_run(
     report.planned = True
     report.orphans = len(plan.orphans)
     if len(plan.orphans):
-        report.orphan_files = {str(e): int(n) for e, n in plan.orphans.groupby("episode_id").size().items()}
-        orphan_episodes = ", ".join(sorted(report.orphan_files))
-        verb = "deleting" if prune else "left alone (use --prune-orphans to delete)"
-        report.finding(f"{len(plan.orphans):,} dataset files of episodes in no manifest ({orphan_episodes}): {verb}")
+        by_episode = {str(e): int(n) for e, n in plan.orphans.groupby("episode_id").size().items()}
+        message = f"{len(plan.orphans):,} dataset files of episodes in no manifest ({', '.join(sorted(by_episode))})"
+        if prune:  # deleted as the operator asked: not a finding
+            report.warn(f"{message}: deleting")
+        else:
+            report.orphan_files = by_episode
+            report.finding(f"{message}: left alone (use --prune-orphans to delete)")
     report.missing = plan.missing.reindex(columns=MISSING_COLUMNS).assign(
         src_key=lambda m: f"s3://{settings.bucket}/" + m["src_key"].astype(str)
     )
