@@ -148,15 +148,11 @@ class RunReport:
         lines.append("-" * len(header))
         lines.append(f"{'total':<10}" + "".join(f"{self.total(c):>10,}" for c in COUNT_COLUMNS))
         lines.append(f"job failures: {self.job_failures:,}")
-        data = summarize(self.data_findings()) if self.data_finding_count else ""
-        verdict = (
-            ""
-            if not self.data_finding_count
-            else "; they fail the run (--strict)"
-            if self.strict
-            else ("; they do not fail the run (--strict would)")
-        )
-        lines.append(f"data findings: {self.data_finding_count:,}" + (f" ({data})" if data else "") + verdict)
+        data = f"data findings: {self.data_finding_count:,}"
+        if self.data_finding_count:
+            data += f" ({summarize(self.data_findings())}); they "
+            data += "fail the run (--strict)" if self.strict else "do not fail the run (--strict would)"
+        lines.append(data)
         return "\n".join(lines)
 
     def episode_status(self, episode_id: str, data_findings: int = 0) -> str:
@@ -206,7 +202,11 @@ class RunReport:
             "errors": len(self.errors),
             "job_failures": self.job_failures,
             "job_failed": self.job_failed,
-            "job_failure_messages": [*self.errors[:10], *([self.refused] if self.refused else [])],
+            "job_failure_messages": [
+                *([self.config_error] if self.config_error else []),
+                *self.errors[:10],
+                *([self.refused] if self.refused else []),
+            ],
             "data_findings": self.data_finding_count,
             "data_findings_sha256": findings_hash(self.data_findings()) if self.planned else None,
             "skipped_for_data": dict(self.skipped_for_data),
