@@ -24,7 +24,7 @@ import click
 import pandas as pd
 
 from ..core.delete_guard import DeleteLimit, delete_guard
-from ..core.findings import NO_FINDINGS_HASH, SheetRef, findings_hash, render_digest
+from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
 from ..core.labels import labels_key
 from ..core.manifests import Episode, collect_episodes, filter_episodes
@@ -505,7 +505,7 @@ def _send_data_digest(settings: Settings, options: SyncOptions, store: S3Bucket,
     if unread:
         return f"not sent: {len(unread)} sheets not read ({', '.join(unread[:5])})"
     table = report.data_findings()
-    current = findings_hash(table)
+    current = report.data_findings_sha256()
     key = labels_key(settings.ml_prefix)
     try:
         previous, index_exists = sent_findings_hash(store.client, settings.bucket, key)

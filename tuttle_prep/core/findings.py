@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import pandas as pd
 
 #: one row per data finding; `where` is a link to the cell (Google) or the file and row (CSV)
@@ -120,7 +121,7 @@ def findings_table(
     frame, src_key; `skipped_sheets`: episode -> why its sheet was skipped; `orphan_files`: episode in no
     manifest -> its number of dataset files; `sheets`: episode -> where its sheet is (for the links).
     """
-    parts = []
+    parts: list[pd.DataFrame] = []
     if len(rejections):
         rows = rejections.reset_index(drop=True)
         where = [
@@ -132,6 +133,7 @@ def findings_table(
                 {
                     "episode_id": rows["episode_id"].astype(str),
                     "kind": REJECTED_ROW,
+                    "_order": _KIND_ORDER[REJECTED_ROW],
                     "row": rows["row"].astype(int),
                     "column": rows["column"].astype(str),
                     "value": rows["value"].astype(str),
@@ -147,6 +149,7 @@ def findings_table(
                 {
                     "episode_id": rows["episode_id"].astype(str),
                     "kind": MISSING_SOURCE,
+                    "_order": _KIND_ORDER[MISSING_SOURCE],
                     "row": 0,
                     "column": "",
                     "value": rows["frame"].astype(str),
@@ -162,6 +165,7 @@ def findings_table(
                 {
                     "episode_id": episodes,
                     "kind": SHEET_SKIPPED,
+                    "_order": _KIND_ORDER[SHEET_SKIPPED],
                     "row": 0,
                     "column": "",
                     "value": "",
@@ -177,6 +181,7 @@ def findings_table(
                 {
                     "episode_id": episodes,
                     "kind": ORPHANS,
+                    "_order": _KIND_ORDER[ORPHANS],
                     "row": 0,
                     "column": "",
                     "value": [str(orphan_files[e]) for e in episodes],
@@ -187,33 +192,38 @@ def findings_table(
         )
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=int if c == "row" else object) for c in FINDING_COLUMNS})
-    table = pd.concat(parts, ignore_index=True)[FINDING_COLUMNS]
-    order = table["kind"].map(_KIND_ORDER)
-    return (
-        table.assign(_order=order)
-        .sort_values(["episode_id", "_order", "row", "column", "value"], kind="stable")
-        .drop(columns="_order")
-        .reset_index(drop=True)
-    )
-
-
-def findings_hash(table: pd.DataFrame) -> str:
-    """SHA-256 (hex) of the findings' content, independent of their order: equal lists, equal hashes."""
-    identity = table.reindex(columns=_IDENTITY).astype(str)
-    lines = sorted("\x1f".join(values) for values in identity.itertuples(index=False, name=None))
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+    # each part is in sheet-row (or plan) order already: a stable sort by episode and kind keeps it
+    table = pd.concat(parts, ignore_index=True).sort_values(["episode_id", "_order", "row"], kind="stable")
+    return table[FINDING_COLUMNS].reset_index(drop=True)
 
 
 #: the hash of no findings at all: what a run without a previous record is compared with
 NO_FINDINGS_HASH = hashlib.sha256(b"").hexdigest()
 
 
+def findings_hash(table: pd.DataFrame) -> str:
+    """SHA-256 (hex) of the findings' content, independent of their order: equal lists, equal hashes.
+
+    Each finding is hashed to 64 bits (pandas' vectorised row hash of its identity columns as text); the
+    sorted row hashes are hashed again, so a million findings cost well under a second.
+    """
+    if len(table) == 0:
+        return NO_FINDINGS_HASH
+    identity = table.reindex(columns=_IDENTITY).astype(str)
+    rows = np.sort(pd.util.hash_pandas_object(identity, index=False).to_numpy(dtype=np.uint64))
+    return hashlib.sha256(rows.tobytes()).hexdigest()
+
+
 def summarize(table: pd.DataFrame) -> str:
-    """'2 rejected rows, 1 missing source' (empty for no findings)."""
-    counts = table["kind"].value_counts()
+    """'2 rejected rows, 1 missing source frame' (empty for no findings)."""
+    return describe_counts({str(k): int(n) for k, n in table["kind"].value_counts().items()})
+
+
+def describe_counts(counts: Mapping[str, int]) -> str:
+    """The same sentence from counts by kind (`REJECTED_ROW`, ...), without building the table."""
     parts = []
-    for kind in sorted(counts.index, key=_KIND_ORDER.get):
-        n = int(counts[kind])
+    for kind in sorted((k for k, n in counts.items() if n), key=_KIND_ORDER.__getitem__):
+        n = counts[kind]
         parts.append(f"{n:,} {_NAMES[kind][n != 1]}")
     return ", ".join(parts)
 

@@ -15,7 +15,16 @@ from typing import Any
 
 import pandas as pd
 
-from .findings import SheetRef, findings_hash, findings_table, summarize
+from .findings import (
+    MISSING_SOURCE,
+    ORPHANS,
+    REJECTED_ROW,
+    SHEET_SKIPPED,
+    SheetRef,
+    describe_counts,
+    findings_hash,
+    findings_table,
+)
 from .frame_table import REJECTION_COLUMNS
 
 #: the job did all it could; only data findings (printed) remain
@@ -61,6 +70,7 @@ class RunReport:
     planned: bool = False
     #: what became of the data digest ("sent", "unchanged", ...), for the run summary
     digest: str | None = None
+    _findings: tuple[tuple, pd.DataFrame, str] | None = field(default=None, repr=False, compare=False)
     refused: str | None = None
     config_error: str | None = None
     applied: bool = False
@@ -110,12 +120,39 @@ class RunReport:
         return self.job_failures > 0
 
     def data_findings(self) -> pd.DataFrame:
-        """Every data finding of the run, one row each (`findings.FINDING_COLUMNS`)."""
-        return findings_table(self.rejections, self.missing, self.skipped_for_data, self.orphan_files, self.sheets)
+        """Every data finding of the run, one row each (`findings.FINDING_COLUMNS`); built once per state."""
+        key = (
+            id(self.rejections),
+            len(self.rejections),
+            id(self.missing),
+            len(self.missing),
+            tuple(sorted(self.skipped_for_data.items())),
+            tuple(sorted(self.orphan_files.items())),
+            tuple(sorted(self.sheets)),
+        )
+        if self._findings is None or self._findings[0] != key:
+            table = findings_table(self.rejections, self.missing, self.skipped_for_data, self.orphan_files, self.sheets)
+            self._findings = (key, table, findings_hash(table))
+        return self._findings[1]
+
+    def data_findings_sha256(self) -> str:
+        """The hash of `data_findings()` (`findings.findings_hash`): what the digest compares run to run."""
+        self.data_findings()
+        assert self._findings is not None
+        return self._findings[2]
+
+    def data_finding_counts(self) -> dict[str, int]:
+        """Data findings by kind."""
+        return {
+            SHEET_SKIPPED: len(self.skipped_for_data),
+            REJECTED_ROW: self.rejected_rows,
+            MISSING_SOURCE: self.missing_sources,
+            ORPHANS: len(self.orphan_files),
+        }
 
     @property
     def data_finding_count(self) -> int:
-        return self.rejected_rows + self.missing_sources + len(self.skipped_for_data) + len(self.orphan_files)
+        return sum(self.data_finding_counts().values())
 
     @property
     def exit_code(self) -> int:
@@ -150,7 +187,7 @@ class RunReport:
         lines.append(f"job failures: {self.job_failures:,}")
         data = f"data findings: {self.data_finding_count:,}"
         if self.data_finding_count:
-            data += f" ({summarize(self.data_findings())}); they "
+            data += f" ({describe_counts(self.data_finding_counts())}); they "
             data += "fail the run (--strict)" if self.strict else "do not fail the run (--strict would)"
         lines.append(data)
         return "\n".join(lines)
@@ -208,7 +245,7 @@ class RunReport:
                 *([self.refused] if self.refused else []),
             ],
             "data_findings": self.data_finding_count,
-            "data_findings_sha256": findings_hash(self.data_findings()) if self.planned else None,
+            "data_findings_sha256": self.data_findings_sha256() if self.planned else None,
             "skipped_for_data": dict(self.skipped_for_data),
             "strict": self.strict,
             "digest": self.digest,
