@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,17 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     for name, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)  # no developer .env is picked up
+
+
+@pytest.fixture(autouse=True)
+def _isolated_log_levels() -> Iterator[None]:
+    """Commands set logger levels for their process (the demo quiets `tuttle_prep`); one test's run must not
+    decide what the next test's logs show."""
+    loggers = [logging.getLogger(), logging.getLogger("tuttle_prep")]
+    levels = [lg.level for lg in loggers]
+    yield
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.setLevel(level)
 
 
 @pytest.fixture(scope="session")

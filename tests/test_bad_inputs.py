@@ -94,7 +94,11 @@ def test_an_episode_in_two_manifests_is_reported_and_the_first_one_is_used(bucke
     result = run_cli("sync")
 
     assert result.exit_code == 1, result.output
-    assert "S01b-episodes.json: episode S01E01 repeats an episode already in S01-episodes.json" in result.output
+    where = f"s3://{bucket.name}/tuttle_twins/manifests/"
+    assert (
+        f"{where}S01b-episodes.json: episode S01E01 repeats an episode already in {where}S01-episodes.json"
+        in result.output
+    )
     assert dataset_keys(bucket) == expected_state({E01: first})
 
 

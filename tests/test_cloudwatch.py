@@ -355,3 +355,40 @@ def test_crontab_runs_sync_under_flock_with_absolute_paths_and_a_known_env_file_
     assert args[0] == "--env-file" and args[1].startswith("/") and args[2:] == ["sync"]
     assert "--env-file" in {opt for param in main.params for opt in param.opts} and "sync" in main.commands
     assert command[command.index(">>") + 1].startswith("/") and command[-1] == "2>&1"
+
+
+def test_a_run_stopped_by_sigterm_is_recorded_with_the_exit_code_it_returns(bucket, account, monkeypatch):
+    import signal
+    import threading
+
+    from tuttle_prep.cli import stop_on_signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be installed in the main thread")
+    monkeypatch.setenv("TUTTLE_LOG_GROUP", "/tuttle-twins/terminated-run")
+    season_of_four(bucket)
+    with_account = aws.new_session
+    sent = []
+
+    def terminate_on_first_copy(request, **_):  # cron's `timeout` sends SIGTERM mid-apply
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def new_session():
+        session = with_account()
+        session.events.register("before-send.s3.CopyObject", terminate_on_first_copy)
+        return session
+
+    monkeypatch.setattr(aws, "new_session", new_session)
+    previous = signal.signal(signal.SIGTERM, stop_on_signal)
+    try:
+        result = run_cli("sync", "--workers", "1")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert sent and result.exit_code == 128 + signal.SIGTERM, result.output
+    summary = summary_of(log_messages(account("logs"), "/tuttle-twins/terminated-run")[1])
+    assert summary["exit_code"] == 143
+    sums = metric_sums(account("cloudwatch"))
+    assert (sums["RunFailed"], sums["RunSucceeded"]) == (1, 0)

@@ -45,6 +45,8 @@ def test_column_letters_and_cell_links():
     )
     assert GOOGLE.cell(7, "FRAME NUMBER").endswith("&range=C7")
     assert CSV.cell(7, "FRAME NUMBER") == "s3://bucket/sheets/S01E02.csv, row 7, cell C7"
+    assert GOOGLE.cell(4, "H (beyond the header)").endswith("&range=H4")  # text right of the header's last column
+    assert GOOGLE.cell(4, "NOT A COLUMN").endswith("&range=A4")  # the row at least
     assert without_userinfo("https://user:secret@example.com:8443/s.csv?x=1") == "https://example.com:8443/s.csv?x=1"
     assert "secret" not in SheetRef("https://user:secret@example.com/s.csv").cell(2, "METADATA")
 

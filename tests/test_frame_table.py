@@ -136,6 +136,33 @@ def test_missing_rarity_columns_are_treated_as_blank():
     assert rarities(build_frame_table(raw, "S01E01")) == {F0: "Rare"}
 
 
+@pytest.mark.parametrize("renamed", ["JONNY RECLASSIFICATION", "Jonny's Reclasification", "SUPERVISED CLASIFICATION"])
+def test_a_header_close_to_a_rarity_column_is_an_error_naming_it(renamed):
+    column = JONNY if renamed.casefold().startswith("jonny") else SUPERVISED
+    header = [renamed if h == column else h for h in HEADER]
+    raw = sheet({FRAME: F0, renamed: "Legendary", SUPERVISED: "Rare", UNSUPERVISED: "Common"}, header=header)
+    with pytest.raises(SheetError, match=f"S01E01: header '{renamed}' looks like a renamed '{column}'"):
+        build_frame_table(raw, "S01E01")
+    # the operator says the column may be missing: the close header is then just another column
+    assert len(build_frame_table(raw, "S01E01", optional_columns=(column,)).frames) == 1
+
+
+def test_a_frame_with_any_rejected_row_is_in_no_dataset_even_if_another_row_places_it():
+    table = build_frame_table(sheet(r(F0, "Rare"), r(F0, "Comon"), r(F1, "Common")), "S01E01")
+    assert rarities(table) == {F1: "Common"}
+    assert table.held_frames == {F0}
+    assert table.untied_rows == []
+
+
+def test_rows_naming_no_frame_of_the_episode_are_untied():
+    broken = sheet(
+        r(F0, "Rare"), r("", "Rare"), r("TT_S01_E01_FRM-00-00-9-00", "Common"), r(f"{F1} (dup?)", "Rare"), r(F2, "x")
+    )
+    table = build_frame_table(broken, "S01E01")
+    assert table.untied_rows == [3, 4, 5]
+    assert table.held_frames == {F2}
+
+
 def test_sheet_without_frame_number_column_is_an_error_naming_the_sheet():
     raw = pd.DataFrame([["x", "Common"]], columns=["FRAME", UNSUPERVISED], dtype=object)
     with pytest.raises(SheetError, match="S01E01 sheet.*FRAME NUMBER"):
@@ -145,6 +172,7 @@ def test_sheet_without_frame_number_column_is_an_error_naming_the_sheet():
 def test_parse_frame():
     assert parse_frame("TT_S01_E02_FRM-01-02-03-23") == ("S01E02", 3723)
     assert parse_frame("TT_S01_E02_FRM-01-02-03-24") is None
+    assert parse_frame("TT_S01_E02_FRM-01-02-03-23\n") is None  # whole cells only
 
 
 def test_rejected_row_numbers_match_the_sheet_even_after_blank_lines():

@@ -14,6 +14,7 @@ from season import ML_PREFIX, dataset_key, row, upload_season
 from tuttle_prep.core.labels import LABEL_COLUMNS, build_labels, catalogue_after_apply, labels_key
 from tuttle_prep.core.plan import KeyLayout, plan_changes
 from tuttle_prep.edges import aws
+from tuttle_prep.edges.s3_sheet_headers import HEADERS_NAME
 
 LABELS = labels_key(ML_PREFIX)
 LAYOUT = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
@@ -69,7 +70,8 @@ def season_sheets(metadata_suffix: str = "") -> dict[str, list[dict[str, str]]]:
 
 
 def dataset_objects(bucket) -> set[str]:
-    return {k for k in bucket.keys(ML_PREFIX) if k != LABELS}
+    """The ML keys but the job's own labels index and sheet-header memory."""
+    return {k for k in bucket.keys(ML_PREFIX) if k not in (LABELS, ML_PREFIX + HEADERS_NAME)}
 
 
 def read_labels(bucket) -> pd.DataFrame:

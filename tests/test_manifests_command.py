@@ -201,6 +201,24 @@ def test_check_sheets_reads_csv_exports_without_google(tmp_path: Path) -> None:
     assert "S01E02: the header has no 'FRAME NUMBER' column (header: 'ROW_INDEX', 'FRAME')" in result.output
 
 
+def test_check_sheets_reports_a_renamed_rarity_header_as_sync_would(tmp_path: Path, monkeypatch) -> None:
+    csv_path = tmp_path / "S01E01.csv"
+    csv_path.write_text(
+        "FRAME NUMBER,SUPERVISED CLASSIFICATION,JONNY RECLASSIFICATION\nTT_S01_E01_FRM-00-00-00-00,Rare,Trash\n",
+        encoding="utf-8",
+    )
+    write(tmp_path / "m", "S01-episodes.json", [entry("S01E01", str(csv_path))])
+
+    result = invoke("validate", "--check-sheets", str(tmp_path / "m"))
+    assert result.exit_code == 1
+    assert "header 'JONNY RECLASSIFICATION' looks like a renamed 'JONNY's RECLASSIFICATION'" in result.output
+    assert "Traceback" not in result.output
+
+    monkeypatch.setenv("TUTTLE_SHEET_OPTIONAL_COLUMNS", "JONNY's RECLASSIFICATION")
+    result = invoke("validate", "--check-sheets", str(tmp_path / "m"))
+    assert result.exit_code == 0, result.output
+
+
 # -------------------------------------------------------------------------------------------- push
 def test_push_uploads_only_what_changed(folder: Path, bucket) -> None:
     result = invoke("push", str(folder))
@@ -221,7 +239,7 @@ def test_push_uploads_only_what_changed(folder: Path, bucket) -> None:
     result = invoke("push", str(folder))
     assert result.exit_code == 0
     assert "uploaded  S02-episodes.json" in result.output and "unchanged  S01-episodes.json" in result.output
-    assert "only in S3 (left alone)  S09-episodes.json" in result.output
+    assert f"only in S3 (left alone; --delete-missing deletes it)  {PREFIX}S09-episodes.json" in result.output
     after = bucket.etags(PREFIX)
     assert after[PREFIX + "S01-episodes.json"] == before[PREFIX + "S01-episodes.json"]
     assert after[PREFIX + "S02-episodes.json"] != before[PREFIX + "S02-episodes.json"]
@@ -288,12 +306,12 @@ def test_list_shows_seasons_episodes_and_titles(folder: Path, bucket) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == f"s3://{bucket.name}/{PREFIX}"
-    assert lines[1].startswith("S01-episodes.json  season S01: 2 episodes, updated ")
+    assert lines[1].startswith(PREFIX + "S01-episodes.json  season S01: 2 episodes, updated ")
     assert lines[2:4] == [
         "  S01E01  Tuttle Twins S01E01 Unsupervised Clustering",
         "  S01E02  Tuttle Twins S01E02 Unsupervised Clustering",
     ]
-    assert lines[4].startswith("S02-episodes.json  season S02: 1 episode, updated ")
+    assert lines[4].startswith(PREFIX + "S02-episodes.json  season S02: 1 episode, updated ")
     assert lines[-1] == "2 manifest files, 3 episodes"
 
 
@@ -303,7 +321,7 @@ def test_list_reports_broken_files(bucket) -> None:
     bucket.put(PREFIX + "README.txt", "not a manifest")
     result = invoke("list")
     assert result.exit_code == 1
-    assert "  ERROR: S02-episodes.json: not valid JSON" in result.output
+    assert f"  ERROR: s3://{bucket.name}/{PREFIX}S02-episodes.json: not valid JSON" in result.output
     assert "README" not in result.output
     assert result.output.splitlines()[-1] == "2 manifest files, 1 episodes, 1 error(s)"
 

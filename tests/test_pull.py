@@ -143,7 +143,8 @@ def test_delete_removes_local_files_no_longer_in_the_pulled_datasets_only(synced
     # the test dataset was not pulled this time, so its files stay; so do files outside the datasets
     assert local_files(dest, "test") == objects_of(synced, "test") != {}
     assert outside.read_text() == "mine"
-    assert set(read_local_labels(dest)["dataset"]) == {"train"}
+    # the index describes every dataset folder under DEST: test's files (pulled earlier) are listed too
+    assert set(read_local_labels(dest)["dataset"]) == {"train", "test"}
 
 
 def test_delete_leaves_a_dataset_that_is_empty_in_s3_alone(bucket, tmp_path: Path) -> None:

@@ -25,6 +25,12 @@ def test_defaults_are_the_production_layout():
     assert s.google_credentials_file is None
 
 
+def test_optional_sheet_columns_are_rarity_headers_matched_as_in_sheets():
+    env = {"TUTTLE_SHEET_OPTIONAL_COLUMNS": " jonny’s reclassification , SUPERVISED CLASSIFICATION,"}
+    assert Settings.from_env(env).sheet_optional_columns == ("JONNY's RECLASSIFICATION", "SUPERVISED CLASSIFICATION")
+    assert Settings.from_env({}).sheet_optional_columns == ()
+
+
 def test_every_variable_is_read(tmp_path: Path):
     s = Settings.from_env(
         {
@@ -65,6 +71,7 @@ def test_every_variable_is_read(tmp_path: Path):
         ({"TUTTLE_SPLIT": "train=0.5,train=0.5"}, "named twice"),
         ({"TUTTLE_SPLIT": "tra/in=1"}, "name=share"),
         ({"TUTTLE_SPLIT": ","}, "no datasets"),
+        ({"TUTTLE_SHEET_OPTIONAL_COLUMNS": "JONNY RECLASSIFICATION"}, "TUTTLE_SHEET_OPTIONAL_COLUMNS"),
     ],
 )
 def test_bad_values_name_the_variable(env, named):

@@ -7,6 +7,7 @@ Exit codes: 0 the job did all it could (data findings, if any, are printed); 1 a
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .commands.pull import pull
 from .commands.report import report
 from .commands.status import status
 from .commands.sync import sync
+from .errors import RunStopped
 
 
 def setup_logging(verbose: int) -> None:
@@ -74,3 +76,18 @@ main.add_command(manifests)
 main.add_command(alarm)
 main.add_command(demo)
 main.add_command(status)
+
+
+def stop_on_signal(signum: int, frame: object) -> None:
+    """The SIGTERM handler: unwind like Ctrl-C would, so the run lock is released and the run is recorded as
+    failed with exit code 128 + signal (what the process returns); copies under way finish, no delete starts."""
+    raise RunStopped(signum)
+
+
+def run() -> None:
+    """The process entry point: `python data_preparation.py` and the `tuttle-prep` console script.
+
+    Installs the SIGTERM handler (only a process's own entry point may), then runs the click group.
+    """
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    sys.exit(main())

@@ -36,3 +36,11 @@ class LockError(TuttlePrepError):
 
 class LockHeld(LockError):
     """Another run holds the run lock; the message names it."""
+
+
+class RunStopped(SystemExit):
+    """The run was stopped by a signal (SIGTERM: cron's timeout, systemd, kill); the exit code is 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum

@@ -5,6 +5,7 @@ Every variable is documented in `.env.example`. A bad value raises `ConfigError`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .core.frame_table import RARITY_COLUMNS, normalize_header
 from .errors import ConfigError
 
 DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"
@@ -48,6 +50,21 @@ def parse_split(text: str, variable: str = "TUTTLE_SPLIT") -> dict[str, float]:
     return shares
 
 
+def parse_optional_columns(text: str, variable: str = "TUTTLE_SHEET_OPTIONAL_COLUMNS") -> tuple[str, ...]:
+    """`SUPERVISED CLASSIFICATION, JONNY's RECLASSIFICATION` -> those rarity headers; ConfigError for another name."""
+    by_normal = {normalize_header(c): c for c in RARITY_COLUMNS}
+    columns = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        column = by_normal.get(normalize_header(part))
+        if column is None:
+            names = ", ".join(f"'{c}'" for c in RARITY_COLUMNS)
+            raise ConfigError(f"{variable}: '{part.strip()}' is not a rarity column ({names})")
+        columns.append(column)
+    return tuple(dict.fromkeys(columns))
+
+
 def _prefix(value: str, variable: str) -> str:
     value = value.strip().lstrip("/")
     if not value:
@@ -70,6 +87,11 @@ def env_number(env: Mapping[str, str], variable: str, default: Any, kind: type =
     return value
 
 
+def seed_fingerprint(seed: str) -> str:
+    """The first 8 hex digits of the SHA-256 of `seed` (the seed itself is never printed)."""
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the data lives and how it is split. Built by `Settings.from_env`."""
@@ -86,6 +108,13 @@ class Settings:
     log_group: str | None = None
     lock_key: str = "tuttle_twins/locks/data-prep.lock"
     lock_stale_seconds: int = 6 * 3600
+    #: rarity columns an episode sheet may lack (any other missing or renamed rarity column skips the episode)
+    sheet_optional_columns: tuple[str, ...] = ()
+
+    @property
+    def seed_fingerprint(self) -> str:
+        """The first 8 hex digits of the seed's SHA-256: shown in run summaries so a change of seed is visible."""
+        return seed_fingerprint(self.split_seed)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,8 +126,9 @@ class Settings:
         img_size = env.get("TUTTLE_IMG_SIZE", cls.img_size).strip()
         if img_size not in IMG_SIZES:
             raise ConfigError(f"TUTTLE_IMG_SIZE must be one of {', '.join(IMG_SIZES)}; got '{img_size}'")
-        seed = env.get("TUTTLE_SPLIT_SEED", DEFAULT_SEED)
-        if not seed.strip():
+        # trimmed like every other setting: a stray space from a CI variable would reshuffle half the frames
+        seed = env.get("TUTTLE_SPLIT_SEED", DEFAULT_SEED).strip()
+        if not seed:
             raise ConfigError("TUTTLE_SPLIT_SEED must not be empty (it fixes which frame goes to which dataset)")
         creds = env.get("GOOGLE_DRIVE_CREDENTIALS_FILE", "").strip()
         log_group = env.get("TUTTLE_LOG_GROUP", "").strip()
@@ -117,4 +147,5 @@ class Settings:
             log_group=log_group or None,
             lock_key=env.get("TUTTLE_LOCK_KEY", cls.lock_key).strip().lstrip("/") or cls.lock_key,
             lock_stale_seconds=env_number(env, "TUTTLE_LOCK_STALE_SECONDS", cls.lock_stale_seconds, int, 60),
+            sheet_optional_columns=parse_optional_columns(env.get("TUTTLE_SHEET_OPTIONAL_COLUMNS", "")),
         )

@@ -94,10 +94,12 @@ def _dataset_counts(client, settings: Settings) -> str:
 
 def _sync(settings: Settings, options: SyncOptions, title: str) -> RunReport:
     click.secho(f"\n== {title}", bold=True)
-    report = run_sync(settings, options, build_context(settings, options), RunReport(dry_run=options.dry_run))
+    report = RunReport(dry_run=options.dry_run, seed_fingerprint=settings.seed_fingerprint)
+    report = run_sync(settings, options, build_context(settings, options), report)
     click.echo(report.table())
     for message in report.warnings + report.errors:
         click.echo(f"  note: {message}")
+    click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
     click.echo(report.outcome_line() + f"   (exit code {report.exit_code})")
     return report
 

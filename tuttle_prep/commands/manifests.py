@@ -18,6 +18,7 @@ import functools
 import hashlib
 import inspect
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -32,9 +33,16 @@ import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.frame_table import build_frame_table
-from ..core.manifests import LOCATION_KEYS, MANIFEST_SUFFIX, Episode, collect_episodes
+from ..core.manifests import (
+    LOCATION_KEYS,
+    MANIFEST_SUFFIX,
+    NEAR_MANIFEST,
+    Episode,
+    collect_episodes,
+    select_manifest_keys,
+)
 from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
-from ..core.sheets import SheetReader, SheetSource, is_google_location, location_kind
+from ..core.sheets import SheetReader, SheetSource, is_google_location, location_kind, sheet_location_problem
 from ..edges import aws
 from ..edges.csv_sheets import CsvFileSource, CsvS3Source
 from ..edges.google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
@@ -42,7 +50,6 @@ from ..errors import ConfigError, InventoryError, SheetError, TuttlePrepError
 from ..settings import Settings
 
 KNOWN_KEYS = ("season_code", "episode_code", "google_spreadsheet_title", *LOCATION_KEYS)
-_NEAR_MANIFEST = re.compile(r"episodes?\.json$", re.IGNORECASE)
 _SEASON_FILE = re.compile(rf"^(S\d{{2}}){re.escape(MANIFEST_SUFFIX)}$")
 SHEET_THREADS = 8
 
@@ -78,14 +85,14 @@ def read_directory(directory: Path) -> tuple[list[tuple[str, bytes]], list[str]]
                 files.append((path.name, path.read_bytes()))
             except OSError as exc:
                 raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-        elif _NEAR_MANIFEST.search(path.name):
+        elif NEAR_MANIFEST.search(path.name):
             ignored.append(f"{path.name}: ignored, the name does not end in '{MANIFEST_SUFFIX}'")
     return files, ignored
 
 
 def validate_files(files: Sequence[tuple[str, bytes | str]]) -> Findings:
     """Check manifest files (name, content): everything `collect_episodes` checks, plus link forms and names."""
-    manifests = collect_episodes(files)
+    manifests = collect_episodes(files, os.path.exists)
     found = Findings(files=list(manifests.files), episodes=list(manifests.episodes), errors=list(manifests.errors))
     for name, data in files:
         try:
@@ -96,7 +103,7 @@ def validate_files(files: Sequence[tuple[str, bytes | str]]) -> Findings:
             continue
         if not items:
             found.warnings.append(f"{name}: lists no episodes")
-        season_of_file = _SEASON_FILE.match(name)
+        season_of_file = _SEASON_FILE.match(name.rsplit("/", 1)[-1])
         for index, item in enumerate(items):
             if isinstance(item, dict):
                 _check_item(found, name, index, item, season_of_file.group(1) if season_of_file else None)
@@ -134,8 +141,9 @@ def _check_item(found: Findings, name: str, index: int, item: dict[str, Any], fi
                 found.errors.append(f"{where}: {location_key} '{value}' is {problem}")
             else:
                 keys[location_key] = spreadsheet_key(value)
-        elif location_kind(value) is None and location_key != chosen:  # the chosen one is checked on parsing
-            found.errors.append(f"{where}: {location_key} '{value}' is not a Google Sheets link, s3:// URL or path")
+        # the chosen link was checked on parsing
+        elif location_key != chosen and (problem := sheet_location_problem(value, os.path.exists)):
+            found.errors.append(f"{where}: {location_key} '{value}' is {problem}")
     if len(set(keys.values())) > 1:
         found.errors.append(
             f"{where}: {LOCATION_KEYS[0]} and {LOCATION_KEYS[1]} point at different spreadsheets "
@@ -181,8 +189,16 @@ def sheet_reader(settings: Settings, episodes: Sequence[Episode], client: Any = 
     return SheetReader(sources)
 
 
-def check_sheets(found: Findings, reader: SheetReader) -> None:
-    """Open every episode's sheet (a few at a time) and check its header; add errors/warnings to `found`."""
+def check_sheets(
+    found: Findings,
+    reader: SheetReader,
+    episodes: Sequence[Episode] | None = None,
+    optional_columns: Sequence[str] = (),
+) -> None:
+    """Open every episode's sheet (or those of `episodes`, a few at a time) and check its header; add
+    errors/warnings to `found`.
+
+    `optional_columns` are the rarity columns a sheet may lack (TUTTLE_SHEET_OPTIONAL_COLUMNS), as in sync."""
 
     def check(episode: Episode) -> tuple[Episode, pd.DataFrame | SheetError]:
         try:
@@ -191,12 +207,12 @@ def check_sheets(found: Findings, reader: SheetReader) -> None:
             return episode, exc
 
     with ThreadPoolExecutor(max_workers=SHEET_THREADS, thread_name_prefix="check-sheet") as pool:
-        for episode, outcome in pool.map(check, found.episodes):
+        for episode, outcome in pool.map(check, found.episodes if episodes is None else episodes):
             where = f"{episode.manifest}: episode {episode.episode_id}"
             if isinstance(outcome, SheetError):
                 found.errors.append(f"{where}: {outcome}")
                 continue
-            _check_table(found, episode, outcome, where)
+            _check_table(found, episode, outcome, where, optional_columns)
 
 
 def _read(reader: SheetReader, episode: Episode) -> pd.DataFrame:
@@ -206,7 +222,9 @@ def _read(reader: SheetReader, episode: Episode) -> pd.DataFrame:
     return reader.read(episode.sheet_location)
 
 
-def _check_table(found: Findings, episode: Episode, table: pd.DataFrame, where: str) -> None:
+def _check_table(
+    found: Findings, episode: Episode, table: pd.DataFrame, where: str, optional_columns: Sequence[str] = ()
+) -> None:
     problems = header_problems(list(table.columns))
     found.errors.extend(f"{where}: {problem}" for problem in problems)
     real_title = str(table.attrs.get("sheet_title", ""))
@@ -217,7 +235,12 @@ def _check_table(found: Findings, episode: Episode, table: pd.DataFrame, where: 
         )
     if problems:
         return
-    frames = build_frame_table(table, episode.episode_id, f"{episode.episode_id} sheet")
+    try:
+        frames = build_frame_table(table, episode.episode_id, f"{episode.episode_id} sheet", optional_columns)
+    except SheetError as exc:  # a header that looks like a renamed rarity column: sync would skip the episode
+        found.errors.append(f"{where}: {exc}")
+        return
+    found.warnings.extend(f"{where}: {note}" for note in frames.notes)
     rejected = frames.rejections
     found.sheets.append(
         f"{episode.episode_id}: {len(table):,} rows, {len(frames.frames):,} classified frames, "
@@ -243,7 +266,8 @@ def validate_directory(
     if not files:
         found.errors.append(f"no manifest files (*{MANIFEST_SUFFIX}) in {directory}")
     if check_sheets_too and found.episodes:
-        check_sheets(found, sheet_reader(settings or Settings.from_env(), found.episodes))
+        settings = settings or Settings.from_env()
+        check_sheets(found, sheet_reader(settings, found.episodes), optional_columns=settings.sheet_optional_columns)
     return found, files
 
 
@@ -264,10 +288,15 @@ class PushResult:
     findings: Findings
     uploaded: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    #: manifests in S3 with no local file (left alone)
+    #: full keys of manifests in S3 with no local file (left alone, or deleted with --delete-missing)
     only_in_s3: list[str] = field(default_factory=list)
+    #: full keys deleted (or, in a dry run, to delete) by --delete-missing
+    deleted: list[str] = field(default_factory=list)
+    #: (full key, why) of look-alike files under the prefix that the sync does not read
+    ignored: list[tuple[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
+    delete_missing: bool = False
 
     @property
     def ok(self) -> bool:
@@ -290,22 +319,64 @@ def _remote_matches(client: Any, bucket: str, key: str, data: bytes) -> bool | N
     return client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
 
 
+def _live_after_push(
+    client: Any, settings: Settings, files: list[tuple[str, bytes]], staying: list[RemoteManifest]
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """The manifests live after the push, in the order the sync reads them (by key): the local files (by their
+    name) and the S3 files that stay (by s3://bucket/key); plus an error per S3 file that cannot be read."""
+    live: list[tuple[str, str, bytes]] = [(name, name, data) for name, data in files]
+    errors: list[str] = []
+    for manifest in staying:
+        where = f"s3://{settings.bucket}/{manifest.key}"
+        try:
+            data = client.get_object(Bucket=settings.bucket, Key=manifest.key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            errors.append(f"{where}: cannot read ({aws.describe(exc)}), so the manifests after the push are unknown")
+            continue
+        live.append((manifest.name, where, data))
+    return [(where, data) for _, where, data in sorted(live, key=lambda item: item[0])], errors
+
+
 def push(
     directory: Path,
     settings: Settings,
     *,
     dry_run: bool = False,
     check_sheets_too: bool = False,
+    delete_missing: bool = False,
     client: Any = None,
 ) -> PushResult:
-    """Validate the folder; if it has no errors, upload the files that differ from S3 (all or nothing on errors)."""
-    findings, files = validate_directory(directory, settings=settings, check_sheets_too=check_sheets_too)
-    result = PushResult(findings=findings, dry_run=dry_run)
-    if not findings.ok:
-        return result
+    """Validate the manifests that will be live after the push, then upload the local files that differ from S3.
+
+    The live set is the local files plus the manifests in S3 without a local file (unless `delete_missing`
+    deletes those): an episode in two of them (a file renamed locally, the old name still in S3) is an error
+    naming both. Nothing is uploaded or deleted if there is any error; deletes run after every upload succeeded.
+    """
+    files, ignored_locally = read_directory(directory)
     client = client or s3_client()
     aws.check_bucket(client, settings.bucket)
     prefix = settings.manifests_prefix
+    listing = _list_manifests(client, settings)
+    local = {name for name, _ in files}
+    only_in_s3 = [m for m in listing.manifests if m.name not in local]
+    live, read_errors = _live_after_push(client, settings, files, [] if delete_missing else only_in_s3)
+    findings = validate_files(live)
+    findings.warnings[:0] = ignored_locally
+    findings.errors[:0] = read_errors
+    if not files:
+        findings.errors.append(f"no manifest files (*{MANIFEST_SUFFIX}) in {directory}")
+    local_episodes = [e for e in findings.episodes if e.manifest in local]
+    if check_sheets_too and local_episodes:
+        check_sheets(findings, sheet_reader(settings, local_episodes), local_episodes, settings.sheet_optional_columns)
+    result = PushResult(
+        findings=findings,
+        dry_run=dry_run,
+        delete_missing=delete_missing,
+        only_in_s3=[m.key for m in only_in_s3],
+        ignored=listing.ignored,
+    )
+    if not findings.ok:
+        return result
     for name, data in files:
         key = prefix + name
         try:
@@ -323,9 +394,14 @@ def push(
             result.uploaded.append(name)
         except (ClientError, BotoCoreError) as exc:
             result.errors.append(f"s3://{settings.bucket}/{key}: upload failed ({aws.describe(exc)})")
-    local = {name for name, _ in files}
-    remote = [key.rsplit("/", 1)[-1] for key, _ in _list_manifests(client, settings)]
-    result.only_in_s3 = [name for name in remote if name not in local]
+    if delete_missing and not result.errors:
+        for manifest in only_in_s3:
+            try:
+                if not dry_run:
+                    client.delete_object(Bucket=settings.bucket, Key=manifest.key)
+                result.deleted.append(manifest.key)
+            except (ClientError, BotoCoreError) as exc:
+                result.errors.append(f"s3://{settings.bucket}/{manifest.key}: delete failed ({aws.describe(exc)})")
     return result
 
 
@@ -343,44 +419,56 @@ class RemoteManifest:
         return self.key.rsplit("/", 1)[-1]
 
 
-def _list_manifests(client: Any, settings: Settings) -> list[tuple[str, datetime | None]]:
-    """(key, last modified) of every `*-episodes.json` under the manifests prefix; InventoryError on failure."""
-    found: list[tuple[str, datetime | None]] = []
+@dataclass
+class RemoteListing:
+    """The live manifests in S3 (directly under the prefix) and the look-alikes that are not read."""
+
+    manifests: list[RemoteManifest] = field(default_factory=list)
+    #: (full key, why it is not read)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _list_manifests(client: Any, settings: Settings) -> RemoteListing:
+    """The `*-episodes.json` directly under the manifests prefix (and what is left out); InventoryError on failure."""
+    modified: dict[str, datetime | None] = {}
     try:
         for page in client.get_paginator("list_objects_v2").paginate(
             Bucket=settings.bucket, Prefix=settings.manifests_prefix
         ):
             for obj in page.get("Contents", ()):
-                if obj["Key"].endswith(MANIFEST_SUFFIX):
-                    found.append((obj["Key"], obj.get("LastModified")))
+                modified[obj["Key"]] = obj.get("LastModified")
     except (ClientError, BotoCoreError) as exc:
         raise InventoryError(
             f"listing s3://{settings.bucket}/{settings.manifests_prefix} failed: {aws.describe(exc)}"
         ) from None
-    return sorted(found)
+    selected, ignored = select_manifest_keys(modified, settings.manifests_prefix)
+    return RemoteListing([RemoteManifest(key, modified[key]) for key in selected], ignored)
 
 
-def list_remote(settings: Settings, *, client: Any = None) -> list[RemoteManifest]:
-    """Every manifest in S3 with its episodes; episodes repeated across files are reported as errors."""
+def list_remote(settings: Settings, *, client: Any = None) -> RemoteListing:
+    """Every live manifest in S3 with its episodes; episodes repeated across files are reported as errors.
+
+    Messages name each file by its full key (s3://bucket/key)."""
     client = client or s3_client()
     aws.check_bucket(client, settings.bucket)
-    manifests: list[RemoteManifest] = []
+    listing = _list_manifests(client, settings)
     contents: list[tuple[str, bytes]] = []
-    for key, modified in _list_manifests(client, settings):
-        manifest = RemoteManifest(key=key, last_modified=modified)
-        manifests.append(manifest)
+    by_where: dict[str, RemoteManifest] = {}
+    for manifest in listing.manifests:
+        where = f"s3://{settings.bucket}/{manifest.key}"
+        by_where[where] = manifest
         try:
-            contents.append((manifest.name, client.get_object(Bucket=settings.bucket, Key=key)["Body"].read()))
+            contents.append((where, client.get_object(Bucket=settings.bucket, Key=manifest.key)["Body"].read()))
         except (ClientError, BotoCoreError) as exc:
-            manifest.errors.append(f"{manifest.name}: cannot read ({aws.describe(exc)})")
-    collected = collect_episodes(contents)
-    by_name = {m.name: m for m in manifests}
+            manifest.errors.append(f"{where}: cannot read ({aws.describe(exc)})")
+    collected = collect_episodes(contents, os.path.exists)
     for episode in collected.episodes:
-        by_name[episode.manifest].episodes.append(episode)
+        by_where[episode.manifest].episodes.append(episode)
     for message in collected.errors:
-        name = message.split(":", 1)[0]
-        (by_name.get(name) or manifests[0]).errors.append(message)
-    return manifests
+        # every message starts with the file it is about
+        owner = next((m for w, m in by_where.items() if message.startswith(w + ":")), listing.manifests[0])
+        owner.errors.append(message)
+    return listing
 
 
 # ---- the click commands ------------------------------------------------------------------------
@@ -456,8 +544,10 @@ def validate_command(directory: Path, check_sheets: bool) -> None:
 
     Checks that each file is a JSON list, that every episode has its keys, that season and episode
     codes look like S01 and E01, that no episode is listed twice (across all files) and that sheet
-    links are share links of Google spreadsheets. With --check-sheets also opens every sheet and
-    checks its header (FRAME NUMBER and a rarity column) and that its title matches the manifest.
+    links are share links of Google spreadsheets, s3:// or file:// URLs, or local paths of CSV exports
+    (a local path must exist or end in .csv: a bare word like TODO, or a Google link without https://,
+    is an error). With --check-sheets also opens every sheet and checks its header (FRAME NUMBER and a
+    rarity column, none named twice) and that its title matches the manifest.
     """
     settings = Settings.from_env() if check_sheets else None
     findings, _ = validate_directory(directory, settings=settings, check_sheets_too=check_sheets)
@@ -466,37 +556,61 @@ def validate_command(directory: Path, check_sheets: bool) -> None:
     sys.exit(EXIT_OK if findings.ok else EXIT_ERRORS)
 
 
-@manifests.command("push", short_help="Validate, then upload the changed manifest files to S3.")
+@manifests.command("push", short_help="Validate the manifests live after the push, then upload the changed files.")
 @_directory
 @_check_sheets
-@click.option("--dry-run", is_flag=True, help="Show which files would be uploaded; upload nothing.")
+@click.option("--dry-run", is_flag=True, help="Show which files would be uploaded (and deleted); change nothing.")
+@click.option(
+    "--delete-missing",
+    is_flag=True,
+    help="Also delete the manifests in S3 that have no file in DIR (e.g. the old name of a renamed file).",
+)
 @_exit_codes
-def push_command(directory: Path, check_sheets: bool, dry_run: bool) -> None:
-    """Validate DIR (default: manifests/), then upload the files that changed to S3.
+def push_command(directory: Path, check_sheets: bool, dry_run: bool, delete_missing: bool) -> None:
+    """Validate DIR (default: manifests/) with what stays in S3, then upload the files that changed.
 
-    Files go to s3://TUTTLE_BUCKET/TUTTLE_MANIFESTS_PREFIX<file name>. A file whose content is
-    already in S3 is not uploaded again. If any file has an error, nothing is uploaded.
-    Manifests in S3 without a local file are listed and left alone.
+    Files go to s3://TUTTLE_BUCKET/TUTTLE_MANIFESTS_PREFIX<file name>. What is checked is the set the
+    sync will read after the push: the files of DIR plus the manifests already in S3 that have no file
+    in DIR (unless --delete-missing deletes them). An episode in two files (a manifest renamed locally
+    whose old name is still in S3) is an error naming both files. If there is any error, nothing is
+    uploaded or deleted. A file whose content is already in S3 is not uploaded again. Without
+    --delete-missing, manifests in S3 without a local file are listed and left alone; with it they are
+    deleted after every upload succeeded. Files in subfolders of the prefix are never read by the sync,
+    never checked and never deleted.
     """
     settings = Settings.from_env()
-    result = push(directory, settings, dry_run=dry_run, check_sheets_too=check_sheets)
+    result = push(
+        directory, settings, dry_run=dry_run, check_sheets_too=check_sheets, delete_missing=delete_missing
+    )
     _print_findings(result.findings)
     if not result.findings.ok:
         click.echo(_summary(result.findings))
+        if result.only_in_s3 and not delete_missing:
+            click.echo(
+                "these manifests stay live in S3 after the push: "
+                + ", ".join(f"s3://{settings.bucket}/{key}" for key in result.only_in_s3)
+                + "; if a file was renamed in DIR, push with --delete-missing to delete the old name"
+            )
         click.echo("nothing uploaded: fix the errors above first")
         sys.exit(EXIT_ERRORS)
     target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
     verb = "would upload" if dry_run else "uploaded"
     for name in result.uploaded:
-        click.echo(f"{verb}  {name}")
+        click.echo(f"{verb}  {name} -> {settings.manifests_prefix}{name}")
     for name in result.unchanged:
         click.echo(f"unchanged  {name}")
-    for name in result.only_in_s3:
-        click.echo(f"only in S3 (left alone)  {name}")
+    for key in result.only_in_s3:
+        if key in result.deleted:
+            click.echo(f"{'would delete' if dry_run else 'deleted'} (only in S3)  {key}")
+        elif not delete_missing:
+            click.echo(f"only in S3 (left alone; --delete-missing deletes it)  {key}")
+    for key, why in result.ignored:
+        click.echo(f"ignored  {key}: {why}")
     for message in result.errors:
         click.echo(f"ERROR: {message}")
+    deleted = f", {len(result.deleted)} {'would delete' if dry_run else 'deleted'}" if delete_missing else ""
     click.echo(
-        f"{target}: {len(result.uploaded)} {verb}, {len(result.unchanged)} unchanged"
+        f"{target}: {len(result.uploaded)} {verb}, {len(result.unchanged)} unchanged{deleted}"
         + (f", {len(result.errors)} failed" if result.errors else "")
     )
     sys.exit(EXIT_OK if result.ok else EXIT_ERRORS)
@@ -505,10 +619,17 @@ def push_command(directory: Path, check_sheets: bool, dry_run: bool) -> None:
 @manifests.command("list", short_help="Show the manifests in S3: seasons, episodes, sheet titles.")
 @_exit_codes
 def list_command() -> None:
-    """Show the manifests in S3: each file's season, episodes and sheet titles."""
+    """Show the manifests in S3: each file's season, episodes and sheet titles.
+
+    Only the *-episodes.json files directly under TUTTLE_MANIFESTS_PREFIX are read (as by the sync);
+    look-alike files (in subfolders, or with another name) are listed as ignored.
+    """
     settings = Settings.from_env()
-    remote = list_remote(settings)
+    listing = list_remote(settings)
+    remote = listing.manifests
     target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
+    for key, why in listing.ignored:
+        click.echo(f"ignored  {key}: {why}")
     if not remote:
         click.echo(f"{target}: no manifest files (*{MANIFEST_SUFFIX})")
         sys.exit(EXIT_ERRORS)
@@ -518,7 +639,7 @@ def list_command() -> None:
         seasons = ", ".join(sorted({e.season_code for e in manifest.episodes})) or "?"
         when = f", updated {manifest.last_modified:%Y-%m-%d %H:%M %Z}".rstrip() if manifest.last_modified else ""
         count = len(manifest.episodes)
-        click.echo(f"{manifest.name}  season {seasons}: {count} episode{'s' * (count != 1)}{when}")
+        click.echo(f"{manifest.key}  season {seasons}: {count} episode{'s' * (count != 1)}{when}")
         for episode in manifest.episodes:
             click.echo(f"  {episode.episode_id}  {episode.title or '(no google_spreadsheet_title)'}")
         for message in manifest.errors:

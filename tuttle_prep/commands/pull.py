@@ -1,10 +1,14 @@
 """`pull`: copy datasets from S3 to a local folder (a training box), incrementally.
 
 The local layout mirrors the ML prefix: `DEST/<dataset>/<rarity>/<frame>.jpg`, plus `DEST/labels.csv`
-(LABEL_COLUMNS for the pulled datasets). A file is downloaded when it is missing locally or its size
-differs from the object's; each download goes to `<name>.part` first and is renamed when complete, so an
-interrupted pull never leaves a truncated jpg under its real name. `--delete` removes every other file
-under `DEST/<dataset>/` of the pulled datasets (and then-empty folders); nothing outside them is touched.
+(LABEL_COLUMNS): the pulled datasets' files that are on disk after this run (a failed download has no row),
+and the files of every other configured dataset folder under DEST, as they are on disk (a second pull of
+other datasets into the same DEST keeps the first pull's datasets in the index).
+
+A file is downloaded when it is missing locally or its size differs from the object's; each download
+goes to `<name>.part` first and is renamed when complete, so an interrupted pull never leaves a truncated
+jpg under its real name. `--delete` removes every other file under `DEST/<dataset>/` of the pulled datasets
+(and then-empty folders); nothing outside them is touched.
 Metadata comes from the labels index the sync writes (`<ML prefix>labels.csv`), when there is one.
 """
 
@@ -63,6 +67,8 @@ class PullResult:
     metadata_note: str | None = None
     #: requested datasets with no files in S3 (with --delete, their local folders are left alone)
     empty_datasets: list[str] = field(default_factory=list)
+    #: dataset folders under DEST not pulled this run, whose files labels.csv lists as they are on disk
+    indexed_from_disk: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -117,6 +123,33 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     part.write_bytes(data)
     os.replace(part, path)
     return True
+
+
+def local_dataset_files(dest: Path, layout: KeyLayout, datasets: Sequence[str]) -> pd.DataFrame:
+    """The dataset files on disk under `dest/<dataset>/` (INVENTORY_COLUMNS, keys as in S3); other files skipped."""
+    keys = []
+    for dataset in datasets:
+        root = dest / dataset
+        for folder, _, files in os.walk(root):
+            relative = Path(folder).relative_to(dest).as_posix()
+            keys.extend(f"{layout.ml_prefix}{relative}/{name}" for name in files if not name.endswith(PART_SUFFIX))
+    found, _ = layout.parse_dataset_keys(keys)
+    return found
+
+
+def index_catalogue(
+    dest: Path, layout: KeyLayout, datasets: Sequence[str], current: pd.DataFrame, result: PullResult
+) -> pd.DataFrame:
+    """What DEST/labels.csv lists: the pulled datasets' S3 files that are on disk (a failed download has no row),
+    and the files of every other configured dataset folder already under DEST (pulled by an earlier run)."""
+    # a listed file is on disk unless its download failed: it was up to date (same size) or has just been written
+    failed = {failure.key for failure in result.failures}
+    pulled = current[~current["key"].isin(failed)] if failed else current
+    result.indexed_from_disk = [d for d in layout.datasets if d not in datasets and (dest / d).is_dir()]
+    if not result.indexed_from_disk:
+        return pulled
+    earlier = local_dataset_files(dest, layout, result.indexed_from_disk)
+    return pd.concat([pulled, earlier], ignore_index=True)
 
 
 def _index_metadata(store: S3Bucket, layout: KeyLayout, result: PullResult) -> pd.DataFrame | None:
@@ -174,7 +207,9 @@ def pull_datasets(
         deletable = [d for d in datasets if d not in result.empty_datasets]
         result.deleted = delete_extra_files(dest, deletable, wanted)
 
-    labels = build_labels(current, _index_metadata(store, layout, result))
+    labels = build_labels(
+        index_catalogue(dest, layout, datasets, current, result), _index_metadata(store, layout, result)
+    )
     result.labels_rows = len(labels)
     result.labels_written = write_if_changed(dest / LABELS_NAME, labels_csv(labels))
     return result
@@ -208,9 +243,11 @@ def _size(n: int) -> str:
 def pull(datasets: tuple[str, ...], dest: Path, delete: bool, workers: int) -> None:
     """Download datasets to a local folder: only files missing locally or of another size.
 
-    Writes DEST/labels.csv (frame,episode_id,dataset,rarity,metadata,s3_key) for the pulled datasets,
-    with metadata from the labels index a real sync keeps in S3. A rerun with nothing changed downloads
-    nothing. Exit status: 0 done, 1 a listing or download failed, 2 usage or configuration error.
+    Writes DEST/labels.csv (frame,episode_id,dataset,rarity,metadata,s3_key) for every dataset folder
+    under DEST: the pulled datasets' files that are on disk (a failed download gets no row) and, as they
+    are on disk, the files of other datasets pulled earlier into DEST. Metadata comes from the labels
+    index a real sync keeps in S3. A rerun with nothing changed downloads nothing. Exit status: 0 done,
+    1 a listing or download failed, 2 usage or configuration error.
     """
     settings = load_settings()
     for name in datasets:
@@ -240,6 +277,12 @@ def pull(datasets: tuple[str, ...], dest: Path, delete: bool, workers: int) -> N
         outcome_log.error("download %s failed: %s", failure.key, failure.error)
     if result.failed > 20:
         outcome_log.error("... and %d more failed downloads", result.failed - 20)
+    if result.indexed_from_disk:
+        outcome_log.info(
+            "labels.csv also lists the files of %s already under %s (not pulled this run)",
+            ", ".join(result.indexed_from_disk),
+            dest,
+        )
     deleted = f", deleted {result.deleted:,} local files" if delete else ""
     labels = "written" if result.labels_written else "unchanged"
     click.echo(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..core.run_report import EXIT_ERRORS, EXIT_OK
 from ..edges.s3_bucket import S3Bucket
 from ..edges.s3_listing import list_datasets
 from ..edges.s3_objects import read_manifests
+from ..edges.s3_sheet_headers import headers_key
 from ..errors import InventoryError
 from ..settings import Settings
 from .common import episode_option, fail_config, key_layout, load_settings, make_folder, open_bucket, season_option
@@ -68,7 +70,7 @@ def report(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, outpu
         log.error("%s; no report written", exc)
         sys.exit(EXIT_ERRORS)
     current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
-    unexpected = [k for k in unexpected if k != labels_key(settings.ml_prefix)]
+    unexpected = [k for k in unexpected if k not in (labels_key(settings.ml_prefix), headers_key(settings.ml_prefix))]
 
     known = _manifest_episodes(store, settings)
     selected = None
@@ -106,11 +108,14 @@ def report(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, outpu
 def _manifest_episodes(store: S3Bucket, settings: Settings) -> set[str] | None:
     """Every episode of the manifests, or None (with a warning) if they cannot be read at all."""
     try:
-        files, read_errors = read_manifests(store, settings.manifests_prefix)
+        ignored: list[str] = []
+        files, read_errors = read_manifests(store, settings.manifests_prefix, ignored)
     except InventoryError as exc:
         log.warning("%s; orphans cannot be told apart", exc)
         return None
-    manifests = collect_episodes(files)
+    for message in ignored:
+        log.warning(message)
+    manifests = collect_episodes(files, os.path.exists)
     for message in read_errors + manifests.errors:
         log.warning(message)
     if not files:

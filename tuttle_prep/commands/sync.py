@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -22,8 +23,9 @@ from typing import Any
 
 import click
 import pandas as pd
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core.delete_guard import DeleteLimit, delete_guard
+from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
 from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
 from ..core.labels import labels_key
@@ -32,6 +34,7 @@ from ..core.plan import KeyLayout, Plan, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..edges import aws
+from ..edges.aws import describe
 from ..edges.cloudwatch import log_group_from_env, observed_run
 from ..edges.csv_sheets import CsvFileSource, CsvS3Source
 from ..edges.data_digest import (
@@ -48,6 +51,7 @@ from ..edges.s3_labels import update_labels_index
 from ..edges.s3_listing import list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
+from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
 from ..errors import ConfigError, InventoryError, LockError, SheetContentError, SheetError
 from ..settings import Settings
 from .common import episode_option, season_option
@@ -122,11 +126,19 @@ def build_context(settings: Settings, options: SyncOptions, run_id: str | None =
 
 
 def load_frames(
-    episodes: list[Episode], reader: SheetReader, report: RunReport, allow_empty: bool
-) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    episodes: list[Episode],
+    reader: SheetReader,
+    report: RunReport,
+    allow_empty: bool,
+    optional_columns: tuple[str, ...] = (),
+    seen_columns: dict[str, list[str]] | None = None,
+) -> tuple[dict[str, pd.DataFrame], set[str], set[str]]:
     """Read every episode's sheet (a few at a time) into its classified frames; skip and report failures.
 
-    Returns the frames by episode and the frames held back by rejected rows.
+    Returns the frames by episode, the frames held back by rejected rows, and the episodes whose plain
+    deletes are all held back (a rejected row names no frame of the episode, so any delete could be its frame).
+    `seen_columns` (the rarity columns each sheet had in earlier runs) is updated with the sheets read; a sheet
+    that lost one of them, and `optional_columns` does not name it, skips its episode.
     """
 
     def load(episode: Episode) -> tuple[Episode, Any, SheetRef | None]:
@@ -142,12 +154,14 @@ def load_frames(
             columns=tuple(str(c) for c in raw.columns),
         )
         try:
-            return episode, build_frame_table(raw, episode.episode_id, f"{episode.episode_id} sheet"), ref
+            where = f"{episode.episode_id} sheet"
+            return episode, build_frame_table(raw, episode.episode_id, where, optional_columns), ref
         except SheetError as exc:  # read, but what it says cannot be used: a data finding
             return episode, SheetContentError(str(exc)), ref
 
     loaded: dict[str, pd.DataFrame] = {}
     held: set[str] = set()
+    held_episodes: set[str] = set()
     rejections = [report.rejections]
     with ThreadPoolExecutor(max_workers=SHEET_THREADS, thread_name_prefix="sheet") as pool:
         for episode, outcome, ref in pool.map(load, episodes):
@@ -162,8 +176,25 @@ def load_frames(
                 report.error(f"{eid}: {outcome}")
                 report.skip(eid, "sheet not read")
                 continue
+            if seen_columns is not None:
+                lost = [
+                    c
+                    for c in seen_columns.get(eid, ())
+                    if c not in outcome.rarity_columns and c not in optional_columns
+                ]
+                if lost:  # what the sheet says: a data finding for its owners
+                    report.finding(
+                        f"{eid} sheet: no '{lost[0]}' column, which earlier runs saw; the episode is skipped (its "
+                        "files stay as they are) rather than planned from the less trusted columns; restore the "
+                        "column, or name it in TUTTLE_SHEET_OPTIONAL_COLUMNS if it was removed on purpose"
+                    )
+                    report.skip(eid, "rarity column lost", data=True)
+                    continue
+                seen_columns[eid] = list(outcome.rarity_columns)
             rejections.append(outcome.rejections)
             held |= outcome.held_frames
+            for note in outcome.notes:
+                report.warn(f"{eid}: {note}")
             for row in outcome.rejections.head(REJECTIONS_SHOWN).itertuples(index=False):
                 report.finding(f"{eid} sheet row {row.row}, column {row.column!r}: {row.value!r} {row.reason}")
             if len(outcome.rejections) > REJECTIONS_SHOWN:
@@ -171,6 +202,14 @@ def load_frames(
                 report.finding(
                     f"{eid}: ... and {more:,} more rejected rows in its sheet ({REJECTIONS_SHOWN} shown); "
                     "--findings-out lists them all"
+                )
+            untied = outcome.untied_rows
+            if untied:  # rejected rows (data findings); holding the deletes back keeps their files
+                held_episodes.add(eid)
+                rows = ", ".join(str(r) for r in untied[:10]) + (", ..." if len(untied) > 10 else "")
+                report.finding(
+                    f"{eid}: {len(untied):,} rejected rows name no frame of this episode (sheet rows {rows}); "
+                    f"every plain delete of {eid} is held back until they are fixed"
                 )
             if outcome.frames.empty and not allow_empty:
                 report.finding(f"{eid}: the sheet has no classified frames; skipped (use --allow-empty to empty it)")
@@ -184,7 +223,7 @@ def load_frames(
             )
             loaded[eid] = outcome.frames.assign(episode_id=eid)
     report.rejections = pd.concat([r for r in rejections if len(r)] or [report.rejections], ignore_index=True)
-    return loaded, held
+    return loaded, held, held_episodes
 
 
 def _record_counts(report: RunReport, plan: Plan | None, episode_ids: list[str]) -> None:
@@ -207,9 +246,10 @@ def run_sync(
 
     with ExitStack() as held:
         held.callback(store.close)  # stops the worker processes a large listing may have started
+        lock = None
         if not options.dry_run:  # a dry run writes nothing, so it runs beside a real one
             try:
-                held.enter_context(context.lock())
+                lock = held.enter_context(context.lock())
             except LockError as exc:
                 report.error(str(exc))
                 return report
@@ -217,7 +257,9 @@ def run_sync(
         if plan is None:
             return report
         # checked in a dry run too, so it tells whether the real run would refuse
-        guard = delete_guard(plan.deletes_leaving(), plan.current_count, options.max_delete)
+        guard = delete_guard(plan.deletes_leaving(), plan.current_count, options.max_delete) or episode_delete_guard(
+            plan.deletes_leaving_by_episode(), options.max_delete
+        )
         if guard and not options.force:
             report.refused = guard
             log.warning(guard)
@@ -230,7 +272,13 @@ def run_sync(
         log.info(
             "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
         )
-        result = apply_plan(store, plan, plain_deletes=report.refused is None, on_progress=log.info)
+        result = apply_plan(
+            store,
+            plan,
+            plain_deletes=report.refused is None,
+            on_progress=log.info,
+            before_deletes=getattr(lock, "still_ours", None),
+        )
         report.applied = True
         report.copied, report.moved, report.deleted = result.copied, result.moved, result.deleted
         report.failed = result.failed
@@ -244,6 +292,12 @@ def run_sync(
                 f"{result.deletes_held_back:,} plain deletes held back because {result.failed:,} operations failed; "
                 "the next run retries them"
             )
+        if result.deletes_stopped:
+            report.error(
+                f"{result.deletes_stopped}; this run deleted nothing (not even the sources of its moves) and "
+                "leaves the labels index alone: the lock's holder plans from the bucket as it is now"
+            )
+            return report
         update_labels_index(store, layout, plan, report, result)
     return report
 
@@ -253,16 +307,19 @@ def _plan_run(
 ) -> Plan | None:
     store = context.store
     try:
-        files, read_errors = read_manifests(store, settings.manifests_prefix)
+        ignored: list[str] = []
+        files, read_errors = read_manifests(store, settings.manifests_prefix, ignored)
     except InventoryError as exc:
         report.error(f"{exc}; nothing was planned or changed")
         return None
+    for message in ignored:
+        report.warn(message)
     for message in read_errors:
         report.error(message)
     if not files and not read_errors:
         report.error(f"no manifests (*-episodes.json) under s3://{settings.bucket}/{settings.manifests_prefix}")
         return None
-    manifests = collect_episodes(files)
+    manifests = collect_episodes(files, os.path.exists)
     for message in manifests.errors:
         report.error(message)
     episodes = filter_episodes(manifests.episodes, options.seasons, options.episodes)
@@ -276,7 +333,14 @@ def _plan_run(
         )
     log.info("%d manifest files, %d episodes, %d selected", len(files), len(manifests.episodes), len(episodes))
 
-    frames, held = load_frames(episodes, context.reader, report, options.allow_empty)
+    memory_key = headers_key(settings.ml_prefix)
+    seen_before, memory_problem = read_seen_headers(store, memory_key)
+    if memory_problem:
+        report.warn(f"{memory_problem}; a sheet that lost a rarity column earlier runs saw is not noticed this run")
+    seen = dict(seen_before) if seen_before is not None else None
+    frames, held, held_episodes = load_frames(
+        episodes, context.reader, report, options.allow_empty, settings.sheet_optional_columns, seen
+    )
 
     expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
     try:
@@ -301,17 +365,27 @@ def _plan_run(
         report.skip(eid, "source listing failed")
         frames.pop(eid, None)
 
-    unexpected = [k for k in unexpected if k != labels_key(settings.ml_prefix)]  # the job's own index
+    own = {labels_key(settings.ml_prefix), memory_key}  # the job's own index and header memory
+    unexpected = [k for k in unexpected if k not in own]
     report.unexpected = len(unexpected)
     for key in unexpected[:20]:
         report.warn(f"not a dataset object, left alone: {key}")
     if len(unexpected) > 20:
         report.warn(f"... and {len(unexpected) - 20:,} more keys under {settings.ml_prefix} left alone")
 
+    if seen is not None and seen != seen_before and not options.dry_run:  # only once the listings succeeded
+        try:
+            write_seen_headers(store, memory_key, seen)
+        except (ClientError, BotoCoreError) as exc:
+            report.warn(f"s3://{settings.bucket}/{memory_key}: not updated ({describe(exc)})")
     prune = options.prune_orphans
-    if prune and manifests.errors:
-        report.error("--prune-orphans ignored: some manifests have errors, so orphans cannot be told apart")
+    manifest_problems = read_errors + manifests.errors
+    if prune and manifest_problems:
+        report.error(
+            "--prune-orphans ignored: some manifests have errors or could not be read, so orphans cannot be told apart"
+        )
         prune = False
+    known_episodes = manifests.episode_ids | doubtful_episodes(manifest_problems, current["episode_id"])
     frame_list = list(frames.values())
     all_frames = (
         pd.concat(frame_list, ignore_index=True)
@@ -325,9 +399,10 @@ def _plan_run(
         sources,
         layout,
         planned_episodes=set(frames),
-        known_episodes=manifests.episode_ids,
+        known_episodes=known_episodes,
         prune_orphans=prune,
         held_frames=held,
+        held_episodes=held_episodes,
     )
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
     report.planned = True
@@ -351,6 +426,25 @@ def _plan_run(
     if options.plan_out is not None:
         write_plan_csv(plan, options.plan_out)
     return plan
+
+
+_MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
+_SEASON_CODE = re.compile(r"S\d{2}\Z", re.IGNORECASE)
+
+
+def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[str]:
+    """Listed episodes a manifest that could not be read or parsed may hold: they count as known, not orphans.
+
+    Every problem message names its manifest file; `S02-episodes.json` covers season S02. A file whose name
+    gives no season (or a problem naming no file) could hold any episode: then every listed one counts.
+    """
+    seasons: set[str] = set()
+    for message in manifest_problems:
+        names = _MANIFEST_NAMED.findall(message)
+        if not names or not all(_SEASON_CODE.match(n) for n in names):
+            return set(listed)
+        seasons.update(n.upper() for n in names)
+    return {e for e in set(listed) if e[:3] in seasons}
 
 
 def write_plan_csv(plan: Plan, path: Path) -> None:
@@ -439,6 +533,7 @@ def sync(
     with observed_run(report, log_group_from_env(os.environ), publish_metrics=not dry_run):
         try:
             settings = Settings.from_env()
+            report.seed_fingerprint = settings.seed_fingerprint
             context = build_context(settings, options, report.run_id)
             run_sync(settings, options, context, report)
             if findings_out is not None:
@@ -474,6 +569,8 @@ def print_report(report: RunReport) -> int:
         outcome_log.error(message)
     if report.refused:
         outcome_log.error(report.refused)
+    if report.seed_fingerprint:
+        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
     click.echo(report.outcome_line())
     return report.exit_code
 

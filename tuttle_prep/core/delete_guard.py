@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 
 @dataclass(frozen=True)
 class DeleteLimit:
@@ -54,4 +56,36 @@ def delete_guard(deletes: int, existing: int, limit: DeleteLimit | None) -> str 
     return (
         f"refusing {deletes:,} deletes of the {existing:,} dataset files of the planned episodes "
         f"({rule}); check the sheets, then rerun with --force or a higher --max-delete"
+    )
+
+
+#: episodes named one by one in a per-episode refusal
+EPISODES_SHOWN = 5
+
+
+def episode_delete_guard(counts: pd.DataFrame, limit: DeleteLimit | None) -> str | None:
+    """The refusal message if one episode would lose too many of its own files, else None.
+
+    `counts` is `Plan.deletes_leaving_by_episode()`. The default rule is the run-wide one per episode (more
+    than 10 % of its files and more than 100); `--max-delete P%` applies P per episode, and `--max-delete N`
+    is already exceeded run-wide by any episode above N.
+    """
+    if limit is None:
+        deletes = counts["deletes"]
+        over = counts[(deletes > DEFAULT_DELETE_FLOOR) & (deletes > counts["files"] * DEFAULT_DELETE_SHARE)]
+        rule = f"more than {DEFAULT_DELETE_SHARE:.0%} of its files and more than {DEFAULT_DELETE_FLOOR}"
+    else:
+        over = counts[[limit.exceeded(int(d), int(f)) for d, f in zip(counts["deletes"], counts["files"], strict=True)]]
+        shown = limit.count if limit.count is not None else f"{limit.percent:g}%"
+        rule = f"more than --max-delete {shown} of its files"
+    if over.empty:
+        return None
+    named = "; ".join(
+        f"{eid} would lose {int(row.deletes):,} of its {int(row.files):,} dataset files"
+        for eid, row in over.head(EPISODES_SHOWN).iterrows()
+    )
+    more = f" (and {len(over) - EPISODES_SHOWN} more episodes)" if len(over) > EPISODES_SHOWN else ""
+    return (
+        f"refusing the deletes: {named}{more} ({rule}, per episode); check those sheets, then rerun with --force "
+        "or a higher --max-delete"
     )

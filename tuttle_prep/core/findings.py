@@ -13,6 +13,7 @@ fix these, so they get the digest and operations get no text. `sync --strict` ma
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +44,10 @@ SNS_MAX_BYTES = 262_144
 SNS_MAX_SUBJECT = 100
 #: the command that lists every data finding, named where the digest has to stop
 LIST_ALL_COMMAND = "python data_preparation.py sync --dry-run --findings-out findings.csv"
+
+
+#: how the frame table names a cell right of the header's last column ('H (beyond the header)')
+_BEYOND_HEADER = re.compile(r"^([A-Z]{1,3}) \(beyond the header\)$")
 
 
 def column_letters(index: int) -> str:
@@ -85,11 +90,11 @@ class SheetRef:
     columns: tuple[str, ...] = field(default_factory=tuple)
 
     def a1(self, row: int, column: str) -> str | None:
-        """'F5' for sheet row 5 of the column headed `column`; None if the header has no such column."""
-        try:
+        """'F5' for sheet row 5 of the column headed `column` (or named 'H (beyond the header)'); else None."""
+        if column in self.columns:
             return f"{column_letters(self.columns.index(column))}{int(row)}"
-        except ValueError:
-            return None
+        beyond = _BEYOND_HEADER.match(column)
+        return f"{beyond.group(1)}{int(row)}" if beyond else None
 
     def cell(self, row: int, column: str) -> str:
         """A link to the cell (Google), else the file and row (a CSV export)."""

@@ -7,8 +7,10 @@ repaired by falling back to a less trusted column.
 
 from __future__ import annotations
 
+import difflib
 import re
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,7 +36,10 @@ SHEET_HEADER = (
 )
 
 FRAME_PATTERN = r"TT_S(\d{2})_E(\d{2})_FRM-(\d{2})-([0-5]\d)-([0-5]\d)-([01]\d|2[0-3])"
-_FRAME_RE = re.compile(f"^{FRAME_PATTERN}$")
+#: whole cells only: `$` would also match before a final newline
+_FRAME_RE = re.compile(f"{FRAME_PATTERN}\\Z")
+#: an unknown header this close (difflib ratio of the normalised names) to a rarity column is taken for it, renamed
+CLOSE_HEADER_RATIO = 0.8
 #: header row is sheet row 1, so data row i (0-based) is sheet row i + 2
 FIRST_DATA_ROW = 2
 
@@ -53,7 +58,7 @@ def normalize_rarity(value: str) -> str | None:
 
 def parse_frame(frame: str) -> tuple[str, int] | None:
     """'TT_S01_E02_FRM-00-01-02-03' -> ('S01E02', 62 seconds into the episode); None if malformed."""
-    match = _FRAME_RE.match(frame)
+    match = _FRAME_RE.match(frame) if isinstance(frame, str) else None
     if match is None:
         return None
     season, episode, hh, mm, ss, _ = match.groups()
@@ -78,16 +83,33 @@ class FrameTable:
     rejections: pd.DataFrame
     #: rows with a valid frame number but no rarity in any column
     unclassified: int = 0
+    #: the rarity columns (canonical names) the sheet has
+    rarity_columns: tuple[str, ...] = ()
+    #: things about the sheet worth a warning that reject nothing (from the reader: `attrs["sheet_notes"]`)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def held_frames(self) -> set[str]:
-        """Frames of this episode whose rows were rejected: their dataset files stay as they are until fixed."""
+        """Frames of this episode with a rejected row: their dataset files stay exactly as they are until fixed."""
         frames = self.rejections["frame"]
         return {f for f in frames if (parsed := parse_frame(f)) is not None and parsed[0] == self.episode_id}
 
+    @property
+    def untied_rows(self) -> list[int]:
+        """Sheet rows rejected without naming a frame of this episode (FRAME NUMBER empty, malformed, of another
+        episode): the frame they meant cannot be known, so no plain delete of the episode is safe."""
+        held = self.held_frames
+        rows = zip(self.rejections["row"].tolist(), self.rejections["frame"].tolist(), strict=True)
+        return sorted({int(row) for row, frame in rows if frame not in held})
 
-def _find_columns(table: pd.DataFrame, where: str) -> dict[str, str]:
-    """Map each canonical column name to the sheet's own spelling of it."""
+
+def _find_columns(table: pd.DataFrame, where: str, optional_columns: Collection[str] = ()) -> dict[str, str]:
+    """Map each canonical column name to the sheet's own spelling of it.
+
+    SheetError if FRAME NUMBER is missing, or if an unknown header is close to a rarity column that
+    `optional_columns` does not name: a renamed header would otherwise silently hand the frames to a less
+    trusted column. A rarity column simply absent counts as blank.
+    """
     by_normal: dict[str, str] = {}
     for column in table.columns:
         by_normal.setdefault(normalize_header(column), column)
@@ -99,6 +121,20 @@ def _find_columns(table: pd.DataFrame, where: str) -> dict[str, str]:
     if FRAME_COLUMN not in found:
         headers = ", ".join(repr(str(c)) for c in table.columns) or "none"
         raise SheetError(f"{where}: no '{FRAME_COLUMN}' column in the header row (found: {headers})")
+    optional = {normalize_header(c) for c in optional_columns}
+    known = {normalize_header(c) for c in SHEET_HEADER}
+    rarity_names = {normalize_header(c): c for c in RARITY_COLUMNS}
+    for normal, column in by_normal.items():
+        if normal in known:
+            continue
+        ratios = {n: difflib.SequenceMatcher(None, normal, n).ratio() for n in rarity_names}
+        closest = max(ratios, key=ratios.__getitem__)
+        if ratios[closest] >= CLOSE_HEADER_RATIO and closest not in optional:
+            raise SheetError(
+                f"{where}: header '{column}' looks like a renamed '{rarity_names[closest]}'; the episode is "
+                "skipped (its files stay as they are) rather than planned from the less trusted columns; fix the "
+                "header, or name the column in TUTTLE_SHEET_OPTIONAL_COLUMNS if the sheet may lack it"
+            )
     return found
 
 
@@ -110,14 +146,21 @@ def _cells(table: pd.DataFrame, column: str | None) -> pd.Series:
     return pd.Series([v.strip() if type(v) is str else str(v).strip() for v in values], index=table.index, dtype=object)
 
 
-def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = None) -> FrameTable:
+def build_frame_table(
+    table: pd.DataFrame, episode_id: str, where: str | None = None, optional_columns: Collection[str] = ()
+) -> FrameTable:
     """Resolve each row's most trusted rarity; reject rows that are malformed or ambiguous.
 
-    `table` is a raw sheet (strings, header row as columns). Raises SheetError if there is no
-    FRAME NUMBER column. `where` names the sheet in messages (defaults to the episode id).
+    `table` is a raw sheet (strings, header row as columns). Raises SheetError if there is no FRAME NUMBER
+    column, or a header looks like a renamed rarity column (unless `optional_columns` names that column). `where` names
+    the sheet in messages (defaults to the episode id). A frame with any rejected row is in no dataset.
     """
     where = where or episode_id
-    columns = _find_columns(table, where)
+    columns = _find_columns(table, where, optional_columns)
+    # rows with text beyond the header's last column (see sheets.table_from_rows): which column it belongs to
+    # is a guess, so the row is rejected
+    extra_fields: dict[int, tuple[str, str]] = table.attrs.get("extra_fields") or {}
+    notes = table.attrs.get("sheet_notes") or []
     table = table.reset_index(drop=True)
     sheet_rows = pd.Series(np.arange(len(table)) + FIRST_DATA_ROW, index=table.index)
     frame = _cells(table, columns[FRAME_COLUMN])
@@ -172,7 +215,25 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
     other_episode = live & frame_episode.notna() & frame_episode.ne(episode_id)
     reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
 
-    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity
+    overflow = pd.Series(False, index=table.index)
+    if extra_fields:
+        positions_by_label: dict[str, list[int]] = {}
+        for position, (label, _) in extra_fields.items():
+            positions_by_label.setdefault(label, []).append(position)
+        texts = pd.Series("", index=table.index, dtype=object)
+        texts.iloc[list(extra_fields)] = [text for _, text in extra_fields.values()]
+        for label, positions in positions_by_label.items():
+            here = pd.Series(False, index=table.index)
+            here.iloc[positions] = True
+            reject(
+                here,
+                label,
+                texts,
+                "text beyond the header's last column (an extra comma, or a column without a header)",
+            )
+            overflow |= here
+
+    good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity & ~overflow
     candidates = pd.DataFrame({"frame": frame[good], "rarity": rarity[good], "metadata": metadata[good]})
 
     # identical duplicates collapse; a frame given two different rarities is rejected everywhere
@@ -181,6 +242,10 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
     conflict_mask = good & frame.isin(set(conflicted))
     reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
     candidates = candidates[~candidates["frame"].isin(set(conflicted))]
+    # a frame with any rejected row (a sibling row with a bad rarity) is a conflict too: not placed from the
+    # rows that look fine, so its files stay exactly where they are
+    rejected_frames = {f for part in rejected for f in part["frame"].tolist()}
+    candidates = candidates[~candidates["frame"].isin(rejected_frames)]
     candidates = candidates.drop_duplicates("frame")
 
     unclassified = int(candidates["rarity"].eq("").sum())
@@ -190,4 +255,5 @@ def build_frame_table(table: pd.DataFrame, episode_id: str, where: str | None = 
         if rejected
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
-    return FrameTable(episode_id, frames, rejections, unclassified)
+    present = tuple(c for c in RARITY_COLUMNS if c in columns)
+    return FrameTable(episode_id, frames, rejections, unclassified, present, list(notes))

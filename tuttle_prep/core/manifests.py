@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .sheets import location_kind
+from .sheets import sheet_location_problem
 
 MANIFEST_SUFFIX = "-episodes.json"
+#: names that look like a manifest (checked for files that are *not* read, to say why)
+NEAR_MANIFEST = re.compile(r"episodes?\.json$", re.IGNORECASE)
 REQUIRED_KEYS = ("season_code", "episode_code")
 LOCATION_KEYS = ("google_spreadsheet_share_link", "google_spreadsheet_url")
 _SEASON = re.compile(r"^S\d{2}$")
@@ -51,8 +53,34 @@ class ManifestSet:
         return {e.episode_id for e in self.episodes}
 
 
-def parse_manifest(data: bytes | str, name: str) -> tuple[list[Episode], list[str]]:
-    """Parse one manifest file; return its usable episodes and a message per problem (file and key)."""
+def select_manifest_keys(keys: Iterable[str], prefix: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The `*-episodes.json` keys directly under `prefix` (sorted), and (key, why) for each look-alike left out.
+
+    A copy in a subfolder (`<prefix>2022-backup/S01-episodes.json`) is never read: it would otherwise
+    compete with the live file of the same name.
+    """
+    selected: list[str] = []
+    ignored: list[tuple[str, str]] = []
+    for key in sorted(keys):
+        rest = key[len(prefix) :] if key.startswith(prefix) else key
+        name = rest.rsplit("/", 1)[-1]
+        if not NEAR_MANIFEST.search(name):
+            continue
+        if "/" in rest:
+            ignored.append((key, "in a subfolder of the manifests prefix; only files directly under it are read"))
+        elif not name.endswith(MANIFEST_SUFFIX):
+            ignored.append((key, f"the name does not end in '{MANIFEST_SUFFIX}'"))
+        else:
+            selected.append(key)
+    return selected, ignored
+
+
+def parse_manifest(
+    data: bytes | str, name: str, path_exists: Callable[[str], bool] | None = None
+) -> tuple[list[Episode], list[str]]:
+    """Parse one manifest file; return its usable episodes and a message per problem (file and key).
+
+    `path_exists` checks that a local sheet path exists (see `sheets.sheet_location_problem`)."""
     try:
         items = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -84,23 +112,26 @@ def parse_manifest(data: bytes | str, name: str) -> tuple[list[Episode], list[st
             errors.append(f"{where}: episode_code '{item['episode_code']}' is not like 'E01'")
             continue
         location = str(item[location_key]).strip()
-        if location_kind(location) is None:
-            errors.append(
-                f"{where}: {location_key} '{location}' is not a Google Sheets link, s3:// URL, file:// URL or path"
-            )
+        problem = sheet_location_problem(location, path_exists)
+        if problem:
+            errors.append(f"{where}: {location_key} '{location}' is {problem}")
             continue
         title = str(item.get("google_spreadsheet_title") or "").strip()
         episodes.append(Episode(season, code, location, title, name))
     return episodes, errors
 
 
-def collect_episodes(files: Iterable[tuple[str, bytes | str]]) -> ManifestSet:
-    """Parse several manifest files; an episode_id seen in an earlier file (or twice) is reported and dropped."""
+def collect_episodes(
+    files: Iterable[tuple[str, bytes | str]], path_exists: Callable[[str], bool] | None = None
+) -> ManifestSet:
+    """Parse several manifest files; an episode_id seen in an earlier file (or twice) is reported and dropped.
+
+    The commands pass `os.path.exists` as `path_exists`, so a local sheet path that does not exist is an error."""
     result = ManifestSet()
     seen: dict[str, str] = {}
     for name, data in files:
         result.files.append(name)
-        episodes, errors = parse_manifest(data, name)
+        episodes, errors = parse_manifest(data, name, path_exists)
         result.errors.extend(errors)
         if errors and not episodes:
             result.broken_files.append(name)

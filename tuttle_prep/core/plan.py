@@ -25,8 +25,8 @@ ACTIONS = ("keep", "copy", "move", "delete")
 INVENTORY_COLUMNS = ["key", "episode_id", "frame", "dataset", "rarity"]
 _FRAME_OFFSET = len("TT_S01_E01_FRM-")
 _FRAME_LENGTH = len("TT_S01_E01_FRM-00-00-08-12")
-#: a dataset file name (matched from the last '/'); `$` as in the frame table's own pattern
-_DATASET_FILE_RE = re.compile(f"{FRAME_PATTERN}\\.jpg$")
+#: a dataset file name (matched from the last '/' to the very end: `$` would also match before a final newline)
+_DATASET_FILE_RE = re.compile(f"{FRAME_PATTERN}\\.jpg\\Z")
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,18 @@ class Plan:
         staying = self.actions.loc[self.actions["action"] != "delete", "frame"]
         return int((~self.of("delete")["frame"].isin(staying)).sum())
 
+    def deletes_leaving_by_episode(self) -> pd.DataFrame:
+        """Per planned episode: `deletes` (as in `deletes_leaving`) and `files` (its dataset objects before the run)."""
+        staying = set(self.actions.loc[self.actions["action"] != "delete", "frame"].tolist())
+        deletes = self.of("delete")
+        leaving = deletes[~_isin(deletes["frame"], staying)]
+        planned = set(self.episodes)
+        files = self.current[_isin(self.current["episode_id"], planned)].groupby("episode_id").size()
+        counts = pd.DataFrame({"deletes": leaving.groupby("episode_id").size(), "files": files})
+        counts = counts[counts.index.isin(planned)].fillna(0).astype(int)
+        counts.index.name = "episode_id"
+        return counts.sort_index()
+
     def counts_by_episode(self) -> pd.DataFrame:
         """Per episode: keep, copy, move, delete, missing."""
         counts = pd.crosstab(self.actions["episode_id"], self.actions["action"])
@@ -192,6 +204,7 @@ def plan_changes(
     known_episodes: Collection[str],
     prune_orphans: bool = False,
     held_frames: Collection[str] = (),
+    held_episodes: Collection[str] = (),
 ) -> Plan:
     """Diff the wanted state against the bucket into keep / copy / move / delete.
 
@@ -201,6 +214,7 @@ def plan_changes(
     - `planned_episodes`: only their dataset objects may be kept, moved or deleted.
     - `known_episodes`: every episode in a manifest; dataset objects of others are orphans.
     - `held_frames`: frames whose sheet rows were rejected; their dataset objects are not deleted.
+    - `held_episodes`: episodes with a rejected row that names no frame; none of their objects is a plain delete.
     """
     planned = set(planned_episodes)
     wanted = wanted[wanted["episode_id"].isin(planned)].reset_index(drop=True)
@@ -224,7 +238,11 @@ def plan_changes(
     missing = unplaced[~has_source]
 
     used = pd.concat([keep["dst_key"], move_src.dropna()])
-    deletes = mine[~_isin(mine["key"], used.tolist()) & ~_isin(mine["frame"], set(held_frames))]
+    deletes = mine[
+        ~_isin(mine["key"], used.tolist())
+        & ~_isin(mine["frame"], set(held_frames))
+        & ~_isin(mine["episode_id"], set(held_episodes))
+    ]
 
     orphans = current[~current["episode_id"].isin(set(known_episodes))].reset_index(drop=True)
     if prune_orphans:

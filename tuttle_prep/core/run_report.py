@@ -81,6 +81,10 @@ class RunReport:
     deletes_held_back: int = 0
     orphans: int = 0
     unexpected: int = 0
+    #: the exit code the process returns when the run was stopped before it finished (SIGTERM: 143)
+    stopped_with: int | None = None
+    #: first 8 hex digits of the SHA-256 of TUTTLE_SPLIT_SEED (None until the settings are read)
+    seed_fingerprint: str | None = None
 
     def error(self, message: str) -> None:
         """A job failure: the job could not do part of its work."""
@@ -156,7 +160,10 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """2 configuration error; 1 a job failure (or a data finding under --strict); 0 otherwise."""
+        """The process's own exit code when the run was stopped (128 + signal); 2 configuration error;
+        1 a job failure (or a data finding under --strict); 0 otherwise (data findings are printed)."""
+        if self.stopped_with is not None:
+            return self.stopped_with
         if self.config_error:
             return EXIT_CONFIG
         if self.job_failed or (self.strict and self.data_finding_count):
@@ -235,6 +242,7 @@ class RunReport:
             "rejected_rows": self.rejected_rows,
             "orphans": self.orphans,
             "unexpected_keys": self.unexpected,
+            "split_seed_fingerprint": self.seed_fingerprint,
             "refused": self.refused,
             "errors": len(self.errors),
             "job_failures": self.job_failures,

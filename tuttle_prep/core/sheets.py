@@ -11,15 +11,18 @@ The sources that read are edges: CSV exports (local paths, `file://`, `s3://`) i
 
 from __future__ import annotations
 
+import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import PurePath
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import pandas as pd
 
 from ..errors import SheetContentError, SheetError
+from .frame_table import FRAME_COLUMN, METADATA_COLUMN, RARITY_COLUMNS, normalize_header
 
 
 class SheetSource(Protocol):
@@ -65,19 +68,123 @@ def location_kind(location: str) -> str | None:
     return None
 
 
+_GOOGLE_WITHOUT_SCHEME = re.compile(r"^(?://)?(?:www\.)?docs\.google\.com/", re.IGNORECASE)
+UNKNOWN_LOCATION = "not a Google Sheets link, s3:// URL, file:// URL or path"
+
+
+def sheet_location_problem(location: str, path_exists: Callable[[str], bool] | None = None) -> str | None:
+    """Why `location` cannot name an episode's sheet (None if it can): a phrase to follow "'<location>' is".
+
+    A Google link pasted without `https://` and a bare word (`TODO`, `N/A`) would otherwise be taken for a
+    local path and fail every night as an unreadable CSV. A local path must exist, or end in `.csv`, or be
+    a `file://` URL. `path_exists` (the caller's `os.path.exists`: the core reads no disk) answers whether a
+    local path exists, relative to the current folder of the process; without it that check is skipped.
+    """
+    location = location.strip()
+    if _GOOGLE_WITHOUT_SCHEME.match(location):
+        fixed = "https://" + location.lstrip("/")
+        return f"a Google Sheets link without 'https://'; write it as '{fixed}'"
+    kind = location_kind(location)
+    if kind is None:
+        return UNKNOWN_LOCATION
+    if (
+        path_exists is not None
+        and kind == "file"
+        and not location.startswith("file://")
+        and PurePath(location).suffix.lower() != ".csv"
+        and not path_exists(location)
+    ):
+        return (
+            f"{UNKNOWN_LOCATION} of a CSV export: there is no file '{location}' "
+            "(a local path must exist, end in .csv or be a file:// URL)"
+        )
+    return None
+
+
+#: `DataFrame.attrs` key: {data row position: (column label, text)} of rows with text beyond the header's last column
+EXTRA_FIELDS = "extra_fields"
+#: `DataFrame.attrs` key: notes about the sheet worth a warning (rows with empty extra fields)
+SHEET_NOTES = "sheet_notes"
+_ROWS_SHOWN = 10
+
+
+def column_letter(index: int) -> str:
+    """0 -> 'A', 25 -> 'Z', 26 -> 'AA' (the sheet's own column names)."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
+
+
+def _repeated_job_columns(header: Sequence[str], where: str) -> None:
+    """SheetError naming a column the job reads that the header names twice (which one is meant is a guess)."""
+    wanted = {normalize_header(name): name for name in (FRAME_COLUMN, *RARITY_COLUMNS, METADATA_COLUMN)}
+    positions: dict[str, list[int]] = {}
+    for index, name in enumerate(header):
+        normal = normalize_header(name)
+        if normal in wanted:
+            positions.setdefault(normal, []).append(index)
+    for normal, found in positions.items():
+        if len(found) > 1:
+            columns = " and ".join(f"{column_letter(i)} '{header[i].strip()}'" for i in found)
+            raise SheetContentError(
+                f"{where}: the header row names column '{wanted[normal]}' more than once (columns {columns}); "
+                "rename or delete all but one: the job will not guess which one is meant"
+            )
+
+
+def _row_list(rows: Sequence[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:_ROWS_SHOWN])
+    return shown + (f" (and {len(rows) - _ROWS_SHOWN:,} more)" if len(rows) > _ROWS_SHOWN else "")
+
+
 def table_from_rows(rows: Sequence[Sequence[Any]], where: str) -> pd.DataFrame:
-    """Build a sheet table from a list of rows whose first row is the header (ragged rows are padded)."""
+    """Build a sheet table from a list of rows whose first row is the header (short rows are padded).
+
+    The header is the only source of column positions. A header that names a column the job reads
+    (FRAME NUMBER, a rarity column, METADATA) twice raises SheetError naming it. A row with text beyond
+    the header's last column is recorded in `attrs[EXTRA_FIELDS]` (the frame table rejects it); rows whose
+    extra fields are all empty (a trailing comma) are read as usual and noted in `attrs[SHEET_NOTES]`.
+    """
     if not rows or not any(str(cell).strip() for cell in rows[0]):
         raise SheetContentError(f"{where}: the sheet is empty (no header row)")
     header = [str(cell) for cell in rows[0]]
+    _repeated_job_columns(header, where)
     width = len(header)
-    body = [[("" if cell is None else str(cell)) for cell in row[:width]] for row in rows[1:]]
-    body = [row + [""] * (width - len(row)) for row in body]
-    return pd.DataFrame(body, columns=header, dtype=object)
+    extra: dict[int, tuple[str, str]] = {}
+    empty_extra: list[int] = []
+    body = []
+    for position, row in enumerate(rows[1:]):
+        # the common case (a full row of text) is appended as it is: a sheet has tens of thousands of rows
+        if len(row) == width and all(type(cell) is str for cell in row):
+            body.append(row)
+            continue
+        cells = ["" if cell is None else str(cell) for cell in row]
+        if len(cells) > width:
+            beyond = cells[width:]
+            first = next((i for i, cell in enumerate(beyond) if cell.strip()), None)
+            if first is None:
+                empty_extra.append(position)
+            else:
+                label = f"{column_letter(width + first)} (beyond the header)"
+                extra[position] = (label, ", ".join(cell for cell in beyond if cell.strip()))
+            cells = cells[:width]
+        body.append(cells + [""] * (width - len(cells)))
+    table = pd.DataFrame(body, columns=header, dtype=object)
+    if extra:
+        table.attrs[EXTRA_FIELDS] = extra
+    if empty_extra:
+        table.attrs[SHEET_NOTES] = [
+            f"{where}: sheet rows {_row_list([p + 2 for p in empty_extra])} have more fields than the header row "
+            f"({width}), all empty (a trailing comma?); read by the header's columns"
+        ]
+    return table
 
 
 def parse_csv(data: bytes, where: str) -> pd.DataFrame:
-    """Parse a CSV export (UTF-8, optional BOM) into a sheet table of strings."""
+    """Parse a CSV export (UTF-8, optional BOM) into a sheet table of strings (see `table_from_rows`)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -87,13 +194,14 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
         ) from None
     if not text.strip():
         raise SheetContentError(f"{where}: the file is empty (no header row)")
+    # the csv module, not pandas: pandas takes a first data row one field longer than the header as having an
+    # index column and shifts every column by one
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        table = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False
-        )
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise SheetError(f"{where}: not a readable CSV file ({exc})") from None
-    return table.astype(object)
+        rows = list(reader)
+    except csv.Error as exc:
+        raise SheetError(f"{where}: not a readable CSV file (line {reader.line_num}: {exc})") from None
+    return table_from_rows(rows, where)
 
 
 class SheetReader:

@@ -11,6 +11,7 @@ import json
 import logging
 import platform
 import re
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,7 +22,8 @@ from typing import Any
 import watchtower
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core.run_report import COUNT_COLUMNS, RunReport
+from ..core.run_report import COUNT_COLUMNS, EXIT_OK, RunReport
+from ..errors import RunStopped
 from . import aws
 
 log = logging.getLogger(__name__)
@@ -219,7 +221,17 @@ def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: b
     try:
         yield
     except BaseException as exc:
-        if not isinstance(exc, SystemExit):
+        if isinstance(exc, SystemExit):
+            # the process exits with this code: the summary and the metrics must say the same
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if code != EXIT_OK:
+                report.stopped_with = code
+                how = f"by signal {signal.Signals(exc.signum).name}" if isinstance(exc, RunStopped) else "early"
+                report.error(f"the run was stopped {how} before it finished (exit code {code})")
+        elif isinstance(exc, KeyboardInterrupt):  # Python dies of SIGINT then: the shell sees 130
+            report.stopped_with = 128 + signal.SIGINT
+            report.error(f"the run was stopped by SIGINT (Ctrl-C) before it finished (exit code {report.stopped_with})")
+        else:
             report.error(f"the run stopped early: {type(exc).__name__}: {exc}")
         raise
     finally:

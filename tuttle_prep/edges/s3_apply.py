@@ -47,6 +47,8 @@ class ApplyResult:
     failures: list[Failure] = field(default_factory=list)
     #: plain deletes not attempted (a copy failed, or the delete guard refused them)
     deletes_held_back: int = 0
+    #: why no delete at all ran (the run lost its lock before the delete phase), else None
+    deletes_stopped: str | None = None
 
     @property
     def failed(self) -> int:
@@ -108,10 +110,17 @@ def delete_keys(store: S3Bucket, keys: list[str], desc: str = "delete") -> tuple
 
 
 def apply_plan(
-    store: S3Bucket, plan: Plan, plain_deletes: bool = True, on_progress: Callable[[str], None] | None = None
+    store: S3Bucket,
+    plan: Plan,
+    plain_deletes: bool = True,
+    on_progress: Callable[[str], None] | None = None,
+    before_deletes: Callable[[], str | None] | None = None,
 ) -> ApplyResult:
     """Copies and moves in parallel, then deletes: move sources whose copy succeeded, and, only if
-    every copy succeeded and `plain_deletes` is true, the plain deletes."""
+    every copy succeeded and `plain_deletes` is true, the plain deletes.
+
+    `before_deletes()` is asked right before the delete phase; a message from it means no delete runs
+    (the copies made stay: the next run cleans up)."""
     result = ApplyResult()
     copies = plan.of("copy")
     moves = plan.of("move")
@@ -135,6 +144,10 @@ def apply_plan(
     if on_progress:
         on_progress(f"copied {result.copied + len(moved_sources)} of {len(jobs)} objects")
     deletes = plan.of("delete")["src_key"].tolist()
+    if before_deletes is not None and (stopped := before_deletes()) is not None:
+        result.deletes_stopped = stopped
+        result.deletes_held_back = len(deletes)
+        return result
     copy_failed = bool(result.failures)
     to_delete = list(moved_sources)
     if plain_deletes and not copy_failed:

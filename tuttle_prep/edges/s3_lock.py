@@ -6,6 +6,12 @@ taken over, when it is older than `TUTTLE_LOCK_STALE_SECONDS` or when its holder
 host that no longer exists (a run killed with SIGKILL). A takeover is itself conditional (`If-Match`
 on the stale lock's ETag), so two runs cannot both take over the same stale lock. Releasing deletes
 the object only if it is still ours (`If-Match` on our ETag).
+
+While a run holds the lock, a thread renews it every quarter of TUTTLE_LOCK_STALE_SECONDS (a conditional
+write on its ETag that records the time), so a long run is not taken for a dead one; a renewal that finds
+the lock taken over stops renewing. `still_ours` is asked right before the delete phase: a run that lost
+its lock deletes nothing. A conditional write whose answer was lost is retried by botocore and then fails
+with 412 against the run's own object: a lock naming this run's id is this run's.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -40,6 +47,8 @@ class LockHolder:
     pid: int
     run_id: str
     started: float
+    #: when the holder last renewed the lock (None: never); staleness counts from here
+    renewed: float | None = None
 
     @classmethod
     def for_this_process(cls, run_id: str | None = None) -> LockHolder:
@@ -50,13 +59,28 @@ class LockHolder:
         """The holder written in a lock object, or None if the object is not one of ours."""
         try:
             data = json.loads(body)
-            return cls(str(data["host"]), int(data["pid"]), str(data["run_id"]), float(data["started"]))
+            renewed = data.get("renewed")
+            return cls(
+                str(data["host"]),
+                int(data["pid"]),
+                str(data["run_id"]),
+                float(data["started"]),
+                None if renewed is None else float(renewed),
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
     def to_json(self) -> bytes:
         started_utc = datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return json.dumps({**asdict(self), "started_utc": started_utc}, indent=2).encode()
+
+    @property
+    def last_seen(self) -> float:
+        """The holder's last sign of life: its last renewal, else its start."""
+        return self.renewed if self.renewed is not None else self.started
+
+    def same_run(self, other: LockHolder | None) -> bool:
+        return other is not None and (other.host, other.pid, other.run_id) == (self.host, self.pid, self.run_id)
 
     def describe(self, now: float) -> str:
         """'run 3f2a… (pid 4242 on ip-10-0-0-7, started 2024-05-01 02:00 UTC, 12 min ago)'."""
@@ -96,14 +120,21 @@ class S3Lock:
         stale_seconds: float,
         run_id: str | None = None,
         clock: Any = time.time,
+        renew_seconds: float | None = None,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.key = key
         self.stale_seconds = stale_seconds
         self.clock = clock
+        self.renew_seconds = stale_seconds / 4 if renew_seconds is None else renew_seconds
         self.holder = LockHolder.for_this_process(run_id)
         self._etag: str | None = None
+        #: why the lock is no longer ours (taken over while this run worked), naming the new holder
+        self.lost: str | None = None
+        self._state = threading.Lock()  # the renewal thread and the run both write the ETag
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -111,12 +142,74 @@ class S3Lock:
 
     def __enter__(self) -> S3Lock:
         self.acquire()
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew_until_stopped, name="lock-renewal", daemon=True)
+        self._renewer.start()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=30)
+            self._renewer = None
         self.release()
+
+    def _renew_until_stopped(self) -> None:
+        while not self._stop.wait(self.renew_seconds):
+            if not self.renew():
+                return
+
+    def renew(self) -> bool:
+        """Record that this run is alive (a write conditional on our ETag); False once the lock is not ours.
+
+        A failed request is logged and retried at the next renewal: the lock is not known to be lost.
+        """
+        with self._state:
+            if self._etag is None or self.lost:
+                return False
+            holder = LockHolder(
+                self.holder.host, self.holder.pid, self.holder.run_id, self.holder.started, self.clock()
+            )
+            try:
+                written = self._put(holder, IfMatch=self._etag)
+            except (LockError, ConfigError) as exc:
+                log.warning("could not renew the run lock %s (%s); trying again later", self.url, exc)
+                return True
+            if written:
+                self.holder = holder
+                return True
+            return self._mark_lost()
+
+    def still_ours(self) -> str | None:
+        """None if this run still holds the lock, else a message naming who holds it now (read from S3)."""
+        with self._state:
+            if self.lost is None:
+                try:
+                    current = self._read()
+                except LockError as exc:
+                    return f"{exc}: cannot tell whether this run still holds it"
+                if current is not None and current[0] == self._etag:
+                    return None
+                if self._mark_lost():
+                    return None
+        return self.lost
+
+    def _mark_lost(self) -> bool:
+        """After a conditional write failed: adopt the lock if it names this run (a write whose answer was lost),
+        else record who holds it now. True if the lock turned out to be ours."""
+        try:
+            current = self._read()
+        except LockError:
+            current = None
+        if current is not None and self.holder.same_run(current[1]):
+            self._etag = current[0]
+            return True
+        who = current[1].describe(self.clock()) if current is not None and current[1] else "nobody (it was deleted)"
+        self.lost = f"the run lock {self.url} was taken over while this run worked; it is now held by {who}"
+        log.error(self.lost)
+        return False
 
     def acquire(self) -> None:
         """Take the lock, taking over a stale one; LockHeld naming the holder if another run has it."""
@@ -125,6 +218,11 @@ class S3Lock:
             self.holder = holder
             return
         current = self._read()
+        if current is not None and self.holder.same_run(current[1]):
+            # our own write went through but its answer was lost: botocore's retry then met our lock (412)
+            self._etag = current[0]
+            self.holder = current[1] or holder
+            return
         if current is None:  # released between our write and our read: one more try
             if self._put(holder, IfNoneMatch="*"):
                 self.holder = holder
@@ -157,9 +255,10 @@ class S3Lock:
 
     def release(self) -> None:
         """Delete the lock object if it is still ours; never raises (a lock left behind goes stale)."""
-        if self._etag is None:
+        with self._state:
+            etag, self._etag = self._etag, None
+        if etag is None:
             return
-        etag, self._etag = self._etag, None
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
         except ClientError as exc:
@@ -215,7 +314,7 @@ class S3Lock:
         """Why the lock of `other` may be taken over, or None if it is live."""
         if other is None:
             return None
-        age = self.clock() - other.started
+        age = self.clock() - other.last_seen
         if age > self.stale_seconds:
             return f"{other.describe(self.clock())} is older than TUTTLE_LOCK_STALE_SECONDS={self.stale_seconds:g}"
         if other.host == self.holder.host and other.pid > 0 and not process_exists(other.pid):

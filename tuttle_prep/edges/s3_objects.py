@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core.manifests import MANIFEST_SUFFIX
+from ..core.manifests import select_manifest_keys
 from ..errors import SheetError
 from .aws import describe
 from .s3_bucket import S3Bucket
@@ -27,15 +27,22 @@ def fetch_object(client: Any, bucket: str, key: str) -> bytes:
         raise SheetError(f"s3://{bucket}/{key}: cannot read ({describe(exc)})") from None
 
 
-def read_manifests(store: S3Bucket, prefix: str) -> tuple[list[tuple[str, bytes]], list[str]]:
-    """Every `*-episodes.json` under `prefix` as (name, bytes), plus an error per unreadable file."""
+def read_manifests(
+    store: S3Bucket, prefix: str, ignored: list[str] | None = None
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Every `*-episodes.json` directly under `prefix` as (s3://bucket/key, bytes), plus an error per unreadable
+    file. `ignored`, if given, receives a message (by full key) per look-alike file that is not read."""
     keys, _ = list_page_keys(store, prefix)
+    selected, left_out = select_manifest_keys(keys, prefix)
+    if ignored is not None:
+        ignored.extend(f"s3://{store.bucket}/{key}: ignored, {why}" for key, why in left_out)
     files, errors = [], []
-    for key in sorted(k for k in keys if k.endswith(MANIFEST_SUFFIX)):
+    for key in selected:
+        where = f"s3://{store.bucket}/{key}"
         try:
-            files.append((key.rsplit("/", 1)[-1], store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()))
+            files.append((where, store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()))
         except (ClientError, BotoCoreError) as exc:
-            errors.append(f"s3://{store.bucket}/{key}: cannot read the manifest ({describe(exc)})")
+            errors.append(f"{where}: cannot read the manifest ({describe(exc)})")
     return files, errors
 
 
