@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 # the demo points boto3 at its own server through these; the test puts them back afterwards
 DEMO_ENV = (
@@ -52,3 +55,7 @@ def test_demo_exits_0_and_prints_its_tables(monkeypatch: pytest.MonkeyPatch):
     kept = int(re.search(r"^total\s+(\d[\d,]*)", third, re.M).group(1).replace(",", ""))
     assert sum(totals.values()) == kept
     assert "tuttle-prep-demo-plan.csv" in out
+    # the last line points at the pages that explain connecting a real bucket and sheets, and they exist
+    pointed = re.findall(r"\b(docs/[\w-]+\.md)\b", out[out.index("Next:") :])
+    assert {"docs/deploy.md", "docs/google-sheets.md"} <= set(pointed)
+    assert all((REPO / page).is_file() for page in pointed)

@@ -186,8 +186,8 @@ def run_demo(keep: bool = False) -> int:
         click.echo(_dataset_counts(client, settings))
         click.echo(
             f"\nThe plan of the dry run is in {plan_csv}.\n"
-            f"Next: `{Path(sys.executable).as_posix()} data_preparation.py sync --help`, and README.md for "
-            "connecting a real bucket and sheets."
+            f"Next: `{Path(sys.executable).as_posix()} data_preparation.py sync --help`; docs/deploy.md for "
+            "connecting a real bucket, docs/google-sheets.md for the sheets."
         )
         ok = first.exit_code == 0 and second.exit_code == 0 and rerun.exit_code == 0 and rerun.total("keep") > 0
         ok = ok and rerun.copied == rerun.moved == rerun.deleted == 0

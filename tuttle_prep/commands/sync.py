@@ -470,8 +470,8 @@ def write_plan_csv(plan: Plan, path: Path) -> None:
 @click.option(
     "--max-delete",
     metavar="N|P%",
-    help="Refuse plain deletes above N files or P% of the planned episodes' dataset files "
-    "[default: refuse above 10% when more than 100].",
+    help="Refuse plain deletes above N files or P% of the planned episodes' dataset files, and above P% of any "
+    "one episode's files [default: refuse above 10% when more than 100, run-wide and per episode].",
 )
 @click.option("--force", is_flag=True, help="Apply the plain deletes even above --max-delete.")
 @click.option("--allow-empty", is_flag=True, help="Sync an episode whose sheet has no classified frames (empties it).")
@@ -505,11 +505,12 @@ def sync(
     every copy succeeded.
 
     Two kinds of findings are reported apart. Job failures (a setting, S3 or Google failing, a sheet
-    that cannot be opened, a broken manifest, failed copies or deletes, refused deletes) exit 1 and
-    raise the RunFailed alarm. Data findings (rejected rows, a sheet without FRAME NUMBER or without
-    classified rows, missing source frames, orphans) are printed, leave the files they concern as they
-    are, and go to the sheet owners in the data digest (`alarm setup --digest-email`); they exit 0
-    unless --strict. Exit status 2: usage or configuration error.
+    that cannot be opened, a broken manifest, failed copies or deletes, refused deletes, a lost run
+    lock) exit 1 and raise the RunFailed alarm. Data findings (rejected rows, a sheet without FRAME
+    NUMBER or without classified rows, missing source frames, orphans) are printed, leave the files
+    they concern as they are, and go to the sheet owners in the data digest (`alarm setup
+    --digest-email`); they exit 0 unless --strict. Exit status 2: usage or configuration error; 143
+    stopped by SIGTERM (130 by Ctrl-C).
     """
     try:
         limit = DeleteLimit.parse(max_delete)
