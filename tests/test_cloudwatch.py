@@ -117,6 +117,12 @@ def test_copying_run_records_its_counts_in_logs_and_metrics(bucket, account, mon
     assert dataset_frames(bucket) == set(frames)
     summary = summary_of(log_messages(account("logs"), "/tuttle-twins/copy-run")[1])
     assert summary["copied"] == 4 and summary["counts"]["copy"] == 4 and summary["exit_code"] == 0
+    # the dataset version the run wrote, in its summary and its log lines
+    version = summary["version"]
+    assert version and version.endswith(summary["run_id"]) and f"dataset version {version} written" in result.output
+    assert any(
+        f"_versions/{version}.parquet written" in m for m in log_messages(account("logs"), "/tuttle-twins/copy-run")[1]
+    )
     sums = metric_sums(account("cloudwatch"))
     assert {k: v for k, v in sums.items() if k != "DurationSeconds"} == {
         "RunSucceeded": 1,

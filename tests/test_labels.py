@@ -11,12 +11,20 @@ from botocore.exceptions import ClientError
 from conftest import run_cli
 from season import ML_PREFIX, dataset_key, row, upload_season
 
-from tuttle_prep.core.labels import LABEL_COLUMNS, build_labels, catalogue_after_apply, labels_key
+from tuttle_prep.core.labels import (
+    LABEL_COLUMNS,
+    build_labels,
+    catalogue_after_apply,
+    is_job_key,
+    labels_key,
+    labels_parquet_key,
+)
 from tuttle_prep.core.plan import KeyLayout, plan_changes
 from tuttle_prep.edges import aws
 from tuttle_prep.edges.s3_sheet_headers import HEADERS_NAME
 
 LABELS = labels_key(ML_PREFIX)
+PARQUET = labels_parquet_key(ML_PREFIX)
 LAYOUT = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
 WRITES = ("PutObject", "CopyObject", "DeleteObject", "DeleteObjects")
 
@@ -70,8 +78,8 @@ def season_sheets(metadata_suffix: str = "") -> dict[str, list[dict[str, str]]]:
 
 
 def dataset_objects(bucket) -> set[str]:
-    """The ML keys but the job's own labels index and sheet-header memory."""
-    return {k for k in bucket.keys(ML_PREFIX) if k not in (LABELS, ML_PREFIX + HEADERS_NAME)}
+    """The ML keys but the job's own: labels index (CSV, Parquet), versions, sheet-header memory."""
+    return {k for k in bucket.keys(ML_PREFIX) if not is_job_key(k, ML_PREFIX) and k != ML_PREFIX + HEADERS_NAME}
 
 
 def read_labels(bucket) -> pd.DataFrame:
@@ -79,8 +87,11 @@ def read_labels(bucket) -> pd.DataFrame:
 
 
 def assert_index_matches_bucket(bucket, sheets: dict[str, list[dict[str, str]]]) -> pd.DataFrame:
-    """The index has exactly the bucket's dataset objects, each row consistent with its key and its sheet row."""
+    """The index has exactly the bucket's dataset objects, each row consistent with its key and its sheet row;
+    labels.parquet holds the same table."""
     labels = read_labels(bucket)
+    parquet = pd.read_parquet(io.BytesIO(bucket.get(PARQUET)))
+    pd.testing.assert_frame_equal(parquet.astype(object), labels.astype(object))
     assert list(labels.columns) == LABEL_COLUMNS
     assert set(labels["s3_key"]) == dataset_objects(bucket)
     assert len(labels) == len(dataset_objects(bucket))
@@ -212,7 +223,10 @@ def test_metadata_edit_alone_rewrites_only_the_index(bucket, s3_calls: S3Calls) 
     s3_calls.calls.clear()
     result = run_cli("sync")
     assert result.exit_code == 0, result.output
-    assert s3_calls.writes(ML_PREFIX) == [("PutObject", LABELS)]
+    # the index (CSV and Parquet) and a dataset version, nothing else
+    writes = s3_calls.writes(ML_PREFIX)
+    assert writes[:2] == [("PutObject", LABELS), ("PutObject", PARQUET)]
+    assert [op for op, _ in writes[2:]] == ["PutObject"] and writes[2][1].startswith(f"{ML_PREFIX}_versions/")
     assert_index_matches_bucket(bucket, edited)
 
 

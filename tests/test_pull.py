@@ -93,14 +93,18 @@ def test_pull_twice_downloads_once_and_writes_labels(synced, gets: GetCounter, t
         orient="records"
     )
     assert (labels["metadata"] != "").all()
+    parquet = pd.read_parquet(dest / "labels.parquet")  # the same table, typed
+    assert parquet.astype(object).to_dict(orient="records") == labels.to_dict(orient="records")
 
     labels_mtime = (dest / "labels.csv").stat().st_mtime_ns
+    parquet_mtime = (dest / "labels.parquet").stat().st_mtime_ns
     gets.keys.clear()
     second = run_cli("pull", "--dataset", "train", "--dataset", "validate", "--dest", str(dest))
     assert second.exit_code == 0, second.output
     assert gets.keys == []
     assert local_files(dest, "train", "validate") == wanted
     assert (dest / "labels.csv").stat().st_mtime_ns == labels_mtime
+    assert (dest / "labels.parquet").stat().st_mtime_ns == parquet_mtime
 
 
 def test_pull_fetches_only_files_of_another_size(synced, gets: GetCounter, tmp_path: Path) -> None:

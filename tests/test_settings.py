@@ -42,9 +42,12 @@ def test_every_variable_is_read(tmp_path: Path):
             "TUTTLE_SPLIT": " train = 0.8 , test=0.2 ",
             "TUTTLE_SPLIT_SEED": "reshuffle-2",
             "TUTTLE_SPLIT_GROUP_SECONDS": "3",
+            "TUTTLE_VERSIONS_KEEP": "30",
+            "TUTTLE_VERSIONS_PINNED": " 20261101T023005Z-4f1c9a02b7e1.parquet, 20261201 ,",
             "GOOGLE_DRIVE_CREDENTIALS_FILE": str(tmp_path / "key.json"),
         }
     )
+    assert (s.versions_keep, s.versions_pinned) == (30, ("20261101T023005Z-4f1c9a02b7e1", "20261201"))
     assert (s.bucket, s.manifests_prefix, s.ml_prefix, s.source_prefix) == ("my-bucket", "m/", "data/ML/", "src/")
     assert (s.img_size, s.split, s.split_seed, s.split_group_seconds) == (
         "high_res",
@@ -71,6 +74,9 @@ def test_every_variable_is_read(tmp_path: Path):
         ({"TUTTLE_SPLIT": "train=0.5,train=0.5"}, "named twice"),
         ({"TUTTLE_SPLIT": "tra/in=1"}, "name=share"),
         ({"TUTTLE_SPLIT": ","}, "no datasets"),
+        ({"TUTTLE_VERSIONS_KEEP": "0"}, "TUTTLE_VERSIONS_KEEP must be at least 1"),
+        ({"TUTTLE_VERSIONS_KEEP": "all"}, "TUTTLE_VERSIONS_KEEP must be a whole number"),
+        ({"TUTTLE_VERSIONS_PINNED": "last-monday"}, "TUTTLE_VERSIONS_PINNED: 'last-monday' is not a version id"),
         ({"TUTTLE_SHEET_OPTIONAL_COLUMNS": "JONNY RECLASSIFICATION"}, "TUTTLE_SHEET_OPTIONAL_COLUMNS"),
     ],
 )

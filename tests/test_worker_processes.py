@@ -151,5 +151,9 @@ def test_large_listings_in_processes_find_what_threads_find(bucket, monkeypatch)
     expected_sources, expected_errors = list_sources(on_threads, folders)
     assert sorted(map(tuple, sources.to_numpy())) == sorted(map(tuple, expected_sources.to_numpy()))
     assert len(sources) == 30 and errors == expected_errors == {}
+    # each source's ETag and size, as a dataset version records them
+    first = sources.set_index("frame").loc[frame(0)]
+    head = bucket.client.head_object(Bucket=bucket.name, Key=f"{layout.source_folder('S01E01')}{frame(0)}.jpg")
+    assert (first["etag"], first["size"]) == (head["ETag"], head["ContentLength"])
     # the parent only discovered the folders: every rarity and source folder was listed by a worker process
     assert set(parent.prefixes) == {ML, f"{ML}train/", f"{ML}validate/", f"{ML}test/"}

@@ -22,6 +22,7 @@ from .commands.pull import pull
 from .commands.report import report
 from .commands.status import status
 from .commands.sync import sync
+from .commands.versions import versions
 from .errors import RunStopped
 
 
@@ -74,6 +75,7 @@ main.add_command(report)
 main.add_command(pull)
 main.add_command(manifests)
 main.add_command(alarm)
+main.add_command(versions)
 main.add_command(demo)
 main.add_command(status)
 

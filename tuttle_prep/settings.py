@@ -20,6 +20,8 @@ DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"
 DEFAULT_SEED = "tuttle-twins-2022"
 IMG_SIZES = ("high_res", "mid_res", "low_res", "thumbnails")
 _FOLDER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: a version id or a prefix of one (at least the date): 20261201, 20261201T0230, 20261201T023005Z-4f1c9a02b7e1
+_VERSION_PIN = re.compile(r"^\d{8}(T\d{0,6}(Z(-[A-Za-z0-9]*)?)?)?$")
 
 
 def parse_split(text: str, variable: str = "TUTTLE_SPLIT") -> dict[str, float]:
@@ -87,6 +89,21 @@ def env_number(env: Mapping[str, str], variable: str, default: Any, kind: type =
     return value
 
 
+def _pinned(text: str) -> tuple[str, ...]:
+    """TUTTLE_VERSIONS_PINNED: comma-separated version ids (or prefixes of ids), `.parquet` allowed."""
+    pins = []
+    for part in text.split(","):
+        pin = part.strip().removesuffix(".parquet")
+        if not pin:
+            continue
+        if not _VERSION_PIN.match(pin):
+            raise ConfigError(
+                f"TUTTLE_VERSIONS_PINNED: '{part.strip()}' is not a version id like 20261201T023005Z-4f1c9a02b7e1"
+            )
+        pins.append(pin)
+    return tuple(pins)
+
+
 def seed_fingerprint(seed: str) -> str:
     """The first 8 hex digits of the SHA-256 of `seed` (the seed itself is never printed)."""
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:8]
@@ -108,6 +125,9 @@ class Settings:
     log_group: str | None = None
     lock_key: str = "tuttle_twins/locks/data-prep.lock"
     lock_stale_seconds: int = 6 * 3600
+    #: dataset versions a real sync keeps (the newest N; None keeps all) and ids/prefixes never deleted
+    versions_keep: int | None = None
+    versions_pinned: tuple[str, ...] = ()
     #: rarity columns an episode sheet may lack (any other missing or renamed rarity column skips the episode)
     sheet_optional_columns: tuple[str, ...] = ()
 
@@ -147,5 +167,7 @@ class Settings:
             log_group=log_group or None,
             lock_key=env.get("TUTTLE_LOCK_KEY", cls.lock_key).strip().lstrip("/") or cls.lock_key,
             lock_stale_seconds=env_number(env, "TUTTLE_LOCK_STALE_SECONDS", cls.lock_stale_seconds, int, 60),
+            versions_keep=env_number(env, "TUTTLE_VERSIONS_KEEP", None, int, 1),
+            versions_pinned=_pinned(env.get("TUTTLE_VERSIONS_PINNED", "")),
             sheet_optional_columns=parse_optional_columns(env.get("TUTTLE_SHEET_OPTIONAL_COLUMNS", "")),
         )

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ..core.dataset_report import build_dataset_report, table_csv
-from ..core.labels import labels_key
+from ..core.labels import is_job_key
 from ..core.manifests import collect_episodes
 from ..core.run_report import EXIT_ERRORS, EXIT_OK
 from ..edges.s3_bucket import S3Bucket
@@ -70,7 +70,8 @@ def report(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, outpu
         log.error("%s; no report written", exc)
         sys.exit(EXIT_ERRORS)
     current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
-    unexpected = [k for k in unexpected if k not in (labels_key(settings.ml_prefix), headers_key(settings.ml_prefix))]
+    own = headers_key(settings.ml_prefix)  # the sheet header memory; is_job_key: the index and the versions
+    unexpected = [k for k in unexpected if k != own and not is_job_key(k, settings.ml_prefix)]
 
     known = _manifest_episodes(store, settings)
     selected = None

@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
 from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
-from ..core.labels import labels_key
+from ..core.labels import is_job_key, labels_key
 from ..core.manifests import Episode, collect_episodes, filter_episodes
 from ..core.plan import KeyLayout, Plan, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
@@ -52,6 +52,7 @@ from ..edges.s3_listing import list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
 from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
+from ..edges.s3_versions import VersionStore, record_version
 from ..errors import ConfigError, InventoryError, LockError, SheetContentError, SheetError
 from ..settings import Settings
 from .common import episode_option, season_option
@@ -267,7 +268,8 @@ def run_sync(
             return report
         if plan.writes == 0:
             report.applied = True
-            update_labels_index(store, layout, plan, report)
+            # a version may be due with nothing to apply: a run that crashed after its apply wrote none
+            _record_version(settings, store, layout, plan, update_labels_index(store, layout, plan, report), report)
             return report
         log.info(
             "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
@@ -297,9 +299,24 @@ def run_sync(
                 f"{result.deletes_stopped}; this run deleted nothing (not even the sources of its moves) and "
                 "leaves the labels index alone: the lock's holder plans from the bucket as it is now"
             )
-            return report
-        update_labels_index(store, layout, plan, report, result)
+            return report  # and writes no version: the next run writes the version of what it finds
+        labels = update_labels_index(store, layout, plan, report, result)
+        _record_version(settings, store, layout, plan, labels, report)
     return report
+
+
+def _record_version(
+    settings: Settings, store: S3Bucket, layout: KeyLayout, plan: Plan, labels: pd.DataFrame | None, report: RunReport
+) -> None:
+    """The dataset version of what the run left, unless the labels index could not be worked out (that error is
+    reported; the next run writes the version)."""
+    if labels is None:
+        return
+    versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
+
+    # a listing of sources for the version is needed only for a first version (or after a crash or an
+    # image-size change): on threads, whatever spreads out the sync's own listing
+    record_version(versions, partial(list_sources, store), layout, settings, labels, plan.sources, report)
 
 
 def _plan_run(
@@ -365,8 +382,8 @@ def _plan_run(
         report.skip(eid, "source listing failed")
         frames.pop(eid, None)
 
-    own = {labels_key(settings.ml_prefix), memory_key}  # the job's own index and header memory
-    unexpected = [k for k in unexpected if k not in own]
+    # the job's own keys: the header memory; is_job_key: the labels index (CSV, Parquet) and the versions
+    unexpected = [k for k in unexpected if k != memory_key and not is_job_key(k, settings.ml_prefix)]
     report.unexpected = len(unexpected)
     for key in unexpected[:20]:
         report.warn(f"not a dataset object, left alone: {key}")
@@ -405,6 +422,7 @@ def _plan_run(
         held_episodes=held_episodes,
     )
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
+    plan.sources = sources
     report.planned = True
     report.orphans = len(plan.orphans)
     if len(plan.orphans):

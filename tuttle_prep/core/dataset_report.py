@@ -90,6 +90,15 @@ class DatasetReport:
             "manifests_read": self.manifest_episodes is not None,
         }
 
+    def tables_text(self, title: str) -> str:
+        """The dataset × rarity tables alone: all seasons, then each season when there are several."""
+        seasons = self.scopes(SEASON)
+        lines = [title, "", *_dataset_table("all seasons", self.scope(OVERALL))]
+        if len(seasons) > 1:
+            for season in seasons:
+                lines += ["", *_dataset_table(season, self.scope(SEASON, season))]
+        return "\n".join(lines)
+
     def to_text(self, where: str) -> str:
         """The tables a person reads in a terminal; `where` names the listed prefix."""
         seasons = self.scopes(SEASON)

@@ -1,8 +1,8 @@
 """The labels index, the pure part: one row per dataset object, so training jobs read one table instead of listing.
 
-`<ML prefix>labels.csv` has LABEL_COLUMNS, one row per dataset object, sorted by `s3_key`. This module builds,
-serialises and parses it and works out which objects it lists after a sync; reading and writing the object
-is `tuttle_prep.edges.s3_labels`.
+`<ML prefix>labels.csv` has LABEL_COLUMNS, one row per dataset object, sorted by `s3_key`; `labels.parquet`
+beside it holds the same table as Parquet. This module builds, serialises and parses it and works out which
+objects it lists after a sync; reading and writing the objects is `tuttle_prep.edges.s3_labels`.
 """
 
 from __future__ import annotations
@@ -10,17 +10,34 @@ from __future__ import annotations
 import io
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .plan import INVENTORY_COLUMNS, KeyLayout, Plan
+from .versions import versions_prefix
 
 LABEL_COLUMNS = ["frame", "episode_id", "dataset", "rarity", "metadata", "s3_key"]
 METADATA_COLUMNS = ["episode_id", "frame", "metadata"]
 LABELS_NAME = "labels.csv"
+#: the same index as Parquet (zstd, all strings): typed, a fraction of the CSV's size, fast to read
+PARQUET_NAME = "labels.parquet"
 
 
 def labels_key(ml_prefix: str) -> str:
     """`tuttle_twins/ML/labels.csv`."""
     return f"{ml_prefix}{LABELS_NAME}"
+
+
+def labels_parquet_key(ml_prefix: str) -> str:
+    """`tuttle_twins/ML/labels.parquet`."""
+    return f"{ml_prefix}{PARQUET_NAME}"
+
+
+def is_job_key(key: str, ml_prefix: str) -> bool:
+    """True for what the job keeps under the ML prefix beside the datasets, so never an unexpected key: the
+    labels index (CSV and Parquet) and the dataset versions folder (a key in it, or the folder itself as a
+    '/' listing names it)."""
+    return key in (labels_key(ml_prefix), labels_parquet_key(ml_prefix)) or key.startswith(versions_prefix(ml_prefix))
 
 
 def build_labels(inventory: pd.DataFrame, metadata: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -41,6 +58,14 @@ def build_labels(inventory: pd.DataFrame, metadata: pd.DataFrame | None = None) 
 def labels_csv(labels: pd.DataFrame) -> bytes:
     """The index as UTF-8 CSV bytes (deterministic for equal tables)."""
     return labels[LABEL_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def labels_parquet(labels: pd.DataFrame) -> bytes:
+    """The index as zstd Parquet bytes, LABEL_COLUMNS as strings (the same bytes for equal tables)."""
+    table = pa.table({c: pa.array(labels[c], type=pa.string(), from_pandas=True) for c in LABEL_COLUMNS})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", use_dictionary=["episode_id", "dataset", "rarity", "metadata"])
+    return sink.getvalue()
 
 
 def parse_labels_csv(data: bytes, where: str) -> pd.DataFrame:

@@ -130,6 +130,8 @@ class Plan:
     current: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INVENTORY_COLUMNS))
     #: the sheets' metadata of the planned frames (episode_id, frame, metadata), for the labels index
     metadata: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["episode_id", "frame", "metadata"]))
+    #: the source frames listed this run (episode_id, frame, etag, size), for the dataset version's ETags
+    sources: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["episode_id", "frame", "etag", "size"]))
 
     def of(self, action: str) -> pd.DataFrame:
         """The rows of one action."""

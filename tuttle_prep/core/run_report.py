@@ -81,6 +81,12 @@ class RunReport:
     deletes_held_back: int = 0
     orphans: int = 0
     unexpected: int = 0
+    #: the dataset version this run wrote, if any
+    version: str | None = None
+    #: the latest version, when the datasets still match it (so none was written)
+    version_unchanged: str | None = None
+    #: versions deleted by the retention (TUTTLE_VERSIONS_KEEP)
+    versions_deleted: list[str] = field(default_factory=list)
     #: the exit code the process returns when the run was stopped before it finished (SIGTERM: 143)
     stopped_with: int | None = None
     #: first 8 hex digits of the SHA-256 of TUTTLE_SPLIT_SEED (None until the settings are read)
@@ -222,6 +228,10 @@ class RunReport:
         line = f"done: copied {self.copied:,}, moved {self.moved:,}, deleted {self.deleted:,}; failed {self.failed:,}"
         if self.deletes_held_back:
             line += f"; {self.deletes_held_back:,} deletes held back"
+        if self.version:
+            line += f"; dataset version {self.version} written"
+        elif self.version_unchanged:
+            line += f"; datasets unchanged since version {self.version_unchanged}"
         return line
 
     def summary(self) -> dict[str, Any]:
@@ -242,6 +252,8 @@ class RunReport:
             "rejected_rows": self.rejected_rows,
             "orphans": self.orphans,
             "unexpected_keys": self.unexpected,
+            "version": self.version,
+            "versions_deleted": list(self.versions_deleted),
             "split_seed_fingerprint": self.seed_fingerprint,
             "refused": self.refused,
             "errors": len(self.errors),

@@ -1,7 +1,8 @@
-"""The labels index object in S3: read it, write it only when its bytes change, update it after a sync.
+"""The labels index objects in S3: read them, write them only when their bytes change, update them after a sync.
 
-After a real sync `<ML prefix>labels.csv` is rewritten only when its bytes change: the object carries the
-SHA-256 of its content in its user metadata, so an unchanged run costs one HEAD and no write.
+After a real sync `<ML prefix>labels.csv` and `<ML prefix>labels.parquet` (the same table) are rewritten only
+when their bytes change: each object carries the SHA-256 of its content in its user metadata, so an unchanged
+run costs a HEAD each and no write.
 
 Which objects the index lists after a sync:
 - the apply succeeded (or there was nothing to apply): the listing the plan was made from, minus the
@@ -29,6 +30,8 @@ from ..core.labels import (
     catalogue_after_apply,
     labels_csv,
     labels_key,
+    labels_parquet,
+    labels_parquet_key,
     merge_metadata,
     needs_previous_metadata,
     parse_labels_csv,
@@ -49,6 +52,8 @@ SHA256_FIELD = "sha256"
 FINDINGS_FIELD = "data-findings-sha256"
 #: user-metadata fields a rewrite of the index keeps
 KEPT_METADATA = (FINDINGS_FIELD,)
+CSV_TYPE = "text/csv; charset=utf-8"
+PARQUET_TYPE = "application/vnd.apache.parquet"
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 
 
@@ -62,7 +67,9 @@ def read_labels_object(store: S3Bucket, key: str) -> bytes | None:
         raise
 
 
-def write_labels_if_changed(store: S3Bucket, key: str, data: bytes, previous: bytes | None = None) -> bool:
+def write_labels_if_changed(
+    store: S3Bucket, key: str, data: bytes, previous: bytes | None = None, content_type: str = CSV_TYPE
+) -> bool:
     """Put `data` at `key` unless the object already holds exactly it; return True if it was written.
 
     `previous` is the object's content when the caller already read it (then equal bytes cost no HEAD).
@@ -91,7 +98,7 @@ def write_labels_if_changed(store: S3Bucket, key: str, data: bytes, previous: by
         Bucket=store.bucket,
         Key=key,
         Body=data,
-        ContentType="text/csv; charset=utf-8",
+        ContentType=content_type,
         Metadata={**kept, SHA256_FIELD: digest},
     )
     return True
@@ -99,8 +106,9 @@ def write_labels_if_changed(store: S3Bucket, key: str, data: bytes, previous: by
 
 def update_labels_index(
     store: S3Bucket, layout: KeyLayout, plan: Plan, report: RunReport, result: ApplyResult | None = None
-) -> None:
-    """After a real sync: work out the catalogue, write `<ML prefix>labels.csv` if it changed.
+) -> pd.DataFrame | None:
+    """After a real sync: work out the catalogue, write `<ML prefix>labels.csv` and `labels.parquet` where they
+    changed; return the index (None if it could not be worked out).
 
     `result` is None when there was nothing to apply. Problems become errors on `report` (exit 1);
     the previous index then stays as it was.
@@ -112,7 +120,7 @@ def update_labels_index(
             inventory = list_datasets(store, layout)
         except InventoryError as exc:
             report.error(f"labels index {where} not updated: {exc}")
-            return
+            return None
         catalogue, _ = layout.parse_dataset_keys(inventory.keys)
     else:
         catalogue = catalogue_after_apply(plan, layout, result is None or result.deletes_held_back == 0)
@@ -130,7 +138,17 @@ def update_labels_index(
         labels = build_labels(catalogue, merge_metadata(sheet_metadata, previous))
         data = labels_csv(labels)
         written = write_labels_if_changed(store, key, data, previous_bytes)
+        parquet_key = labels_parquet_key(layout.ml_prefix)
+        parquet_written = write_labels_if_changed(store, parquet_key, labels_parquet(labels), content_type=PARQUET_TYPE)
     except (ClientError, BotoCoreError) as exc:
         report.error(f"labels index {where} not updated: {describe(exc)}")
-        return
-    log.info("labels index %s: %d rows, %s", where, len(labels), "written" if written else "unchanged")
+        return None
+    log.info(
+        "labels index %s: %d rows, %s; %s %s",
+        where,
+        len(labels),
+        "written" if written else "unchanged",
+        parquet_key.rsplit("/", 1)[-1],
+        "written" if parquet_written else "unchanged",
+    )
+    return labels

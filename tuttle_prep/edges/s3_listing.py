@@ -24,6 +24,8 @@ from .s3_bucket import S3Bucket, progress, run_bounded, worker_bucket
 #: with several worker processes, listings of at least this many keys use them: one process's botocore tops out
 #: near 30,000 listed keys/s on the GIL (benchmarks/bench_sync.py), and starting the processes costs about a second
 PROCESS_MIN_KEYS = 100_000
+#: a listing: its keys, and each key's (ETag, size)
+Listed = tuple[list[str], dict[str, tuple[str, int]]]
 
 
 @dataclass
@@ -43,10 +45,12 @@ def list_page_keys(
     delimiter: str | None = None,
     sizes: dict[str, int] | None = None,
     on_page: Callable[[int], Any] | None = None,
+    details: dict[str, tuple[str, int]] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Every key (and common prefix, with a delimiter) under `prefix`; InventoryError on any failure.
 
-    `sizes`, if given, receives each key's size; `on_page(n)` is called with each page's key count.
+    `sizes`, if given, receives each key's size, `details` each key's (ETag, size); `on_page(n)` is called
+    with each page's key count.
     """
     kwargs: dict[str, Any] = {"Bucket": store.bucket, "Prefix": prefix}
     if delimiter:
@@ -60,6 +64,8 @@ def list_page_keys(
             folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
             if sizes is not None:
                 sizes.update((obj["Key"], obj["Size"]) for obj in contents)
+            if details is not None:
+                details.update((obj["Key"], (obj.get("ETag", ""), obj["Size"])) for obj in contents)
             if on_page is not None:
                 on_page(len(contents))
     except (ClientError, BotoCoreError) as exc:
@@ -67,15 +73,23 @@ def list_page_keys(
     return keys, folders
 
 
-def _list_in_process(prefixes: list[str]) -> dict[str, list[str] | BaseException]:
-    """Run in a worker process: every key under each prefix (listed on threads), or the listing's error."""
+def list_objects(store: S3Bucket, prefix: str) -> Listed:
+    """Every key under `prefix` with its (ETag, size); InventoryError on any failure."""
+    details: dict[str, tuple[str, int]] = {}
+    keys, _ = list_page_keys(store, prefix, details=details)
+    return keys, details
+
+
+def _list_in_process(prefixes: list[str]) -> dict[str, Listed | BaseException]:
+    """Run in a worker process: every key under each prefix with its (ETag, size), listed on threads, or the
+    listing's error."""
     store = worker_bucket()
-    return dict(run_bounded(lambda p: list_page_keys(store, p)[0], prefixes, min(store.workers, 16)))
+    return dict(run_bounded(lambda p: list_objects(store, p), prefixes, min(store.workers, 16)))
 
 
 def _list_in_processes(
     store: S3Bucket, pool: ProcessPoolExecutor, prefixes: list[str]
-) -> Iterator[tuple[str, list[str] | BaseException]]:
+) -> Iterator[tuple[str, Listed | BaseException]]:
     """Every key under each prefix, the prefixes dealt out to the worker processes; yield (prefix, keys or
     error), each process's share together."""
     shares = [prefixes[i :: store.processes] for i in range(store.processes) if prefixes[i :: store.processes]]
@@ -87,29 +101,30 @@ def _list_in_processes(
 def list_sources(
     store: S3Bucket, folders: dict[str, str], expected_keys: int = 0
 ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """List each episode's source folder in parallel: (episode_id, frame) rows, and errors by episode.
+    """List each episode's source folder in parallel: (episode_id, frame, etag, size) rows, errors by episode.
 
     With `expected_keys` >= PROCESS_MIN_KEYS the worker processes list, if the bucket has them.
     """
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str, str, int]] = []
     errors: dict[str, str] = {}
-    listings: Iterator[tuple[str, list[str] | BaseException]]
+    listings: Iterator[tuple[str, Listed | BaseException]]
     if expected_keys >= PROCESS_MIN_KEYS and (pool := store.worker_pool()) is not None:
         episode_of_folder = {folder: episode_id for episode_id, folder in folders.items()}
-        listings = (
-            (episode_of_folder[f], o) for f, o in _list_in_processes(store, pool, list(episode_of_folder))
-        )
+        listings = ((episode_of_folder[f], o) for f, o in _list_in_processes(store, pool, list(episode_of_folder)))
     else:
-        listings = run_bounded(lambda e: list_page_keys(store, folders[e])[0], folders, min(store.workers, 16))
+        listings = run_bounded(lambda e: list_objects(store, folders[e]), folders, min(store.workers, 16))
     for episode_id, outcome in listings:
         if isinstance(outcome, BaseException):
             errors[episode_id] = str(outcome)
             continue
         start = len(folders[episode_id])
+        keys, details = outcome
         rows.extend(
-            (episode_id, key[start:-4]) for key in outcome if key.endswith(".jpg") and "/" not in key[start:]
+            (episode_id, key[start:-4], *details[key])
+            for key in keys
+            if key.endswith(".jpg") and "/" not in key[start:]
         )
-    return pd.DataFrame(rows, columns=["episode_id", "frame"]), errors
+    return pd.DataFrame(rows, columns=["episode_id", "frame", "etag", "size"]), errors
 
 
 def list_datasets(store: S3Bucket, layout: KeyLayout, with_sizes: bool = False, expected_keys: int = 0) -> Inventory:
@@ -152,8 +167,8 @@ def list_datasets(store: S3Bucket, layout: KeyLayout, with_sizes: bool = False, 
             for _, listed in _list_in_processes(store, pool, leaves):
                 if isinstance(listed, BaseException):
                     raise listed
-                keys.extend(listed)
-                count(len(listed))
+                keys.extend(listed[0])
+                count(len(listed[0]))
         else:
             for _, outcome in run_bounded(list_leaf, leaves, min(store.workers, 16)):
                 if isinstance(outcome, BaseException):

@@ -1,4 +1,4 @@
-"""Single S3 objects: CSV sheet exports and season manifests read whole, dataset files downloaded to disk."""
+"""Single S3 objects: CSV sheet exports and season manifests read whole, dataset and source files downloaded."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.manifests import select_manifest_keys
+from ..core.versions import normalize_etag
 from ..errors import SheetError
 from .aws import describe
 from .s3_bucket import S3Bucket
@@ -46,11 +47,35 @@ def read_manifests(
     return files, errors
 
 
+class SourceChanged(Exception):
+    """The object's ETag is not the one a dataset version recorded; nothing was written."""
+
+    def __init__(self, key: str, recorded: str, current: str) -> None:
+        super().__init__(f"{key}: ETag {current}, the version recorded {recorded}")
+        self.recorded = recorded
+        self.current = current
+
+
 def download_object(store: S3Bucket, key: str, path: Path) -> int:
     """Stream `key` to `path` through `<path>.part` (renamed when complete); return the bytes written."""
+    return _write_body(store.client.get_object(Bucket=store.bucket, Key=key)["Body"], path)
+
+
+def download_source(store: S3Bucket, key: str, path: Path, etag: str, accept_changed: bool) -> tuple[int, str | None]:
+    """Download a source frame a dataset version recorded with `etag`: (bytes written, its ETag now if that
+    differs). SourceChanged, and nothing written, if it differs and `accept_changed` is false."""
+    response = store.client.get_object(Bucket=store.bucket, Key=key)
+    current = normalize_etag(response.get("ETag")) or ""
+    changed = current if current != etag else None
+    if changed is not None and not accept_changed:
+        response["Body"].close()
+        raise SourceChanged(key, etag, current)
+    return _write_body(response["Body"], path), changed
+
+
+def _write_body(body: Any, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + PART_SUFFIX)
-    body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"]
     written = 0
     try:
         with open(part, "wb") as out:

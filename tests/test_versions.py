@@ -1,0 +1,306 @@
+"""Dataset versions on moto server: one per change, listed, diffed, shown, pulled from the sources, kept;
+bad version objects and faults. Assertions are on the bucket and the local folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_cli
+from season import FRAME, JONNY, ML_PREFIX, frame_number, put_sheet, put_sources, row, source_key, upload_season
+
+from tuttle_prep.core.labels import LABEL_COLUMNS, labels_key
+from tuttle_prep.core.plan import KeyLayout
+from tuttle_prep.core.run_report import RunReport
+from tuttle_prep.core.versions import VERSION_COLUMNS, version_from_parquet, version_time, versions_prefix
+from tuttle_prep.edges import s3_versions
+from tuttle_prep.settings import Settings
+
+VERSIONS = versions_prefix(ML_PREFIX)
+E1, E2 = "S01E01", "S01E02"
+RARITIES = ["Common", "Rare", "Uncommon", "Trash", "Legendary"]
+ALL = ("--dataset", "train", "--dataset", "validate", "--dataset", "test")
+
+
+def sheets_of(n: int = 10) -> dict[str, list[dict[str, str]]]:
+    return {
+        eid: [row(frame_number(eid, i), RARITIES[i % 5], METADATA=f"[Emily, {eid} {i}]") for i in range(n)]
+        for eid in (E1, E2)
+    }
+
+
+def version_ids(bucket) -> list[str]:
+    return sorted(k[len(VERSIONS) : -len(".parquet")] for k in bucket.keys(VERSIONS) if k.endswith(".parquet"))
+
+
+def read_version(bucket, version_id: str):
+    table, info = version_from_parquet(bucket.get(f"{VERSIONS}{version_id}.parquet"), version_id)
+    return table.to_pandas(), info
+
+
+def dataset_objects(bucket) -> set[str]:
+    return {k for k in bucket.keys(ML_PREFIX) if k.endswith(".jpg")}
+
+
+def sync_ok(*args: str) -> str:
+    """Run `sync`; its stdout and stderr."""
+    result = run_cli("sync", *args)
+    assert result.exit_code == 0, result.output
+    return result.output + result.stderr
+
+
+def local_files(dest: Path) -> dict[str, bytes]:
+    return {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*.jpg")}
+
+
+@pytest.fixture
+def season(bucket):
+    sheets = sheets_of()
+    upload_season(bucket, sheets)
+    return sheets
+
+
+def edit(bucket, sheets) -> dict[str, str]:
+    """Reclassify one frame, drop one, add one (with its source), change one METADATA; return the changes."""
+    rows = sheets[E1]
+    reclassified, removed, metadata = rows[1][FRAME], rows[2][FRAME], rows[3][FRAME]
+    rows[1][JONNY] = "Legendary"  # Rare -> Legendary
+    del rows[2]
+    rows[2]["METADATA"] = "[Ethan, Time Machine]"  # the frame that was rows[3]
+    added = frame_number(E1, 40)
+    rows.append(row(added, "Common"))
+    put_sources(bucket, [added])
+    put_sheet(bucket, E1, rows)
+    return {reclassified: "reclassified", removed: "removed", metadata: "metadata", added: "added"}
+
+
+def test_versions_per_change_diff_list_show_and_pull_of_the_first_after_moves(bucket, season, tmp_path):
+    sync_ok()
+    [first] = version_ids(bucket)
+    table, info = read_version(bucket, first)
+    assert list(table.columns) == VERSION_COLUMNS
+    assert set(table["dataset_key"]) == dataset_objects(bucket) and len(table) == 20
+    sources = bucket.etags("tuttle_twins/s01")
+    for r in table.itertuples():
+        assert r.source_key == source_key(r.frame) and f'"{r.source_etag}"' == sources[r.source_key][0]
+        assert r.source_size == len(bucket.get(r.source_key))
+    assert info.frames == 20 and first.endswith(info.run_id) and info.previous is None
+    assert info.split == {"train": 0.7, "validate": 0.2, "test": 0.1} and info.seed and info.group_seconds == 0
+    assert sum(info.datasets.values()) == 20 and sum(info.rarities.values()) == 20
+    pd.testing.assert_frame_equal(
+        table[["frame", "metadata"]].set_index("frame").sort_index(),
+        pd.DataFrame(
+            {"metadata": [r["METADATA"] for rows in season.values() for r in rows]},
+            index=pd.Index([r[FRAME] for rows in season.values() for r in rows], name="frame"),
+        ).sort_index(),
+        check_dtype=False,
+    )
+    today = tmp_path / "today"  # what a training box pulled right after the first sync
+    assert run_cli("pull", *ALL, "--dest", str(today)).exit_code == 0
+
+    changes = edit(bucket, season)
+    output = sync_ok()
+    first_again, second = version_ids(bucket)
+    assert first_again == first and f"dataset version {second} written" in output
+    # the job's own keys (versions, labels.csv, labels.parquet) are not strangers to sync or report
+    assert "left alone" not in output
+    assert "unexpected keys (not dataset objects, left alone): 0" in run_cli("report").output
+
+    out = tmp_path / "diff.csv"
+    result = run_cli("versions", "diff", "previous", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    diff = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert dict(zip(diff["frame"], diff["change"], strict=True)) == changes
+    reclassified = diff.set_index("frame").loc[next(f for f, c in changes.items() if c == "reclassified")]
+    assert (reclassified["from_rarity"], reclassified["to_rarity"]) == ("Rare", "Legendary")
+    assert reclassified["from_dataset"] == reclassified["to_dataset"] != ""
+    assert "added 1, removed 1, moved 0, reclassified 1, metadata changed 1; 17 unchanged" in result.output
+    transitions = result.output.split("rarity transitions", 1)[1]
+    assert re.search(r"^Rare\s+.*\d", transitions, re.M) and "Legendary" in transitions
+
+    listed = json.loads(run_cli("versions", "list", "--format", "json").output)
+    assert [v["id"] for v in listed] == [second, first]
+    assert listed[0]["change"] == {"added": 1, "removed": 1, "moved": 0, "reclassified": 1, "metadata": 1}
+    assert listed[0]["previous"] == first and listed[1]["change"]["added"] == 20
+    text = run_cli("versions", "list")
+    assert text.exit_code == 0 and text.output.index(second) < text.output.index(first)
+
+    # a third sync that moves frames between datasets (another split)
+    result = run_cli("sync", env={"TUTTLE_SPLIT": "train=0.4,validate=0.4,test=0.2"})
+    assert result.exit_code == 0, result.output
+    third = version_ids(bucket)[-1]
+    moved = json.loads(run_cli("versions", "list", "--format", "json").output)[0]["change"]["moved"]
+    assert third not in (first, second) and moved > 0
+
+    shown = run_cli("versions", "show", first[:20])  # a unique prefix
+    assert shown.exit_code == 0, shown.output
+    assert first in shown.output and re.search(r"^train\s+\d", shown.output, re.M)
+
+    # the first version, rebuilt from the sources after the datasets moved on
+    rebuilt = tmp_path / "rebuilt"
+    result = run_cli("pull", "--version", first, "--dest", str(rebuilt))
+    assert result.exit_code == 0, result.output
+    files = local_files(rebuilt)
+    assert files == local_files(today)
+    for path, data in files.items():
+        assert data == bucket.get(source_key(Path(path).stem))
+    assert (rebuilt / "labels.csv").read_bytes() == (today / "labels.csv").read_bytes()
+    parquet = pq.read_table(rebuilt / "labels.parquet").to_pandas()
+    assert list(parquet.columns) == LABEL_COLUMNS and len(parquet) == 20
+    # a rerun fetches nothing and rewrites nothing; with --delete it removes what is not in the version
+    before = {p: p.stat().st_mtime_ns for p in rebuilt.rglob("*") if p.is_file()}
+    stray = rebuilt / "train" / "Common" / "not-in-the-version.jpg"
+    stray.write_bytes(b"stray")
+    again = run_cli("pull", "--version", first, "--dest", str(rebuilt), "--delete")
+    assert again.exit_code == 0 and "downloaded 0 " in again.output and "labels.csv unchanged" in again.output
+    assert not stray.exists() and {p: p.stat().st_mtime_ns for p in rebuilt.rglob("*") if p.is_file()} == before
+
+
+def test_an_unchanged_rerun_writes_no_version_and_nothing_under_the_ml_prefix(bucket, season):
+    empty = run_cli("versions", "list")
+    assert empty.exit_code == 0 and "no versions yet" in empty.output
+    sync_ok()
+    before = bucket.etags(ML_PREFIX)
+    output = sync_ok()
+    [only] = version_ids(bucket)
+    assert bucket.etags(ML_PREFIX) == before and f"datasets unchanged since version {only}" in output
+
+    # a reference matching no version: one sentence naming the nearest, exit 2
+    result = run_cli("versions", "show", "20270101")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"no version matches '20270101'; the nearest are {only} (in s3://{bucket.name}/{VERSIONS})"
+    )
+    assert run_cli("pull", "--version", "nope", "--dest", "x").exit_code == 2
+    assert run_cli("versions", "diff", "previous").exit_code == 2  # there is only one version
+
+    shown = json.loads(run_cli("versions", "show", "latest", "--format", "json").output)
+    assert shown["version"]["id"] == only and shown["total_files"] == 20
+
+
+def test_a_crash_between_apply_and_version_write_leaves_no_gap(bucket, season, monkeypatch):
+    sync_ok()
+    changes = edit(bucket, season)
+
+    class Killed(BaseException):
+        """The process dies between the apply and the version write."""
+
+    def crash(*_: object, **__: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(s3_versions.VersionStore, "write", crash)
+        with pytest.raises(Killed):
+            run_cli("sync")
+    assert len(version_ids(bucket)) == 1  # the datasets changed, no version yet
+
+    output = sync_ok()  # nothing left to apply: it writes the version of what it finds
+    assert "done: copied 0, moved 0, deleted 0" in output and len(version_ids(bucket)) == 2
+    result = run_cli("versions", "diff", "previous", "latest", "--out", "diff.csv")
+    assert result.exit_code == 0, result.output
+    diff = pd.read_csv("diff.csv", dtype=str, keep_default_na=False)
+    assert dict(zip(diff["frame"], diff["change"], strict=True)) == changes
+
+
+def test_retention_keeps_the_newest_the_latest_and_the_pinned(bucket, season, monkeypatch):
+    sync_ok()
+    [pinned] = version_ids(bucket)
+    for day in ("20261202", "20261203", "20261204"):  # three later versions (copies: the datasets are the same)
+        copy = {"Bucket": bucket.name, "Key": f"{VERSIONS}{pinned}.parquet"}
+        bucket.client.copy_object(Bucket=bucket.name, Key=f"{VERSIONS}{day}T000000Z-copy.parquet", CopySource=copy)
+    ids = version_ids(bucket)
+    assert len(ids) == 4 and ids[0] == pinned
+
+    monkeypatch.setenv("TUTTLE_VERSIONS_KEEP", "1")
+    monkeypatch.setenv("TUTTLE_VERSIONS_PINNED", f"{pinned[:15]},20991231T000000Z-nothing")
+    result = run_cli("sync")  # unchanged: only the retention deletes
+    assert result.exit_code == 0, result.output
+    assert version_ids(bucket) == [pinned, ids[-1]]
+    for deleted in ids[1:3]:
+        assert f"deleted dataset version s3://{bucket.name}/{VERSIONS}{deleted}.parquet" in result.stderr
+    assert "20991231T000000Z-nothing, which matches no version" in result.stderr
+    assert sync_ok() and version_ids(bucket) == [pinned, ids[-1]]  # nothing more to delete
+
+
+def test_a_bad_version_object_is_named_and_never_blocks_or_is_overwritten(bucket, season, tmp_path):
+    sync_ok()
+    [good] = version_ids(bucket)
+    garbage = f"{VERSIONS}20991231T000000Z-garbage.parquet"  # the newest by name
+    bucket.put(garbage, b"not parquet at all")
+    sink = io.BytesIO()
+    table, _ = version_from_parquet(bucket.get(f"{VERSIONS}{good}.parquet"), good)
+    pq.write_table(table.drop_columns(["rarity"]), sink)
+    lacking = f"{VERSIONS}20991230T000000Z-lacking.parquet"
+    bucket.put(lacking, sink.getvalue())
+    bucket.put(f"{VERSIONS}notes.txt", b"a stranger")
+    strangers = {k: v for k, v in bucket.etags(VERSIONS).items() if k != f"{VERSIONS}{good}.parquet"}
+
+    listed = run_cli("versions", "list")
+    assert listed.exit_code == 1 and good in listed.output
+    assert f"s3://{bucket.name}/{garbage}: not a Parquet file" in listed.stderr
+    assert f"s3://{bucket.name}/{lacking}: not a dataset version (no column rarity)" in listed.stderr
+    shown = run_cli("versions", "show", "latest")
+    assert shown.exit_code == 1 and garbage in shown.stderr
+    pulled = run_cli("pull", "--version", "20991230", "--dest", str(tmp_path / "x"))
+    assert pulled.exit_code == 1 and "no column rarity" in pulled.stderr
+    assert run_cli("versions", "diff", good, "latest").exit_code == 1
+
+    # sync: not blocked, compares with the newest readable version, overwrites nothing
+    result = run_cli("sync")
+    assert result.exit_code == 0, result.output
+    assert "20991231T000000Z-garbage.parquet: not a Parquet file" in result.stderr
+    assert f"not named like one), left alone: s3://{bucket.name}/{VERSIONS}notes.txt" in result.stderr
+    assert version_ids(bucket) == sorted([good, "20991230T000000Z-lacking", "20991231T000000Z-garbage"])
+    edit(bucket, season)
+    sync_ok()
+    assert len(version_ids(bucket)) == 4
+    assert {k: v for k, v in bucket.etags(VERSIONS).items() if k in strangers} == strangers
+    assert "_versions" not in run_cli("report").output
+
+
+def test_pull_version_reports_deleted_and_changed_sources_and_fetches_the_rest(bucket, season, tmp_path):
+    sync_ok()
+    table, _ = read_version(bucket, version_ids(bucket)[0])
+    gone, changed = table["source_key"].iloc[0], table["source_key"].iloc[1]
+    bucket.client.delete_object(Bucket=bucket.name, Key=gone)
+    bucket.put(changed, b"\xff\xd8 a new picture \xff\xd9")
+
+    dest = tmp_path / "box"
+    result = run_cli("pull", "--version", "latest", "--dest", str(dest))
+    assert result.exit_code == 1
+    assert f"source frame s3://{bucket.name}/{gone} of version" in result.stderr and "is gone" in result.stderr
+    assert f"source frame s3://{bucket.name}/{changed} changed since version" in result.stderr
+    files = local_files(dest)
+    assert len(files) == 18 and all(data == bucket.get(source_key(Path(p).stem)) for p, data in files.items())
+    # the index lists the files on disk: the version's rows but the two it could not rebuild
+    indexed = pd.read_csv(dest / "labels.csv", dtype=str, keep_default_na=False)
+    assert len(indexed) == 18 and not {Path(gone).stem, Path(changed).stem} & set(indexed["frame"])
+
+    result = run_cli("pull", "--version", "latest", "--dest", str(dest), "--accept-changed-sources")
+    assert result.exit_code == 1 and "downloaded 1 " in result.output  # the deleted source still fails
+    assert "today's picture downloaded" in result.stderr
+    assert local_files(dest)[next(p for p in local_files(dest) if Path(p).stem in changed)] == bucket.get(changed)
+
+
+def test_a_clock_set_back_still_puts_the_new_version_last(bucket, season):
+    sync_ok()
+    [first] = version_ids(bucket)
+    labels = pd.read_csv(io.BytesIO(bucket.get(labels_key(ML_PREFIX))), dtype=str, keep_default_na=False)
+    labels.loc[0, "metadata"] = "[edited]"
+    report = RunReport()
+
+    def no_listing(*_: object) -> None:
+        raise AssertionError("every source ETag is known from the previous version")
+
+    versions = s3_versions.VersionStore(bucket.client, bucket.name, ML_PREFIX)
+    layout = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    s3_versions.record_version(versions, no_listing, layout, Settings(), labels, None, report, now=long_ago)
+    assert not report.errors and report.version and version_ids(bucket) == [first, report.version]
+    assert version_time(report.version) == version_time(first) + timedelta(seconds=1)

@@ -1,0 +1,210 @@
+"""The pure side of dataset versions: the table, its Parquet form, ids, diffs, retention."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tuttle_prep.core.plan import KeyLayout
+from tuttle_prep.core.versions import (
+    ABSENT,
+    VERSION_COLUMNS,
+    VersionError,
+    VersionNotFound,
+    build_version_table,
+    diff_versions,
+    known_sources_table,
+    outcome_digest,
+    resolve_version,
+    rows_without_source,
+    version_from_parquet,
+    version_id_of,
+    version_info,
+    version_labels,
+    version_to_parquet,
+    versions_to_delete,
+    with_sources,
+)
+
+SPLIT = {"train": 0.7, "validate": 0.2, "test": 0.1}
+LAYOUT = KeyLayout("ML/", "tuttle_twins/", "thumbnails", tuple(SPLIT))
+IDS = ["20261101T020000Z-aaaa11112222", "20261102T020000Z-bbbb11112222", "20261201T020000Z-cccc11112222"]
+
+
+def frame(i: int) -> str:
+    return f"TT_S01_E01_FRM-00-00-{i // 24:02d}-{i % 24:02d}"
+
+
+def labels(rows: list[tuple[int, str, str, str]]) -> pd.DataFrame:
+    """(frame index, dataset, rarity, metadata) -> a labels index."""
+    table = pd.DataFrame(
+        {
+            "frame": [frame(i) for i, *_ in rows],
+            "episode_id": ["S01E01"] * len(rows),
+            "dataset": [d for _, d, _, _ in rows],
+            "rarity": [r for _, _, r, _ in rows],
+            "metadata": [m for *_, m in rows],
+            "s3_key": [f"ML/{d}/{r}/{frame(i)}.jpg" for i, d, r, _ in rows],
+        },
+        dtype=str,
+    )
+    return table.sort_values("s3_key").reset_index(drop=True)
+
+
+def listing(etags: dict[int, str], layout: KeyLayout = LAYOUT) -> pa.Table:
+    """A source listing of frames {index: ETag} (quoted, as S3 lists them), sizes 100 + index."""
+    frames = [frame(i) for i in etags]
+    return known_sources_table(
+        layout, ["S01E01"] * len(frames), frames, [f'"{e}"' for e in etags.values()], [100 + i for i in etags]
+    )
+
+
+def version(rows: list[tuple[int, str, str, str]], etags: dict[int, str] | None = None) -> pa.Table:
+    etags = etags if etags is not None else {i: f"etag{i}" for i, *_ in rows}
+    return build_version_table(labels(rows), LAYOUT, listing(etags))
+
+
+def info_of(table: pa.Table, version_id: str = IDS[0]):
+    return version_info(table, version_id, version_id[-12:], SPLIT, "seed", 0, None, {}, outcome_digest(table))
+
+
+BASE = [
+    (0, "train", "Rare", "[Emily]"),
+    (1, "train", "Common", ""),
+    (2, "test", "Trash", ""),
+    (3, "validate", "Rare", ""),
+]
+
+
+def test_the_table_has_every_column_and_the_sources_bare_etags_and_sizes() -> None:
+    table = version(BASE, etags={0: "a", 1: "b", 2: "c"})
+    assert table.column_names == VERSION_COLUMNS
+    rows = {r["frame"]: r for r in table.to_pylist()}
+    assert rows[frame(0)]["source_etag"] == "a" and rows[frame(0)]["source_size"] == 100
+    assert rows[frame(3)]["source_etag"] is None and rows[frame(3)]["source_size"] is None
+    assert rows_without_source(table)["frame"].to_pylist() == [frame(3)]
+    assert rows[frame(0)]["source_key"] == LAYOUT.source_keys(pd.Series(["S01E01"]), pd.Series([frame(0)]))[0]
+    filled = with_sources(table, listing({3: "d", 0: "x"}))
+    rows = {r["frame"]: r for r in filled.to_pylist()}
+    assert rows[frame(3)]["source_etag"] == "d" and rows[frame(0)]["source_etag"] == "a"  # known rows keep theirs
+    # a listing of another image size is of other objects: its ETags are not taken
+    other_size = KeyLayout("ML/", "tuttle_twins/", "high_res", tuple(SPLIT))
+    assert rows_without_source(build_version_table(labels(BASE), LAYOUT, listing({0: "a"}, other_size))).num_rows == 4
+
+
+def test_the_digest_follows_the_outcome_not_the_etags_or_the_chunking() -> None:
+    table = version(BASE)
+    assert outcome_digest(table) == outcome_digest(version(BASE, etags={}))
+    assert outcome_digest(table) == outcome_digest(pa.concat_tables([table.slice(0, 1), table.slice(1)]))
+    changed = [(0, "train", "Legendary", "[Emily]"), *BASE[1:]]
+    assert outcome_digest(version(changed)) != outcome_digest(table)
+    assert outcome_digest(version([(0, "train", "Rare", "[Ethan]"), *BASE[1:]])) != outcome_digest(table)
+
+
+def test_parquet_round_trip_keeps_rows_and_info() -> None:
+    table = version(BASE)
+    info = info_of(table)
+    data = version_to_parquet(table, info)
+    assert data == version_to_parquet(table, info)  # deterministic bytes
+    back, read_info = version_from_parquet(data, "v")
+    assert back.to_pylist() == table.to_pylist()
+    assert read_info == info
+    assert list(read_info.split) == list(SPLIT) and read_info.datasets == {"train": 2, "validate": 1, "test": 1}
+    assert read_info.rarities == {"Common": 1, "Rare": 2, "Trash": 1}
+    assert list(version_labels(back, ["train"])["frame"]) == [frame(1), frame(0)]
+
+
+def test_a_bad_version_object_is_named() -> None:
+    with pytest.raises(VersionError, match="s3://b/v.parquet: not a Parquet file"):
+        version_from_parquet(b"PAR1 not really", "s3://b/v.parquet")
+    sink = io.BytesIO()
+    pq.write_table(version(BASE).drop_columns(["rarity"]), sink)
+    with pytest.raises(VersionError, match="no column rarity"):
+        version_from_parquet(sink.getvalue(), "s3://b/v.parquet")
+    sink = io.BytesIO()
+    pq.write_table(version(BASE), sink)
+    with pytest.raises(VersionError, match="no tuttle_prep.version metadata"):
+        version_from_parquet(sink.getvalue(), "s3://b/v.parquet")
+
+
+def test_diff_counts_each_kind_and_the_transitions() -> None:
+    after = [
+        (0, "train", "Legendary", "[Emily]"),  # reclassified
+        (1, "validate", "Common", "x"),  # moved + metadata
+        (3, "validate", "Rare", ""),  # unchanged
+        (9, "test", "Trash", ""),  # added
+    ]  # 2 removed
+    diff = diff_versions(version(BASE), version(after))
+    assert diff.counts == {"added": 1, "removed": 1, "moved": 1, "reclassified": 1, "metadata": 1}
+    assert diff.unchanged == 1
+    assert dict(zip(diff.changes["frame"], diff.changes["change"], strict=True)) == {
+        frame(0): "reclassified",
+        frame(1): "moved+metadata",
+        frame(2): "removed",
+        frame(9): "added",
+    }
+    grid = diff.transitions
+    assert grid.loc["Rare", "Legendary"] == 1 and grid.loc["Rare", "Rare"] == 1
+    assert grid.loc["Trash", ABSENT] == 1 and grid.loc[ABSENT, "Trash"] == 1
+    assert int(grid.to_numpy().sum()) == 5
+    assert diff_versions(version(BASE), version(BASE)).changes.empty
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.dictionaries(st.integers(0, 30), st.tuples(st.sampled_from(list(SPLIT)), st.sampled_from(["Rare", "Common"]))),
+    st.dictionaries(st.integers(0, 30), st.tuples(st.sampled_from(list(SPLIT)), st.sampled_from(["Rare", "Common"]))),
+)
+def test_diff_accounts_for_every_frame(a: dict, b: dict) -> None:
+    diff = diff_versions(
+        version([(i, d, r, "") for i, (d, r) in a.items()]), version([(i, d, r, "") for i, (d, r) in b.items()])
+    )
+    assert diff.counts["added"] == len(b.keys() - a.keys()) and diff.counts["removed"] == len(a.keys() - b.keys())
+    common = a.keys() & b.keys()
+    assert diff.counts["moved"] == sum(a[i][0] != b[i][0] for i in common)
+    assert diff.counts["reclassified"] == sum(a[i][1] != b[i][1] for i in common)
+    assert diff.unchanged == sum(a[i] == b[i] for i in common)
+    assert int(diff.transitions.to_numpy().sum()) == len(a.keys() | b.keys())
+
+
+def test_references_resolve_to_one_id() -> None:
+    assert resolve_version(IDS, "latest") == IDS[2]
+    assert resolve_version(IDS, "previous") == IDS[1]
+    assert resolve_version(IDS, IDS[0]) == IDS[0]
+    assert resolve_version(IDS, IDS[0] + ".parquet") == IDS[0]
+    assert resolve_version(IDS, "202612") == IDS[2]
+    with pytest.raises(VersionNotFound, match="ambiguous: 2 ids start with it"):
+        resolve_version(IDS, "202611")
+    with pytest.raises(VersionNotFound, match=f"no version matches '20261102T03'; the nearest are {IDS[1]}"):
+        resolve_version(IDS, "20261102T03")
+    with pytest.raises(VersionNotFound, match="no version yet"):
+        resolve_version([], "latest")
+    with pytest.raises(VersionNotFound, match="no previous version"):
+        resolve_version(IDS[:1], "previous")
+
+
+def test_only_names_like_a_version_are_versions() -> None:
+    assert version_id_of(f"ML/_versions/{IDS[0]}.parquet", "ML/_versions/") == IDS[0]
+    assert version_id_of("ML/_versions/notes.txt", "ML/_versions/") is None
+    assert version_id_of("ML/_versions/old/x.parquet", "ML/_versions/") is None
+
+
+def test_retention_keeps_the_newest_the_latest_and_the_pinned() -> None:
+    ids = [f"2026110{i}T000000Z-run{i}" for i in range(1, 7)]
+    assert versions_to_delete(ids, None) == []
+    assert versions_to_delete(ids, 3) == ids[:3]
+    assert versions_to_delete(ids, 0) == ids[:5]  # never the latest
+    assert versions_to_delete(ids, 2, pinned=[ids[0], "20261103"]) == [ids[1], ids[3]]
+
+
+def test_diff_from_or_to_an_empty_version() -> None:
+    diff = diff_versions(version([]), version(BASE))
+    assert diff.counts["added"] == 4 and diff.counts["removed"] == 0
+    diff = diff_versions(version(BASE), version([]))
+    assert diff.counts["removed"] == 4 and set(diff.changes["change"]) == {"removed"}

@@ -1,0 +1,244 @@
+"""`versions list|diff|show`: the dataset versions a real sync writes under `<ML prefix>_versions/`.
+
+They only read the bucket. Exit status: 0 done; 1 a version object is unusable (named) or S3 failed;
+2 usage or configuration, including a version reference that matches no version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import pandas as pd
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..core.dataset_report import build_dataset_report
+from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
+from ..core.versions import (
+    DIFF_INPUT_COLUMNS,
+    VersionError,
+    VersionInfo,
+    VersionNotFound,
+    diff_versions,
+    resolve_version,
+)
+from ..edges.aws import describe
+from ..edges.s3_bucket import run_bounded
+from ..edges.s3_versions import VersionStore
+from ..errors import InventoryError
+from ..settings import Settings, seed_fingerprint
+from .common import load_settings, open_bucket
+
+#: the commands' outcome is logged under the package's own name, as every command's is
+log = logging.getLogger("tuttle_prep")
+
+HEAD_WORKERS = 16
+#: changed frames printed by `versions diff` (all of them go to --out)
+CHANGES_SHOWN = 20
+_FORMAT = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Tables for people, or JSON for machines.",
+)
+
+
+def version_store(settings: Settings, workers: int = HEAD_WORKERS) -> VersionStore:
+    """The bucket's versions folder (exit 2 with one sentence if the bucket is unusable)."""
+    store = open_bucket(settings, workers)
+    return VersionStore(store.client, store.bucket, settings.ml_prefix)
+
+
+def list_ids(versions: VersionStore) -> list[str]:
+    """Every version id, oldest first; exit 1 if the folder cannot be listed."""
+    try:
+        return versions.list().ids
+    except InventoryError as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_ERRORS)
+
+
+def resolve_or_exit(ids: list[str], reference: str, versions: VersionStore) -> str:
+    """The id `reference` names, or one sentence on stderr and exit 2."""
+    try:
+        return resolve_version(ids, reference)
+    except VersionNotFound as exc:
+        click.echo(f"{exc} (in {versions.folder_url})", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def read_or_exit(versions: VersionStore, version_id: str, columns: list[str] | None = None) -> Any:
+    """The version's (table, info), or the object named on stderr and exit 1."""
+    try:
+        return versions.read(version_id, columns)
+    except VersionError as exc:
+        _unusable(str(exc))
+    except (ClientError, BotoCoreError) as exc:
+        _unusable(f"{versions.url(version_id)}: cannot read ({describe(exc)})")
+
+
+def _unusable(message: str) -> NoReturn:
+    log.error("%s", message)
+    sys.exit(EXIT_ERRORS)
+
+
+@click.group("versions")
+def versions() -> None:
+    """Dataset versions: what the datasets held after each sync that changed them.
+
+    Every real sync whose outcome differs from the latest version writes one immutable Parquet object
+    under <ML prefix>_versions/. V may be an id, a unique prefix of one, `latest` or `previous`.
+    `pull --version V` rebuilds a version locally from the source frames. Exit status: 0 done, 1 a version
+    object is unusable (it is named) or S3 failed, 2 usage or configuration, or V matches no version.
+    """
+
+
+@versions.command("list")
+@_FORMAT
+def list_command(output_format: str) -> None:
+    """Every version, newest first: time, id, frames per dataset, and the change against the one before."""
+    settings = load_settings()
+    store = version_store(settings)
+    ids = list_ids(store)
+    infos: dict[str, VersionInfo] = {}
+    problems: list[str] = []
+    for version_id, outcome in run_bounded(store.summary, ids, HEAD_WORKERS):
+        if isinstance(outcome, VersionError):
+            problems.append(str(outcome))
+        elif isinstance(outcome, (ClientError, BotoCoreError)):
+            problems.append(f"{store.url(version_id)}: cannot read ({describe(outcome)})")
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            infos[version_id] = outcome
+    newest_first = [infos[v] for v in sorted(infos, reverse=True)]
+    if output_format == "json":
+        click.echo(json.dumps([_record(info, store) for info in newest_first], indent=2))
+    else:
+        click.echo(_list_text(newest_first, store, settings))
+    for message in sorted(problems):
+        log.error("%s", message)
+    sys.exit(EXIT_ERRORS if problems else EXIT_OK)
+
+
+def _record(info: VersionInfo, store: VersionStore) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "time": info.time,
+        "run_id": info.run_id,
+        "frames": info.frames,
+        "datasets": info.datasets,
+        "previous": info.previous,
+        "change": info.change,
+        "url": store.url(info.id),
+    }
+
+
+def _list_text(infos: list[VersionInfo], store: VersionStore, settings: Settings) -> str:
+    if not infos:
+        return f"{store.folder_url}: no versions yet (a real sync writes the first one)"
+    datasets = list(dict.fromkeys([*settings.split, *(d for i in infos for d in i.datasets)]))
+    header = (
+        f"{'time (UTC)':<21}{'id':<32}{'frames':>10}"
+        + "".join(f"{d:>10}" for d in datasets)
+        + f"{'added':>9}{'removed':>9}{'moved':>8}{'reclass.':>9}{'metadata':>9}"
+    )
+    lines = [f"{store.folder_url}: {len(infos)} versions, newest first", header, "-" * len(header)]
+    for info in infos:
+        change = info.change
+        lines.append(
+            f"{info.time.replace('T', ' ').rstrip('Z'):<21}{info.id:<32}{info.frames:>10,}"
+            + "".join(f"{info.datasets.get(d, 0):>10,}" for d in datasets)
+            + f"{'+' + format(change.get('added', 0), ','):>9}{'-' + format(change.get('removed', 0), ','):>9}"
+            + f"{change.get('moved', 0):>8,}{change.get('reclassified', 0):>9,}{change.get('metadata', 0):>9,}"
+        )
+    return "\n".join(lines)
+
+
+@versions.command("diff")
+@click.argument("a")
+@click.argument("b", default="latest")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write one row per changed frame to this CSV: frame,episode_id,change,from_dataset,to_dataset,"
+    "from_rarity,to_rarity,from_metadata,to_metadata.",
+)
+def diff_command(a: str, b: str, out: Path | None) -> None:
+    """What changed from version A to version B (default: latest): frames added, removed, moved between
+    datasets, reclassified, with other METADATA, and the rarity transition table."""
+    settings = load_settings()
+    store = version_store(settings)
+    ids = list_ids(store)
+    id_a, id_b = resolve_or_exit(ids, a, store), resolve_or_exit(ids, b, store)
+    table_a, _ = read_or_exit(store, id_a, DIFF_INPUT_COLUMNS)
+    table_b, _ = read_or_exit(store, id_b, DIFF_INPUT_COLUMNS)
+    diff = diff_versions(table_a, table_b)
+    counts = diff.counts
+    lines = [
+        f"{id_a} ({table_a.num_rows:,} frames) -> {id_b} ({table_b.num_rows:,} frames)",
+        f"added {counts['added']:,}, removed {counts['removed']:,}, moved {counts['moved']:,}, "
+        f"reclassified {counts['reclassified']:,}, metadata changed {counts['metadata']:,}; "
+        f"{diff.unchanged:,} unchanged",
+        "",
+        "rarity transitions (rows: rarity in A, columns: rarity in B; (none): not in that version)",
+        *_grid_text(diff.transitions),
+    ]
+    if len(diff.changes):
+        lines += ["", f"changed frames ({min(len(diff.changes), CHANGES_SHOWN):,} of {len(diff.changes):,} shown)"]
+        for row in diff.changes.head(CHANGES_SHOWN).itertuples(index=False):
+            before = f"{row.from_dataset}/{row.from_rarity}" if row.from_dataset else "-"
+            after = f"{row.to_dataset}/{row.to_rarity}" if row.to_dataset else "-"
+            lines.append(f"  {row.frame}  {row.change:<22} {before} -> {after}")
+    click.echo("\n".join(lines))
+    if out is not None:
+        try:
+            diff.changes.to_csv(out, index=False, lineterminator="\n")
+        except OSError as exc:
+            click.echo(f"cannot write --out {out}: {exc.strerror or exc}", err=True)
+            sys.exit(EXIT_CONFIG)
+        click.echo(f"\nwrote {len(diff.changes):,} changed frames to {out}")
+    sys.exit(EXIT_OK)
+
+
+def _grid_text(grid: pd.DataFrame) -> list[str]:
+    width = max([10, *(len(str(c)) + 2 for c in grid.columns)])
+    lines = ["from \\ to".ljust(12) + "".join(f"{c:>{width}}" for c in grid.columns)]
+    for name, row in grid.iterrows():
+        lines.append(f"{name:<12}" + "".join(f"{int(v):>{width},}" for v in row))
+    return lines
+
+
+@versions.command("show")
+@click.argument("version")
+@_FORMAT
+def show_command(version: str, output_format: str) -> None:
+    """The dataset × rarity table of version V (as `report` prints it for today), and its metadata."""
+    settings = load_settings()
+    store = version_store(settings)
+    version_id = resolve_or_exit(list_ids(store), version, store)
+    table, info = read_or_exit(store, version_id, ["frame", "episode_id", "dataset", "rarity", "dataset_key"])
+    inventory = table.to_pandas().rename(columns={"dataset_key": "key"})
+    report = build_dataset_report(inventory, info.split or dict.fromkeys(sorted(info.datasets), 0.0))
+    if output_format == "json":
+        record = {"version": json.loads(info.to_json()), "url": store.url(version_id), **report.to_json()}
+        click.echo(json.dumps(record, indent=2))
+    else:
+        shares = ", ".join(f"{d}={s:g}" for d, s in info.split.items())
+        lines = [
+            f"version {info.id} ({store.url(version_id)})",
+            f"written {info.time} by run {info.run_id}; split {shares}, seed fingerprint "
+            f"{seed_fingerprint(info.seed)}, group seconds {info.group_seconds}",
+            f"compared with {info.previous or 'no earlier version'}: "
+            + ", ".join(f"{k} {v:,}" for k, v in info.change.items()),
+            "",
+            report.tables_text(f"{info.frames:,} frames"),
+        ]
+        click.echo("\n".join(lines))
+    sys.exit(EXIT_OK)
