@@ -791,3 +791,11 @@ def test_missing_credentials_are_a_configuration_error(bucket, monkeypatch):
     result = run_cli("sync", "--dry-run")
     assert result.exit_code == 2
     assert "configuration error: no AWS credentials found" in result.stderr and "Traceback" not in result.output
+
+
+def test_the_split_on_its_thread_hands_back_its_value_or_its_error():
+    from tuttle_prep.commands.sync import InBackground
+
+    assert InBackground(lambda a, b: a + b, 2, 3).result() == 5
+    with pytest.raises(ZeroDivisionError):
+        InBackground(lambda: 1 / 0).result()

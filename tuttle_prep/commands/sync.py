@@ -30,7 +30,7 @@ from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
 from ..core.labels import is_job_key, labels_key
 from ..core.manifests import Episode, collect_episodes, filter_episodes
-from ..core.plan import KeyLayout, Plan, plan_changes, wanted_frames
+from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..edges import aws
@@ -358,6 +358,11 @@ def _plan_run(
     frames, held, held_episodes = load_frames(
         episodes, context.reader, report, options.allow_empty, settings.sheet_optional_columns, seen
     )
+    # the split hashes every frame in Python (~0.5 µs a frame): it runs on a thread while the listings wait on S3
+    # and the listed keys are parsed in Arrow; plan_changes leaves out the episodes skipped meanwhile
+    split = InBackground(
+        wanted_frames, _concat_frames(frames), settings.split, settings.split_seed, settings.split_group_seconds
+    )
 
     expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
     try:
@@ -370,12 +375,7 @@ def _plan_run(
 
     # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
     # sheets added no frame lists the dataset folders alone
-    placed = set(current["frame"].tolist())
-    folders = {
-        eid: layout.source_folder(eid)
-        for eid, episode_frames in frames.items()
-        if any(frame not in placed for frame in episode_frames["frame"].tolist())
-    }
+    folders = {eid: layout.source_folder(eid) for eid in episodes_with_unplaced_frames(frames, current)}
     sources, source_errors = list_sources(store, folders, expected_keys=sum(len(frames[e]) for e in folders))
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")
@@ -403,13 +403,8 @@ def _plan_run(
         )
         prune = False
     known_episodes = manifests.episode_ids | doubtful_episodes(manifest_problems, current["episode_id"])
-    frame_list = list(frames.values())
-    all_frames = (
-        pd.concat(frame_list, ignore_index=True)
-        if frame_list
-        else pd.DataFrame(columns=["episode_id", "frame", "rarity"])
-    )
-    wanted = wanted_frames(all_frames, settings.split, settings.split_seed, settings.split_group_seconds)
+    all_frames = _concat_frames(frames)
+    wanted = split.result()
     plan = plan_changes(
         wanted,
         current,
@@ -450,6 +445,36 @@ _MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
 _SEASON_CODE = re.compile(r"S\d{2}\Z", re.IGNORECASE)
 
 
+def _concat_frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    frame_list = list(frames.values())
+    if not frame_list:
+        return pd.DataFrame(columns=["episode_id", "frame", "rarity"])
+    return pd.concat(frame_list, ignore_index=True)
+
+
+class InBackground:
+    """`fn(*args)` started on a thread at once; `result()` waits for it and returns its value or raises its
+    error. A daemon thread: a run that ends early (a failed listing, SIGTERM) does not wait for it."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._outcome: tuple[bool, Any] = (False, RuntimeError("not finished"))
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="split", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            self._outcome = (True, fn(*args))
+        except BaseException as exc:  # handed to the caller of result()
+            self._outcome = (False, exc)
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+
 def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[str]:
     """Listed episodes a manifest that could not be read or parsed may hold: they count as known, not orphans.
 
@@ -457,12 +482,13 @@ def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[st
     gives no season (or a problem naming no file) could hold any episode: then every listed one counts.
     """
     seasons: set[str] = set()
+    episodes = set(listed.unique().tolist())  # a few dozen values: not a Python object per listed key
     for message in manifest_problems:
         names = _MANIFEST_NAMED.findall(message)
         if not names or not all(_SEASON_CODE.match(n) for n in names):
-            return set(listed)
+            return episodes
         seasons.update(n.upper() for n in names)
-    return {e for e in set(listed) if e[:3] in seasons}
+    return {e for e in episodes if e[:3] in seasons}
 
 
 def write_plan_csv(plan: Plan, path: Path) -> None:

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import SheetError
+from . import columns as col
 
 RARITIES = ("Legendary", "Rare", "Uncommon", "Common", "Trash")
 _RARITY_LOOKUP = {r.casefold(): r for r in RARITIES} | {"junk": "Trash"}
@@ -38,6 +41,8 @@ SHEET_HEADER = (
 FRAME_PATTERN = r"TT_S(\d{2})_E(\d{2})_FRM-(\d{2})-([0-5]\d)-([0-5]\d)-([01]\d|2[0-3])"
 #: whole cells only: `$` would also match before a final newline
 _FRAME_RE = re.compile(f"{FRAME_PATTERN}\\Z")
+#: the same whole-cell match in RE2 (pyarrow.compute): `$` is the end of the text; `\p{Nd}` is Python's `\d`
+_FRAME_RE2 = "^" + FRAME_PATTERN.replace(r"\d", r"\p{Nd}") + "$"
 #: an unknown header this close (difflib ratio of the normalised names) to a rarity column is taken for it, renamed
 CLOSE_HEADER_RATIO = 0.8
 #: header row is sheet row 1, so data row i (0-based) is sheet row i + 2
@@ -138,12 +143,33 @@ def _find_columns(table: pd.DataFrame, where: str, optional_columns: Collection[
     return found
 
 
-def _cells(table: pd.DataFrame, column: str | None) -> pd.Series:
+def _cells(table: pd.DataFrame, column: str | None) -> pa.ChunkedArray:
+    """A column's cells as trimmed strings ("" where blank), as Arrow: `str.strip()`'s rule, no Python per cell."""
     if column is None:
-        return pd.Series("", index=table.index, dtype=object)
-    # a comprehension over the plain values: pandas' .str.strip costs ~5x more on string columns
-    values = table[column].to_numpy(dtype=object, na_value="")
-    return pd.Series([v.strip() if type(v) is str else str(v).strip() for v in values], index=table.index, dtype=object)
+        return pa.chunked_array([col.constant("", len(table))], type=col.TYPE)
+    values = table[column]
+    try:
+        cells = col.strings(values)
+    except TypeError:  # not all strings (numbers from a sheet API, say): their str(), as before
+        plain = values.to_numpy(dtype=object, na_value="")
+        cells = col.strings([v if type(v) is str else str(v) for v in plain])
+    return pc.utf8_trim(pc.fill_null(cells, ""), characters=col.PY_WHITESPACE)
+
+
+def _normalized_rarities(cells: pa.ChunkedArray) -> pa.ChunkedArray:
+    """`normalize_rarity` of each cell (null where it is not a rarity), computed once per distinct spelling."""
+    encoded = pc.dictionary_encode(cells).combine_chunks()
+    spellings = encoded.dictionary.to_pylist()
+    normal = pa.array([normalize_rarity(value) for value in spellings], col.TYPE)
+    return pa.chunked_array([pc.take(normal, encoded.indices)], type=col.TYPE)
+
+
+def _frame_episodes(frames: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The episode id ('S01E02') of each frame number, null where it is malformed."""
+    valid = pc.match_substring_regex(frames, _FRAME_RE2)
+    ascii_only = col.all_ascii(frames)
+    episodes = col.concat(col.slice_chars(frames, 3, 6, ascii_only), col.slice_chars(frames, 7, 10, ascii_only))
+    return pc.if_else(valid, episodes, pa.scalar(None, col.TYPE))
 
 
 def build_frame_table(
@@ -154,6 +180,7 @@ def build_frame_table(
     `table` is a raw sheet (strings, header row as columns). Raises SheetError if there is no FRAME NUMBER
     column, or a header looks like a renamed rarity column (unless `optional_columns` names that column). `where` names
     the sheet in messages (defaults to the episode id). A frame with any rejected row is in no dataset.
+    Columnar: Arrow string columns and numpy masks, a Python call per distinct rarity spelling only.
     """
     where = where or episode_id
     columns = _find_columns(table, where, optional_columns)
@@ -161,95 +188,118 @@ def build_frame_table(
     # is a guess, so the row is rejected
     extra_fields: dict[int, tuple[str, str]] = table.attrs.get("extra_fields") or {}
     notes = table.attrs.get("sheet_notes") or []
-    table = table.reset_index(drop=True)
-    sheet_rows = pd.Series(np.arange(len(table)) + FIRST_DATA_ROW, index=table.index)
+    sheet_rows = np.arange(len(table), dtype=np.int64) + FIRST_DATA_ROW
     frame = _cells(table, columns[FRAME_COLUMN])
     rarity_cells = {name: _cells(table, columns.get(name)) for name in RARITY_COLUMNS}
     metadata = _cells(table, columns.get(METADATA_COLUMN))
 
     rejected: list[pd.DataFrame] = []
+    rejected_rows = np.zeros(len(table), dtype=bool)
 
-    def reject(mask: pd.Series, column: str, values: pd.Series, reason: str) -> None:
+    def reject(mask: np.ndarray, column: str, values: pa.ChunkedArray, reason: str) -> None:
+        rejected_rows[mask] = True
         if mask.any():
             rejected.append(
                 pd.DataFrame(
                     {
                         "episode_id": episode_id,
-                        "row": sheet_rows[mask].to_numpy(),
+                        "row": sheet_rows[mask],
                         "column": column,
-                        "value": values[mask].to_numpy(),
+                        "value": col.series(col.take(values, mask)),
                         "reason": reason,
-                        "frame": frame[mask].to_numpy(),
+                        "frame": col.series(col.take(frame, mask)),
                     }
                 )
             )
 
-    any_rarity_text = pd.concat(list(rarity_cells.values()), axis=1).ne("").any(axis=1)
-    blank = frame.eq("") & ~any_rarity_text & metadata.eq("")
+    def empty(cells: pa.ChunkedArray) -> np.ndarray:
+        return col.mask(pc.equal(cells, pa.scalar("", col.TYPE)))
+
+    frame_empty = empty(frame)
+    rarity_empty = {name: empty(cells) for name, cells in rarity_cells.items()}
+    any_rarity_text = ~np.logical_and.reduce(list(rarity_empty.values()))
+    blank = frame_empty & ~any_rarity_text & empty(metadata)
     live = ~blank
 
     # the most trusted non-empty cell decides; a bad value there rejects the row
-    rarity = pd.Series("", index=table.index, dtype=object)
-    decided = pd.Series(False, index=table.index)
-    bad_rarity = pd.Series(False, index=table.index)
+    rarity = pa.chunked_array([col.constant("", len(table))], type=col.TYPE)
+    decided = np.zeros(len(table), dtype=bool)
+    bad_rarity = np.zeros(len(table), dtype=bool)
     for name in RARITY_COLUMNS:
         cells = rarity_cells[name]
-        here = ~decided & cells.ne("")
+        here = ~decided & ~rarity_empty[name]
         if not here.any():
             continue
-        values = cells[here]
         # a sheet holds a handful of distinct spellings: normalise each once, not once per row
-        normal = values.map({value: normalize_rarity(value) for value in values.unique()})
-        ok = normal.notna()
-        rarity[normal[ok].index] = normal[ok]
-        bad = here & ~here.index.isin(normal[ok].index)
+        normal = _normalized_rarities(cells)
+        ok = here & col.mask(pc.is_valid(normal))
+        rarity = pc.if_else(pa.array(ok), normal, rarity)
+        bad = here & ~ok
         reject(bad & live, columns[name], cells, "not a rarity (Legendary, Rare, Uncommon, Common, Trash/Junk)")
         bad_rarity |= bad
         decided |= here
 
-    empty_frame = live & frame.eq("")
+    empty_frame = live & frame_empty
     reject(empty_frame, columns[FRAME_COLUMN], frame, "FRAME NUMBER is empty")
-    frame_episode = pd.Series(frame_episodes(frame.tolist()), index=frame.index, dtype=object)
-    malformed = live & ~empty_frame & frame_episode.isna()
+    frame_episode = _frame_episodes(frame)
+    has_episode = col.mask(pc.is_valid(frame_episode))
+    malformed = live & ~empty_frame & ~has_episode
     reject(malformed, columns[FRAME_COLUMN], frame, "not a frame number like TT_S01_E01_FRM-00-00-08-12")
-    other_episode = live & frame_episode.notna() & frame_episode.ne(episode_id)
+    other_episode = live & has_episode & ~col.mask(pc.equal(frame_episode, pa.scalar(episode_id, col.TYPE)))
     reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
 
-    overflow = pd.Series(False, index=table.index)
+    overflow = np.zeros(len(table), dtype=bool)
     if extra_fields:
         positions_by_label: dict[str, list[int]] = {}
         for position, (label, _) in extra_fields.items():
             positions_by_label.setdefault(label, []).append(position)
-        texts = pd.Series("", index=table.index, dtype=object)
-        texts.iloc[list(extra_fields)] = [text for _, text in extra_fields.values()]
+        texts = [""] * len(table)
+        for position, (_, text) in extra_fields.items():
+            texts[position] = text
+        text_cells = col.strings(texts)
         for label, positions in positions_by_label.items():
-            here = pd.Series(False, index=table.index)
-            here.iloc[positions] = True
+            here = np.zeros(len(table), dtype=bool)
+            here[positions] = True
             reject(
                 here,
                 label,
-                texts,
+                text_cells,
                 "text beyond the header's last column (an extra comma, or a column without a header)",
             )
             overflow |= here
 
     good = live & ~empty_frame & ~malformed & ~other_episode & ~bad_rarity & ~overflow
-    candidates = pd.DataFrame({"frame": frame[good], "rarity": rarity[good], "metadata": metadata[good]})
 
     # identical duplicates collapse; a frame given two different rarities is rejected everywhere
-    distinct = candidates.drop_duplicates(["frame", "rarity"])
-    conflicted = distinct["frame"][distinct["frame"].duplicated(keep=False)]
-    conflict_mask = good & frame.isin(set(conflicted))
+    ids = col.frame_ids(frame)  # a clean sheet: its frames as integers, cheaper to hash
+    frame_codes = pd.factorize(ids)[0].astype(np.int64) if ids is not None else _codes(frame)
+    rarity_codes = _codes(rarity)
+    frame_count = int(frame_codes.max(initial=-1)) + 1
+    candidates = np.flatnonzero(good)
+    # each candidate frame's first row: numbered again by first appearance among the candidates, a row is its
+    # frame's first exactly where its number exceeds every number before it
+    numbers = pd.factorize(frame_codes[candidates])[0]
+    first = np.ones(len(numbers), dtype=bool)
+    first[1:] = numbers[1:] > np.maximum.accumulate(numbers)[:-1]
+    first_rows = candidates[first]  # in sheet order, one per frame number
+    conflicted = np.zeros(len(first_rows), dtype=bool)
+    conflicted[numbers[rarity_codes[candidates] != rarity_codes[first_rows][numbers]]] = True
+    conflict_mask = np.zeros(len(table), dtype=bool)
+    conflict_mask[candidates[conflicted[numbers]]] = True
     reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
-    candidates = candidates[~candidates["frame"].isin(set(conflicted))]
     # a frame with any rejected row (a sibling row with a bad rarity) is a conflict too: not placed from the
     # rows that look fine, so its files stay exactly where they are
-    rejected_frames = {f for part in rejected for f in part["frame"].tolist()}
-    candidates = candidates[~candidates["frame"].isin(rejected_frames)]
-    candidates = candidates.drop_duplicates("frame")
+    rejected_frames = np.zeros(frame_count, dtype=bool)
+    rejected_frames[frame_codes[rejected_rows]] = True
+    rows = first_rows[~conflicted & ~rejected_frames[frame_codes[first_rows]]]
 
-    unclassified = int(candidates["rarity"].eq("").sum())
-    frames = candidates[candidates["rarity"].ne("")].reset_index(drop=True)
+    classified = rows[rarity_codes[rows] != _code_of(rarity, rarity_codes, "")]
+    unclassified = len(rows) - len(classified)
+    chosen = np.zeros(len(table), dtype=bool)
+    chosen[classified] = True
+    frames = col.frame(
+        {"frame": col.take(frame, chosen), "rarity": col.take(rarity, chosen), "metadata": col.take(metadata, chosen)}
+    )
     rejections = (
         pd.concat(rejected, ignore_index=True).sort_values(["row", "column"], kind="stable").reset_index(drop=True)
         if rejected
@@ -257,3 +307,15 @@ def build_frame_table(
     )
     present = tuple(c for c in RARITY_COLUMNS if c in columns)
     return FrameTable(episode_id, frames, rejections, unclassified, present, list(notes))
+
+
+def _codes(values: pa.ChunkedArray) -> np.ndarray:
+    """Equal values, equal integer codes (numbered by first appearance)."""
+    encoded = pc.dictionary_encode(values).combine_chunks()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _code_of(values: pa.ChunkedArray, codes: np.ndarray, value: str) -> int:
+    """The code `_codes` gave `value` (-1 if absent)."""
+    where = np.flatnonzero(col.mask(pc.equal(values, pa.scalar(value, col.TYPE))))
+    return int(codes[where[0]]) if len(where) else -1

@@ -11,8 +11,10 @@ import io
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import columns as col
 from .plan import INVENTORY_COLUMNS, KeyLayout, Plan
 from .versions import versions_prefix
 
@@ -46,13 +48,19 @@ def build_labels(inventory: pd.DataFrame, metadata: pd.DataFrame | None = None) 
     `metadata` (episode_id, frame, metadata) is joined by frame (a frame number names its episode);
     frames it does not cover get "".
     """
-    labels = inventory.reindex(columns=INVENTORY_COLUMNS).rename(columns={"key": "s3_key"})
+    labels = {name: col.strings(inventory[name]) for name in INVENTORY_COLUMNS}
+    labels["s3_key"] = labels.pop("key")
+    frames = labels["frame"]
     if metadata is not None and len(metadata):
-        by_frame = metadata.drop_duplicates("frame").set_index("frame")["metadata"]
-        labels["metadata"] = labels["frame"].map(by_frame).fillna("").astype(str)
+        first = col.first_of_each(col.strings(metadata["frame"]))
+        by_frame = col.take(col.strings(metadata["frame"]), first)
+        text = col.take(col.strings(metadata["metadata"].fillna("").astype(str)), first)
+        found = pc.index_in(frames, value_set=col._one_array(by_frame))
+        labels["metadata"] = pc.fill_null(pc.take(col._one_array(text), found), "")
     else:
-        labels["metadata"] = ""
-    return labels[LABEL_COLUMNS].astype(str).sort_values("s3_key", kind="stable").reset_index(drop=True)
+        labels["metadata"] = pa.chunked_array([col.constant("", len(frames))], type=col.TYPE)
+    order = pc.sort_indices(labels["s3_key"])  # stable
+    return col.frame({name: pc.take(labels[name], order) for name in LABEL_COLUMNS}, LABEL_COLUMNS)
 
 
 def labels_csv(labels: pd.DataFrame) -> bytes:
@@ -82,19 +90,21 @@ def parse_labels_csv(data: bytes, where: str) -> pd.DataFrame:
 
 def catalogue_after_apply(plan: Plan, layout: KeyLayout, plain_deletes_done: bool = True) -> pd.DataFrame:
     """The dataset objects after every copy, move and (unless held back) delete of `plan` succeeded."""
-    removed = set(plan.of("move")["src_key"])
+    removed = [plan.of("move")["src_key"]]
     if plain_deletes_done:
-        removed |= set(plan.of("delete")["src_key"])
-    added_keys = pd.concat([plan.of("copy")["dst_key"], plan.of("move")["dst_key"]]).tolist()
+        removed.append(plan.of("delete")["src_key"])
+    added_keys = col.chain(col.strings(plan.of("copy")["dst_key"]), col.strings(plan.of("move")["dst_key"]))
     added, _ = layout.parse_dataset_keys(added_keys)
     current = plan.current.reindex(columns=INVENTORY_COLUMNS)
-    kept = current[~current["key"].isin(removed)]
-    return pd.concat([kept, added], ignore_index=True).drop_duplicates("key").reset_index(drop=True)
+    removed_keys = col.chain(*(col.strings(r) for r in removed))
+    kept = current[~col.is_in(col.strings(current["key"]), removed_keys)]
+    both = pd.concat([kept.astype(col.STR), added], ignore_index=True)
+    return both[col.first_of_each(col.strings(both["key"]))].reset_index(drop=True)
 
 
 def needs_previous_metadata(catalogue: pd.DataFrame, sheet_metadata: pd.DataFrame) -> bool:
     """True if some dataset object's frame is not in the sheets read this run."""
-    return not catalogue["frame"].isin(set(sheet_metadata["frame"])).all()
+    return not col.is_in(col.strings(catalogue["frame"]), col.strings(sheet_metadata["frame"])).all()
 
 
 def merge_metadata(sheet_metadata: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
@@ -103,4 +113,5 @@ def merge_metadata(sheet_metadata: pd.DataFrame, previous: pd.DataFrame | None) 
     if previous is None or previous.empty:
         return sheet_metadata
     carried = previous.reindex(columns=METADATA_COLUMNS)
-    return pd.concat([sheet_metadata, carried], ignore_index=True).drop_duplicates("frame")
+    both = pd.concat([sheet_metadata, carried], ignore_index=True)
+    return both[col.first_of_each(col.strings(both["frame"]))]

@@ -19,9 +19,13 @@ from pathlib import PurePath
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from ..errors import SheetContentError, SheetError
+from . import columns as col
 from .frame_table import FRAME_COLUMN, METADATA_COLUMN, RARITY_COLUMNS, normalize_header
 
 
@@ -184,7 +188,17 @@ def table_from_rows(rows: Sequence[Sequence[Any]], where: str) -> pd.DataFrame:
 
 
 def parse_csv(data: bytes, where: str) -> pd.DataFrame:
-    """Parse a CSV export (UTF-8, optional BOM) into a sheet table of strings (see `table_from_rows`)."""
+    """Parse a CSV export (UTF-8, optional BOM) into a sheet table of strings (see `table_from_rows`).
+
+    pyarrow's reader parses a plain sheet (every row as wide as the header, header names unique and not
+    blank) into Arrow-backed columns; any other sheet is read by the csv module and `table_from_rows`, so
+    every sheet reads, and every error reads, the same either way.
+    """
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    if _PRINTABLE_ASCII.search(body) is not None:  # not blank: pyarrow checks the UTF-8 itself
+        table = _read_csv_arrow(body, where)
+        if table is not None:
+            return table
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -202,6 +216,70 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
     except csv.Error as exc:
         raise SheetError(f"{where}: not a readable CSV file (line {reader.line_num}: {exc})") from None
     return table_from_rows(rows, where)
+
+
+_PRINTABLE_ASCII = re.compile(rb"[!-~]")
+#: the header row is looked for in this many leading bytes; a longer one goes to the csv module
+_HEADER_SCAN = 1 << 20
+
+
+def _read_csv_arrow(data: bytes, where: str) -> pd.DataFrame | None:
+    """The sheet read by pyarrow.csv (every cell a string, nothing coerced), or None where the csv module must
+    read it. SheetError as `table_from_rows` raises it for a header naming a column the job reads twice."""
+    head = data[:_HEADER_SCAN]
+    if b"\n" not in head and len(data) > _HEADER_SCAN:
+        return None
+    width = head.split(b"\n", 1)[0].count(b",") + 1  # no more fields than that in the header row
+    if not _plain_quoting(data):
+        return None
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True, use_threads=True),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f"f{i}": pa.string() for i in range(width)},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows == 0 or any(t != pa.string() for t in table.schema.types):
+        return None
+    names = [column[0].as_py() for column in table.slice(0, 1).columns]
+    if len(set(names)) != len(names) or "" in names or not any(name.strip() for name in names):
+        return None
+    _repeated_job_columns(names, where)
+    body = table.slice(1)
+    return col.frame({name: body.column(i) for i, name in enumerate(names)}, names)
+
+
+_FIELD_ENDS = np.frombuffer(b",\r\n", dtype=np.uint8)
+
+
+def _plain_quoting(data: bytes) -> bool:
+    """True if every quote in `data` opens a field, closes one right before a comma or line end, or is half of a
+    doubled quote inside one: then pyarrow and the csv module (strict) split the fields the same way. A quote in
+    the middle of an unquoted field, or text after a closing quote, is left to the csv module."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(raw == ord('"'))
+    if len(quotes) == 0:
+        return True
+    if len(quotes) % 2:
+        return False
+    # the byte before and after each quote; the start and the end of the file count as line ends
+    before = np.where(quotes > 0, raw[np.maximum(quotes - 1, 0)], ord("\n"))
+    after = np.where(quotes < len(raw) - 1, raw[np.minimum(quotes + 1, len(raw) - 1)], ord("\n"))
+    # parity: the 1st, 3rd, ... quote opens a field (at its start) or is the second half of a doubled quote
+    # (right after the first half); the 2nd, 4th, ... closes the field (before a comma or a line end) or is
+    # the first half of a doubled quote (a quote right after it)
+    even, odd = quotes[0::2], quotes[1::2]
+    second_half = np.zeros(len(even), dtype=bool)
+    second_half[1:] = even[1:] - 1 == odd[: len(even) - 1]
+    opens_ok = second_half | np.isin(before[0::2], _FIELD_ENDS)
+    closes_ok = (after[1::2] == ord('"')) | np.isin(after[1::2], _FIELD_ENDS)
+    return bool(opens_ok.all() and closes_ok.all())
 
 
 class SheetReader:
