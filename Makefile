@@ -22,5 +22,6 @@ test: lint  ## ruff, the architecture contracts (pyproject.toml), then the test 
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 -q
 
-bench: $(BIN)/.installed  ## benchmarks/bench_sync.py against a local endpoint
+bench: $(BIN)/.installed  ## benchmarks/bench_sync.py against a local endpoint, then the split at 1M frames
 	$(BIN)/python benchmarks/bench_sync.py
+	$(BIN)/python benchmarks/bench_split.py

@@ -133,3 +133,109 @@ def test_report_of_an_empty_bucket_still_writes_its_files(bucket, tmp_path: Path
     assert "0 dataset files" in result.stdout
     assert (tmp_path / "report.png").stat().st_size > 0
     assert (tmp_path / "report.csv").read_text().startswith("level,scope,dataset,")
+
+
+def frames_by_dataset(bucket, episodes: set[str] | None = None) -> dict[str, list[tuple[str, int]]]:
+    """dataset -> [(episode_id, frames since the episode's start)], straight from the bucket's keys."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for (episode_id, dataset, _), frame in (
+        ((k.split("/")[-1][3:6] + k.split("/")[-1][7:10], k.split("/")[-3], None), k.split("/")[-1][:-4])
+        for k in bucket.keys(ML_PREFIX)
+        if k.endswith(".jpg") and k.split("/")[-1].startswith("TT_")
+    ):
+        if episodes is None or episode_id in episodes:
+            hh, mm, ss, ff = (int(x) for x in frame[-11:].split("-"))
+            out.setdefault(dataset, []).append((episode_id, ((hh * 60 + mm) * 60 + ss) * 24 + ff))
+    return out
+
+
+def brute_force_leakage(by_dataset: dict[str, list[tuple[str, int]]], dataset: str, seconds: float) -> int:
+    trains = by_dataset.get("train", [])
+    return sum(
+        any(e == te and abs(t - tt) <= seconds * 24 for te, tt in trains) for e, t in by_dataset.get(dataset, [])
+    )
+
+
+def test_report_leakage_and_rarity_shares_equal_counts_from_the_bucket(catalogue, tmp_path: Path) -> None:
+    # frames a second apart in the catalogue; two more validate frames half a second and 10 s from train ones
+    catalogue.put(dataset_key("validate", "Rare", "TT_S01_E01_FRM-00-00-00-12"))
+    catalogue.put(dataset_key("test", "Legendary", "TT_S01_E01_FRM-00-00-18-00"))
+    result = run_cli("report", "--out", str(tmp_path), "--format", "json", "--leak-seconds", "0.5,2,10")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+
+    by_dataset = frames_by_dataset(catalogue)
+    leakage = {(r["dataset"], r["seconds"]): r for r in report["leakage"]}
+    assert set(leakage) == {(d, s) for d in ("validate", "test") for s in (0.5, 2, 10)}
+    for (dataset, seconds), reported in leakage.items():
+        leaking = brute_force_leakage(by_dataset, dataset, seconds)
+        assert (reported["leaking"], reported["frames"]) == (leaking, len(by_dataset[dataset]))
+        assert reported["share"] == pytest.approx(leaking / len(by_dataset[dataset]))
+    assert leakage[("validate", 0.5)]["leaking"] >= 1  # the half-second frame
+
+    counts = bucket_counts(catalogue)
+    target = {"train": 0.7, "validate": 0.2, "test": 0.1}
+    shares = {(r["rarity"], r["dataset"]): r for r in report["rarity_shares"]}
+    assert len(shares) == len(RARITIES) * 3
+    worst = None
+    for (rarity, dataset), row in shares.items():
+        files = sum(n for (_, d, r), n in counts.items() if (d, r) == (dataset, rarity))
+        rarity_files = sum(n for (_, _, r), n in counts.items() if r == rarity)
+        assert (row["files"], row["rarity_files"], row["target"]) == (files, rarity_files, target[dataset])
+        if rarity_files:
+            assert row["share"] == pytest.approx(files / rarity_files)
+            assert row["deviation"] == pytest.approx(files / rarity_files - target[dataset])
+            if worst is None or abs(row["deviation"]) > abs(worst["deviation"]):
+                worst = row
+    assert report["largest_deviation"] == worst
+
+    with open(tmp_path / "leakage.csv", newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [(r["dataset"], float(r["seconds"]), int(r["leaking"])) for r in written] == [
+        (r["dataset"], r["seconds"], r["leaking"]) for r in report["leakage"]
+    ]
+    with open(tmp_path / "rarity_shares.csv", newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [(r["rarity"], r["dataset"], int(r["files"])) for r in written] == [
+        (r["rarity"], r["dataset"], r["files"]) for r in report["rarity_shares"]
+    ]
+    assert report["files"]["leakage"] == str(tmp_path / "leakage.csv")
+
+    text = run_cli("report", "--out", str(tmp_path))
+    assert "leakage: frames with a train frame of the same episode within" in text.stdout
+    assert "each rarity's split against the target" in text.stdout
+    flagged = [line for line in text.stdout.splitlines() if "<- largest" in line]
+    assert len(flagged) == 1 and flagged[0].startswith(worst["rarity"])
+
+
+@pytest.mark.parametrize("value", ["", "1,x", "-1", "5,100000"])
+def test_a_bad_leak_seconds_is_a_usage_error(bucket, value: str) -> None:
+    result = run_cli("report", "--leak-seconds", value)
+    assert result.exit_code == 2 and "--leak-seconds" in result.stderr
+
+
+def test_after_a_stratified_sync_every_rarity_of_every_episode_is_within_one_frame(bucket, tmp_path: Path) -> None:
+    from season import sheet_rows, upload_season
+
+    pattern = ["Common", "Rare", "Common", "Trash", "Uncommon", "Common", "Legendary", "Common", "Uncommon"]
+    sheets = {
+        e: sheet_rows(e, [pattern[(i * 5 + n) % 9] for i in range(n)]) for e, n in (("S01E01", 37), ("S01E02", 23))
+    }
+    upload_season(bucket, sheets)
+    assert run_cli("sync").exit_code == 0
+    result = run_cli("report", "--out", str(tmp_path), "--format", "json")
+    assert result.exit_code == 0, result.output
+    worst = json.loads(result.stdout)["largest_episode_deviation"]
+
+    counts = bucket_counts(bucket)
+    target = {"train": 0.7, "validate": 0.2, "test": 0.1}
+    deviations = {
+        (e, r, d): counts[(e, d, r)] - sum(counts[(e, x, r)] for x in DATASETS) * target[d]
+        for e in sheets
+        for r in RARITIES
+        for d in DATASETS
+    }
+    key = (worst["episode_id"], worst["rarity"], worst["dataset"])
+    assert worst["deviation_files"] == pytest.approx(deviations[key])
+    assert abs(deviations[key]) == pytest.approx(max(abs(v) for v in deviations.values()))
+    assert 0 < abs(worst["deviation_files"]) < 1

@@ -36,7 +36,14 @@ def test_demo_exits_0_and_prints_its_tables(monkeypatch: pytest.MonkeyPatch):
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert re.search(r"embedded S3 \(moto server\) at http://127\.0\.0\.1:\d+", out)
-    steps = ["== first sync", "== dry run after the edits", "== second sync", "== third sync", "== the datasets now"]
+    steps = [
+        "== first sync",
+        "== dry run after the edits",
+        "== second sync",
+        "== third sync",
+        "== the datasets now",
+        "== the report",
+    ]
     positions = [out.index(step) for step in steps]
     assert positions == sorted(positions)
     # one table per sync, each with the episodes and a totals line
@@ -49,12 +56,17 @@ def test_demo_exits_0_and_prints_its_tables(monkeypatch: pytest.MonkeyPatch):
     assert re.search(r"done: copied \d+, moved [1-9]\d*, deleted [1-9]\d*; failed 0", second)
     assert "done: copied 0, moved 0, deleted 0; failed 0" in third
     # the datasets table: a row per dataset, and the totals add up to the frames kept by the last sync
-    datasets = out[positions[4] :]
+    datasets = out[positions[4] : positions[5]]
     totals = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(train|validate|test)\s.*?(\d+)$", datasets, re.M)}
     assert set(totals) == {"train", "validate", "test"}
     kept = int(re.search(r"^total\s+(\d[\d,]*)", third, re.M).group(1).replace(",", ""))
     assert sum(totals.values()) == kept
     assert "tuttle-prep-demo-plan.csv" in out
+    # it ends with the report: the split's quality printed, the picture written where it says
+    report = out[positions[5] :]
+    assert "each rarity's split against the target" in report and "leakage: frames with a train frame" in report
+    png = Path(re.search(r"The report's picture is (\S+report\.png)", out).group(1))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     # the last line points at the pages that explain connecting a real bucket and sheets, and they exist
     pointed = re.findall(r"\b(docs/[\w-]+\.md)\b", out[out.index("Next:") :])
     assert {"docs/deploy.md", "docs/google-sheets.md"} <= set(pointed)

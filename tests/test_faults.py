@@ -144,7 +144,9 @@ def expected_state(sheets: dict[str, list[dict[str, str]]]) -> dict[str, tuple[s
         ],
         columns=["episode_id", "frame", "rarity"],
     )
-    wanted = wanted_frames(frames, settings.split, settings.split_seed, settings.split_group_seconds)
+    wanted = wanted_frames(
+        frames, settings.split, settings.split_seed, settings.split_group_seconds, stratify=settings.split_stratify
+    )
     return {w.frame: (w.dataset, w.rarity) for w in wanted.itertuples()}
 
 
@@ -184,6 +186,12 @@ def edited_season(bucket: Bucket) -> EditedSeason:
     )
 
 
+def moving(season: EditedSeason) -> list[str]:
+    """Frames in the datasets before and after the edit, elsewhere after: the 4 reclassified ones, and the
+    frames the stratified split moves within a rarity to keep its shares (computed by the split itself)."""
+    return [f for f, place in season.after.items() if f in season.before and season.before[f] != place]
+
+
 def key_of(state: dict[str, tuple[str, str]], frame: str) -> str:
     dataset, rarity = state[frame]
     return dataset_key(dataset, rarity, frame)
@@ -215,7 +223,9 @@ def test_failing_copies_are_retried_then_reported_and_no_source_of_a_failed_move
     result = run_cli("sync")
 
     assert result.exit_code == 1, result.output
-    assert "copied 3, moved 3, deleted 0; failed 2; 3 deletes held back" in result.output
+    moves = moving(season)
+    assert set(season.moved) <= set(moves)
+    assert f"copied 3, moved {len(moves) - 1}, deleted 0; failed 2; 3 deletes held back" in result.output
     for frame in permanent:
         assert f"{key_of(after, frame)} failed" in result.output
         assert attempts[frame] == 2  # AWS_MAX_ATTEMPTS=2 is honoured: one retry, then reported
@@ -224,9 +234,9 @@ def test_failing_copies_are_retried_then_reported_and_no_source_of_a_failed_move
     # the failed move's source stays; its destination was never written
     assert key_of(before, season.moved[1]) in keys and key_of(after, season.moved[1]) not in keys
     # retried copies and the other moves landed; those moves' sources are gone
-    for frame in transient | set(season.moved[2:]):
+    for frame in transient | set(moves) - {season.moved[1]}:
         assert key_of(after, frame) in keys
-    for frame in {season.moved[0], *season.moved[2:]}:
+    for frame in set(moves) - {season.moved[1]}:
         assert key_of(before, frame) not in keys
     assert key_of(after, season.added[1]) not in keys
     # no plain delete ran while a copy had failed
@@ -273,7 +283,7 @@ def test_per_key_delete_errors_in_a_200_response_are_counted_and_the_next_run_de
     assert refusing <= {k for batch in batches for k in batch}
     for key in refusing:
         assert f"delete {key} failed: InternalError: try again" in result.output
-    assert "copied 4, moved 3, deleted 2; failed 2" in result.output
+    assert f"copied 4, moved {len(moving(season)) - 1}, deleted 2; failed 2" in result.output
     keys = bucket.keys()
     assert refusing <= keys
     assert not ({key_of(season.before, f) for f in season.blanked} - refusing) & keys
@@ -378,7 +388,7 @@ def test_a_run_finding_the_lock_held_on_this_host_exits_1_naming_the_holder_and_
 
 
 def test_a_lock_held_on_another_host_blocks_a_real_run_but_not_a_dry_run(bucket: Bucket, hooks: Hooks) -> None:
-    edited_season(bucket)
+    season = edited_season(bucket)
     put_lock(bucket, "ip-10-0-3-17", 4242, "beefbeef0002", age_seconds=600)
     uploaded = snapshot(bucket)
 
@@ -388,7 +398,7 @@ def test_a_lock_held_on_another_host_blocks_a_real_run_but_not_a_dry_run(bucket:
     assert blocked.exit_code == 1
     assert "run beefbeef0002 (pid 4242 on ip-10-0-3-17" in blocked.output and "10 min ago" in blocked.output
     assert dry.exit_code == 0, dry.output
-    assert "dry run: would copy 4, move 4, delete 3" in dry.output
+    assert f"dry run: would copy 4, move {len(moving(season))}, delete 3" in dry.output
     assert snapshot(bucket) == uploaded
 
 
@@ -577,7 +587,8 @@ def test_the_delete_guard_still_counts_frames_leaving_the_datasets(bucket: Bucke
 
     assert result.exit_code == 1, result.output
     assert "refusing 101 deletes of the 105 dataset files" in result.output
-    assert dataset_keys(bucket) == placed
+    # the four frames still in the sheet are where the split puts four Rare frames; the others stay
+    assert dataset_keys(bucket) == {**placed, **expected_state({"S01E01": rows[:4]})}
 
 
 # ---- 6. credentials missing, wrong region, bucket missing -------------------------------------------------

@@ -22,6 +22,7 @@ def test_defaults_are_the_production_layout():
     assert list(s.split) == ["train", "validate", "test"]
     assert s.split_seed.strip()
     assert s.split_group_seconds == 0
+    assert s.split_stratify == "rarity"
     assert s.google_credentials_file is None
 
 
@@ -42,6 +43,7 @@ def test_every_variable_is_read(tmp_path: Path):
             "TUTTLE_SPLIT": " train = 0.8 , test=0.2 ",
             "TUTTLE_SPLIT_SEED": "reshuffle-2",
             "TUTTLE_SPLIT_GROUP_SECONDS": "3",
+            "TUTTLE_SPLIT_STRATIFY": " None ",
             "TUTTLE_VERSIONS_KEEP": "30",
             "TUTTLE_VERSIONS_PINNED": " 20261101T023005Z-4f1c9a02b7e1.parquet, 20261201 ,",
             "GOOGLE_DRIVE_CREDENTIALS_FILE": str(tmp_path / "key.json"),
@@ -55,6 +57,7 @@ def test_every_variable_is_read(tmp_path: Path):
         "reshuffle-2",
         3,
     )
+    assert s.split_stratify == "none"
     assert s.google_credentials_file == tmp_path / "key.json"
 
 
@@ -67,6 +70,7 @@ def test_every_variable_is_read(tmp_path: Path):
         ({"TUTTLE_SPLIT_SEED": "  "}, "TUTTLE_SPLIT_SEED"),
         ({"TUTTLE_SPLIT_GROUP_SECONDS": "two"}, "TUTTLE_SPLIT_GROUP_SECONDS"),
         ({"TUTTLE_SPLIT_GROUP_SECONDS": "-1"}, "TUTTLE_SPLIT_GROUP_SECONDS"),
+        ({"TUTTLE_SPLIT_STRATIFY": "class"}, "TUTTLE_SPLIT_STRATIFY must be one of rarity, none; got 'class'"),
         ({"TUTTLE_SPLIT": "train=0.7,validate=0.2"}, "add up to 1"),
         ({"TUTTLE_SPLIT": "train=0.7,validate=0.4,test=-0.1"}, "between 0 and 1"),
         ({"TUTTLE_SPLIT": "train=seventy,test=0.3"}, "not a number"),

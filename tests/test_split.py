@@ -94,19 +94,21 @@ def test_unit_hash_is_uniform_in_unit_interval(ten_thousand):
     assert deciles.min() >= 900 and deciles.max() <= 1100
 
 
-def test_group_seconds_keeps_each_window_of_an_episode_in_one_dataset(ten_thousand):
-    wanted = wanted_frames(ten_thousand, SHARES, DEFAULT_SEED, group_seconds=2)
+@pytest.mark.parametrize("stratify", ["rarity", "none"])
+def test_group_seconds_keeps_each_window_of_an_episode_in_one_dataset(ten_thousand, stratify):
+    wanted = wanted_frames(ten_thousand, SHARES, DEFAULT_SEED, group_seconds=2, stratify=stratify)
     seconds = wanted["frame"].str.slice(-5, -3).astype(int) + 60 * wanted["frame"].str.slice(-8, -6).astype(int)
     windows = wanted.assign(window=seconds // 2).groupby(["episode_id", "window"])["dataset"].nunique()
     assert len(windows) > 100
     assert (windows == 1).all()
-    # windows are still drawn independently: the shares hold over the windows
+    # every dataset gets windows
     per_window = wanted.assign(window=seconds // 2).drop_duplicates(["episode_id", "window"])["dataset"]
     assert set(per_window) == set(SHARES)
 
 
-def test_group_seconds_windows_are_per_episode(ten_thousand):
-    wanted = wanted_frames(ten_thousand, SHARES, DEFAULT_SEED, group_seconds=5)
+@pytest.mark.parametrize("stratify", ["rarity", "none"])
+def test_group_seconds_windows_are_per_episode(ten_thousand, stratify):
+    wanted = wanted_frames(ten_thousand, SHARES, DEFAULT_SEED, group_seconds=5, stratify=stratify)
     first_window = wanted[wanted["frame"].str.endswith(("00-00-00-00", "00-00-01-05"))]
     by_episode = first_window.groupby("episode_id")["dataset"].agg(set)
     # the same time window in ten episodes is not forced into one dataset
@@ -114,6 +116,7 @@ def test_group_seconds_windows_are_per_episode(ten_thousand):
     assert len({next(iter(s)) for s in by_episode}) > 1
 
 
-def test_without_grouping_consecutive_frames_are_split_independently(ten_thousand):
-    wanted = wanted_frames(ten_thousand, SHARES, DEFAULT_SEED, group_seconds=0)
+@pytest.mark.parametrize("stratify", ["rarity", "none"])
+def test_without_grouping_consecutive_frames_are_split_independently(ten_thousand, stratify):
+    wanted = wanted_frames(ten_thousand, SHARES, DEFAULT_SEED, group_seconds=0, stratify=stratify)
     assert wanted.groupby(wanted["frame"].str.slice(0, -3))["dataset"].nunique().max() > 1

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 import boto3
 import botocore.loaders
+import pandas as pd
 import pytest
 from conftest import run_cli
 from season import (
@@ -36,7 +37,7 @@ from season import (
 
 import tuttle_prep.edges.aws
 from tuttle_prep.core.delete_guard import DeleteLimit, delete_guard
-from tuttle_prep.core.split import assign_datasets
+from tuttle_prep.core.plan import wanted_frames
 from tuttle_prep.settings import DEFAULT_SEED, Settings
 
 SHARES = {"train": 0.7, "validate": 0.2, "test": 0.1}
@@ -115,13 +116,31 @@ def s3_calls(monkeypatch: pytest.MonkeyPatch) -> S3Calls:
 # ---- building expectations ------------------------------------------------------------------------------
 
 
-def dataset_of(frame: str, shares: dict[str, float] = SHARES, seed: str = DEFAULT_SEED) -> str:
-    return str(assign_datasets([frame], shares, seed)[0])
-
-
 def expected(rarities: dict[str, str], shares: dict[str, float] = SHARES) -> dict[str, tuple[str, str]]:
-    """{frame: rarity} -> the dataset objects `sync` must leave: {frame: (dataset, rarity)}."""
-    return {f: (dataset_of(f, shares), r) for f, r in rarities.items()}
+    """{frame: rarity} of every classified frame of some episodes -> the dataset objects `sync` must leave
+    for them: {frame: (dataset, rarity)}, through the split's public entry point (with the default
+    stratification a frame's dataset depends on the other frames of its episode and rarity)."""
+    frames = pd.DataFrame(
+        [(f[3:6] + f[7:10], f, r) for f, r in rarities.items()], columns=["episode_id", "frame", "rarity"]
+    )
+    wanted = wanted_frames(frames, shares, DEFAULT_SEED, stratify=Settings().split_stratify)
+    return {w.frame: (w.dataset, w.rarity) for w in wanted.itertuples()}
+
+
+def plan_counts(
+    before: dict[str, tuple[str, str]], after: dict[str, tuple[str, str]], episode_id: str
+) -> dict[str, int]:
+    """The table row `sync` prints for an episode going from dataset state `before` to `after`."""
+    b = {f: v for f, v in before.items() if f[3:6] + f[7:10] == episode_id}
+    a = {f: v for f, v in after.items() if f[3:6] + f[7:10] == episode_id}
+    return {
+        "keep": sum(b.get(f) == v for f, v in a.items()),
+        "copy": sum(f not in b for f in a),
+        "move": sum(f in b and b[f] != v for f, v in a.items()),
+        "delete": sum(f not in a for f in b),
+        "missing": 0,
+        "rejected": 0,
+    }
 
 
 def pattern_rows(episode_id: str, n: int, start: int = 0) -> list[dict[str, str]]:
@@ -220,11 +239,13 @@ def test_sources_are_listed_only_for_episodes_with_frames_to_place(bucket, s3_ca
         return {p["Prefix"] for p in s3_calls.of("ListObjectsV2") if not p["Prefix"].startswith(ML_PREFIX)}
 
     s3_calls.clear()
-    sheets[E1][0][JONNY] = "Legendary"  # a reclassification moves a dataset object: no source needed
+    before = expected(all_classified(sheets))
+    sheets[E1][0][JONNY] = "Legendary"  # a reclassification moves dataset objects: no source needed
     put_sheet(bucket, E1, sheets[E1])
     result = run_cli("sync")
     assert result.exit_code == 0, result.output
-    assert counts(result.stdout, E1)["move"] == 1
+    assert counts(result.stdout, E1) == plan_counts(before, expected(all_classified(sheets)), E1)
+    assert counts(result.stdout, E1)["move"] >= 1 and counts(result.stdout, E1)["copy"] == 0
     assert source_listings() == {MANIFESTS_PREFIX}
 
     s3_calls.clear()
@@ -240,6 +261,7 @@ def test_sources_are_listed_only_for_episodes_with_frames_to_place(bucket, s3_ca
 
 def test_reclassified_rows_move_between_rarity_folders(bucket, season, s3_calls):
     sheet = season[E1]
+    before = expected(all_classified(season))
     to_legendary, to_uncommon = sheet[0][FRAME], sheet[1][FRAME]
     sheet[0][JONNY] = "Legendary"  # was Common
     sheet[1][SUPERVISED] = "uncommon"  # was Rare
@@ -247,15 +269,17 @@ def test_reclassified_rows_move_between_rarity_folders(bucket, season, s3_calls)
     result = run_cli("sync")
     assert result.exit_code == 0, result.output
     state = dataset_keys(bucket)
-    assert state == expected(all_classified(season))
-    assert state[to_legendary] == (dataset_of(to_legendary), "Legendary")
-    assert state[to_uncommon] == (dataset_of(to_uncommon), "Uncommon")
-    # a move copies the dataset object (not the source frame), then deletes it
-    assert {copy_source(p) for p in s3_calls.of("CopyObject")} == {
-        dataset_key(dataset_of(to_legendary), "Common", to_legendary),
-        dataset_key(dataset_of(to_uncommon), "Rare", to_uncommon),
-    }
-    assert counts(result.stdout, E1) == {"keep": 7, "copy": 0, "move": 2, "delete": 0, "missing": 0, "rejected": 0}
+    after = expected(all_classified(season))
+    assert state == after
+    assert state[to_legendary] == (after[to_legendary][0], "Legendary")
+    assert state[to_uncommon] == (after[to_uncommon][0], "Uncommon")
+    # a move copies the dataset object (not the source frame), then deletes it; besides the two reclassified
+    # frames, at most one other frame per boundary between datasets moves for each rarity left or joined
+    moved = {f for f in after if before[f] != after[f]}
+    assert {to_legendary, to_uncommon} <= moved and len(moved - {to_legendary, to_uncommon}) <= 2 * 2 * 2
+    assert {copy_source(p) for p in s3_calls.of("CopyObject")} == {dataset_key(*before[f], f) for f in moved}
+    assert counts(result.stdout, E1) == plan_counts(before, after, E1)
+    assert counts(result.stdout, E1)["keep"] == 9 - len(moved)
 
 
 def test_removed_cleared_and_added_rows(bucket, season):
@@ -322,7 +346,16 @@ def test_group_seconds_keeps_each_window_in_one_dataset(bucket, monkeypatch):
     assert len(set().union(*windows.values())) > 1
 
 
+def test_the_summary_names_the_split_mode(bucket, season, monkeypatch):
+    monkeypatch.setenv("TUTTLE_SPLIT_STRATIFY", "none")
+    monkeypatch.setenv("TUTTLE_SPLIT_GROUP_SECONDS", "3")
+    result = run_cli("sync", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "(sha256 of TUTTLE_SPLIT_SEED); stratify=none, group seconds=3" in result.stdout
+
+
 def test_dry_run_leaves_the_bucket_untouched(bucket, season, s3_calls):
+    state = expected(all_classified(season))
     season[E1][0][JONNY] = "Rare"
     season[E1].pop(1)
     season[E1].append(row(frame_number(E1, 30), "Trash"))
@@ -333,7 +366,9 @@ def test_dry_run_leaves_the_bucket_untouched(bucket, season, s3_calls):
     assert result.exit_code == 0, result.output
     assert s3_calls.writes() == [] and [op for op, _ in s3_calls.calls if op == "PutObject"] == []
     assert bucket.etags() == before
-    assert "dry run: would copy 1, move 1, delete 1; nothing was changed" in result.stdout
+    would = plan_counts(state, expected(all_classified(season)), E1)
+    assert (would["copy"], would["delete"]) == (1, 1) and would["move"] >= 1
+    assert f"dry run: would copy 1, move {would['move']}, delete 1; nothing was changed" in result.stdout
     # the S3 client's pool matches --workers, with botocore's standard retries
     config = s3_calls.configs[s3_calls.calls.index(next(c for c in s3_calls.calls if c[0] == "ListObjectsV2"))]
     assert config.max_pool_connections == 48 and config.retries["mode"] == "standard"
@@ -341,6 +376,7 @@ def test_dry_run_leaves_the_bucket_untouched(bucket, season, s3_calls):
 
 def test_plan_out_writes_every_decision(bucket, season, tmp_path):
     sheet = season[E1]
+    before = expected(all_classified(season))
     moved, deleted = sheet[0][FRAME], sheet[1][FRAME]
     sheet[0][JONNY] = "Legendary"
     sheet[1][UNSUPERVISED] = ""
@@ -348,6 +384,7 @@ def test_plan_out_writes_every_decision(bucket, season, tmp_path):
     sheet += [row(added, "Rare"), row(missing, "Trash")]
     put_sources(bucket, [added])
     put_sheet(bucket, E1, sheet)
+    after = expected(all_classified(season))  # the missing frame is wanted too: it counts in its stratum
     out = tmp_path / "plan.csv"
     result = run_cli("sync", "--dry-run", "--episode", E1, "--plan-out", str(out))
     assert result.exit_code == 0, result.output  # the missing source is a data finding: reported, exit 0
@@ -364,16 +401,24 @@ def test_plan_out_writes_every_decision(bucket, season, tmp_path):
         "action": "move",
         "episode_id": E1,
         "frame": moved,
-        "src_key": dataset_key(dataset_of(moved), "Common", moved),
-        "dst_key": dataset_key(dataset_of(moved), "Legendary", moved),
+        "src_key": dataset_key(before[moved][0], "Common", moved),
+        "dst_key": dataset_key(after[moved][0], "Legendary", moved),
     }
     assert by_frame[deleted]["action"] == "delete" and by_frame[deleted]["dst_key"] == ""
-    assert by_frame[deleted]["src_key"] == dataset_key(dataset_of(deleted), "Rare", deleted)
+    assert by_frame[deleted]["src_key"] == dataset_key(before[deleted][0], "Rare", deleted)
     assert (by_frame[added]["action"], by_frame[added]["src_key"]) == ("copy", source_key(added))
-    assert by_frame[added]["dst_key"] == dataset_key(dataset_of(added), "Rare", added)
+    assert by_frame[added]["dst_key"] == dataset_key(after[added][0], "Rare", added)
     assert (by_frame[missing]["action"], by_frame[missing]["src_key"]) == ("missing", source_key(missing))
-    keeps = [r for r in rows if r["action"] == "keep"]
-    assert len(keeps) == 7 and all(r["src_key"] == r["dst_key"] != "" for r in keeps)
+    assert by_frame[missing]["dst_key"] == dataset_key(*after[missing], missing)
+    # every other frame: kept where it is, or moved by the stratified split (within its rarity)
+    for frame in {f for f in set(before) & set(after) if f.startswith("TT_S01_E01")} - {moved, deleted}:
+        r = by_frame[frame]
+        if before[frame] == after[frame]:
+            assert r["action"] == "keep" and r["src_key"] == r["dst_key"] == dataset_key(*after[frame], frame)
+        else:
+            assert r["action"] == "move" and r["dst_key"] == dataset_key(*after[frame], frame)
+    assert sum(r["action"] == "keep" for r in rows) == plan_counts(before, after, E1)["keep"]
+    assert sum(r["action"] == "move" for r in rows) == plan_counts(before, after, E1)["move"]
 
 
 # ---- rejections and skipped episodes --------------------------------------------------------------------
@@ -512,16 +557,17 @@ def test_max_delete_as_a_count_or_a_percentage_and_force(bucket):
 
 
 def test_a_dry_run_tells_that_the_real_run_would_refuse_the_deletes(bucket):
-    synced_episode(bucket, n=10, keep=7)
+    rows = synced_episode(bucket, n=10, keep=7)
     before = dataset_keys(bucket)
+    moves = plan_counts(before, expected(classified(rows)), E1)["move"]
     result = run_cli("sync", "--dry-run", "--max-delete", "2")
     assert result.exit_code == 1
     assert "refusing 3 deletes of the 10 dataset files" in result.stderr
-    assert "dry run: would copy 0, move 0, refuse the deletes; nothing was changed" in result.stdout
+    assert f"dry run: would copy 0, move {moves}, refuse the deletes; nothing was changed" in result.stdout
     assert dataset_keys(bucket) == before
     result = run_cli("sync", "--dry-run", "--max-delete", "2", "--force")
     assert result.exit_code == 0, result.output
-    assert "would copy 0, move 0, delete 3" in result.stdout
+    assert f"would copy 0, move {moves}, delete 3" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -625,6 +671,25 @@ def test_episode_and_season_filters_touch_only_the_chosen_episodes(bucket, seaso
     assert {f for f in state if f.startswith("TT_S02")} == set(classified(other["S02E01"]))
 
 
+def test_a_filtered_run_places_frames_where_a_full_run_would(bucket, season, s3_calls):
+    # reclassify in both episodes; sync one, then all: the full run finds the first episode already in place
+    season[E1][0][JONNY] = "Legendary"
+    season[E1][3][SUPERVISED] = "Rare"
+    season[E2][2][JONNY] = "Trash"
+    upload_season(bucket, season)
+    assert run_cli("sync", "--episode", E1).exit_code == 0
+    want = expected(all_classified(season))
+    assert {f: v for f, v in dataset_keys(bucket).items() if f.startswith("TT_S01_E01")} == {
+        f: v for f, v in want.items() if f.startswith("TT_S01_E01")
+    }
+    s3_calls.clear()
+    result = run_cli("sync")
+    assert result.exit_code == 0, result.output
+    assert dataset_keys(bucket) == want
+    assert counts(result.stdout, E1)["keep"] == len(classified(season[E1]))
+    assert not [p for p in s3_calls.of("CopyObject") if "S01_E01" in p["Key"]]
+
+
 def test_an_unknown_episode_is_an_error_and_a_malformed_one_a_usage_error(bucket, season):
     result = run_cli("sync", "--dry-run", "--episode", "S05E05")
     assert result.exit_code == 1
@@ -694,7 +759,8 @@ def test_a_failed_copy_keeps_the_move_source_and_holds_back_plain_deletes(bucket
     assert result.exit_code == 1
     state = dataset_keys(bucket)
     assert state[moved] == before[moved]  # the source of the failed move is still there
-    assert state[also_moved] == (before[also_moved][0], "Legendary")
+    assert state[also_moved] == expected(all_classified(season))[also_moved]
+    assert state[also_moved][1] == "Legendary"
     assert deleted in state  # plain deletes wait for a run without failed copies
     assert "InternalError" in result.stderr and "plain deletes held back" in result.stderr
 
@@ -708,8 +774,9 @@ def test_per_key_delete_errors_are_failures(bucket, season, s3_calls):
     sheet = season[E1]
     gone, stuck = sheet[0][FRAME], sheet[1][FRAME]
     sheet[0][UNSUPERVISED] = sheet[1][UNSUPERVISED] = ""
+    stuck_key = dataset_key(*dataset_keys(bucket)[stuck], stuck)
+    assert stuck_key.split("/")[-2] == "Rare"
     put_sheet(bucket, E1, sheet)
-    stuck_key = dataset_key(dataset_of(stuck), "Rare", stuck)
 
     def deny_one_key(operation: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         if operation != "DeleteObjects":
@@ -734,6 +801,9 @@ def test_a_rerun_after_an_interrupted_apply_converges(bucket, season, s3_calls):
     sheet[1][SUPERVISED] = sheet[1][UNSUPERVISED] = ""
     put_sheet(bucket, E1, sheet)
     before = bucket.keys(ML_PREFIX)
+    old, new = dataset_keys(bucket), expected(all_classified(season))
+    moving = {f for f in new if f in old and old[f] != new[f]}
+    assert moved in moving
 
     def no_deletes(operation: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         if operation == "DeleteObjects":
@@ -743,10 +813,12 @@ def test_a_rerun_after_an_interrupted_apply_converges(bucket, season, s3_calls):
     s3_calls.fail = no_deletes
     result = run_cli("sync")
     assert result.exit_code == 1
-    # the copy of the move happened, its source could not be deleted: the frame is in two folders for now
-    new_key = dataset_key(dataset_of(moved), "Legendary", moved)
-    assert {k for k in bucket.keys(ML_PREFIX) - before if k.endswith(".jpg")} == {new_key}
-    assert dataset_key(dataset_of(moved), "Common", moved) in bucket.keys(ML_PREFIX)
+    # the copies of the moves happened, their sources could not be deleted: those frames are in two folders
+    new_keys = {dataset_key(*new[f], f) for f in moving}
+    assert {k for k in bucket.keys(ML_PREFIX) - before if k.endswith(".jpg")} == new_keys
+    assert dataset_key(new[moved][0], "Legendary", moved) in new_keys
+    assert {dataset_key(*old[f], f) for f in moving} <= bucket.keys(ML_PREFIX)
+    assert old[moved][1] == "Common"
     assert "ServiceUnavailable" in result.stderr
 
     s3_calls.fail = None

@@ -15,14 +15,16 @@ import pytest
 from conftest import run_cli
 from season import FRAME, JONNY, ML_PREFIX, frame_number, put_sheet, put_sources, row, source_key, upload_season
 
+from tuttle_prep.core.frame_table import SHEET_HEADER, build_frame_table
 from tuttle_prep.core.labels import LABEL_COLUMNS, labels_key
-from tuttle_prep.core.plan import KeyLayout
+from tuttle_prep.core.plan import KeyLayout, wanted_frames
 from tuttle_prep.core.run_report import RunReport
 from tuttle_prep.core.versions import VERSION_COLUMNS, version_from_parquet, version_time, versions_prefix
 from tuttle_prep.edges import s3_versions
 from tuttle_prep.settings import Settings
 
 VERSIONS = versions_prefix(ML_PREFIX)
+HEADER = list(SHEET_HEADER)
 E1, E2 = "S01E01", "S01E02"
 RARITIES = ["Common", "Rare", "Uncommon", "Trash", "Legendary"]
 ALL = ("--dataset", "train", "--dataset", "validate", "--dataset", "test")
@@ -66,8 +68,45 @@ def season(bucket):
     return sheets
 
 
+def placements(sheets: dict[str, list[dict[str, str]]]) -> dict[str, tuple[str, str, str]]:
+    """{frame: (dataset, rarity, metadata)} a sync of `sheets` leaves, through the split's entry point."""
+    settings = Settings()
+    frames = pd.concat(
+        [
+            build_frame_table(pd.DataFrame([[r.get(c, "") for c in HEADER] for r in rows], columns=HEADER), e)
+            .frames.assign(episode_id=e)
+            for e, rows in sheets.items()
+        ],
+        ignore_index=True,
+    )
+    wanted = wanted_frames(
+        frames, settings.split, settings.split_seed, settings.split_group_seconds, stratify=settings.split_stratify
+    )
+    metadata = dict(zip(frames["frame"], frames["metadata"], strict=True))
+    return {w.frame: (w.dataset, w.rarity, metadata[w.frame]) for w in wanted.itertuples()}
+
+
+def changes_between(before: dict, after: dict) -> dict[str, str]:
+    """{frame: "moved+reclassified", ...} as `versions diff` names each changed frame (CHANGE_KINDS order)."""
+    out = {}
+    for frame in set(before) | set(after):
+        a, b = before.get(frame), after.get(frame)
+        kinds = {
+            "added": a is None,
+            "removed": b is None,
+            "moved": a is not None and b is not None and a[0] != b[0],
+            "reclassified": a is not None and b is not None and a[1] != b[1],
+            "metadata": a is not None and b is not None and a[2] != b[2],
+        }
+        if any(kinds.values()):
+            out[frame] = "+".join(k for k, on in kinds.items() if on)
+    return out
+
+
 def edit(bucket, sheets) -> dict[str, str]:
-    """Reclassify one frame, drop one, add one (with its source), change one METADATA; return the changes."""
+    """Reclassify one frame, drop one, add one (with its source), change one METADATA; return the changes
+    `versions diff` must name: these four, and the frames the stratified split moves within a rarity."""
+    before = placements(sheets)
     rows = sheets[E1]
     reclassified, removed, metadata = rows[1][FRAME], rows[2][FRAME], rows[3][FRAME]
     rows[1][JONNY] = "Legendary"  # Rare -> Legendary
@@ -77,7 +116,10 @@ def edit(bucket, sheets) -> dict[str, str]:
     rows.append(row(added, "Common"))
     put_sources(bucket, [added])
     put_sheet(bucket, E1, rows)
-    return {reclassified: "reclassified", removed: "removed", metadata: "metadata", added: "added"}
+    changes = changes_between(before, placements(sheets))
+    named = {reclassified: "reclassified", removed: "removed", metadata: "metadata", added: "added"}
+    assert {f: c.replace("moved+", "") for f, c in changes.items() if f in named} == named
+    return changes
 
 
 def test_versions_per_change_diff_list_show_and_pull_of_the_first_after_moves(bucket, season, tmp_path):
@@ -104,7 +146,9 @@ def test_versions_per_change_diff_list_show_and_pull_of_the_first_after_moves(bu
     today = tmp_path / "today"  # what a training box pulled right after the first sync
     assert run_cli("pull", *ALL, "--dest", str(today)).exit_code == 0
 
+    before = placements(season)
     changes = edit(bucket, season)
+    after = placements(season)
     output = sync_ok()
     first_again, second = version_ids(bucket)
     assert first_again == first and f"dataset version {second} written" in output
@@ -117,16 +161,21 @@ def test_versions_per_change_diff_list_show_and_pull_of_the_first_after_moves(bu
     assert result.exit_code == 0, result.output
     diff = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert dict(zip(diff["frame"], diff["change"], strict=True)) == changes
-    reclassified = diff.set_index("frame").loc[next(f for f, c in changes.items() if c == "reclassified")]
+    frame = next(f for f, c in changes.items() if "reclassified" in c.split("+"))
+    reclassified = diff.set_index("frame").loc[frame]
     assert (reclassified["from_rarity"], reclassified["to_rarity"]) == ("Rare", "Legendary")
-    assert reclassified["from_dataset"] == reclassified["to_dataset"] != ""
-    assert "added 1, removed 1, moved 0, reclassified 1, metadata changed 1; 17 unchanged" in result.output
+    assert (reclassified["from_dataset"], reclassified["to_dataset"]) == (before[frame][0], after[frame][0])
+    moved = sum("moved" in c.split("+") for c in changes.values())
+    unchanged = len(after) - sum("removed" not in c.split("+") for c in changes.values())
+    assert f"added 1, removed 1, moved {moved}, reclassified 1, metadata changed 1; {unchanged} unchanged" in (
+        result.output
+    )
     transitions = result.output.split("rarity transitions", 1)[1]
     assert re.search(r"^Rare\s+.*\d", transitions, re.M) and "Legendary" in transitions
 
     listed = json.loads(run_cli("versions", "list", "--format", "json").output)
     assert [v["id"] for v in listed] == [second, first]
-    assert listed[0]["change"] == {"added": 1, "removed": 1, "moved": 0, "reclassified": 1, "metadata": 1}
+    assert listed[0]["change"] == {"added": 1, "removed": 1, "moved": moved, "reclassified": 1, "metadata": 1}
     assert listed[0]["previous"] == first and listed[1]["change"]["added"] == 20
     text = run_cli("versions", "list")
     assert text.exit_code == 0 and text.output.index(second) < text.output.index(first)

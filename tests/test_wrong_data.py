@@ -54,6 +54,7 @@ def test_split_seed_is_trimmed_and_its_fingerprint_is_in_the_summaries(bucket: B
     assert f"split seed fingerprint {fingerprint} (sha256 of TUTTLE_SPLIT_SEED)" in result.output
     summary = summary_of(log_messages(account("logs"), "/tuttle-twins/seed")[1])
     assert summary["split_seed_fingerprint"] == fingerprint
+    assert summary["split_mode"] == "stratify=rarity, group seconds=0"
 
     monkeypatch.setenv("TUTTLE_SPLIT_SEED", "reshuffle-2023")
     dry = run_cli("sync", "--dry-run")

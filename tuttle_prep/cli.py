@@ -20,6 +20,7 @@ from .commands.demo import demo
 from .commands.manifests import manifests
 from .commands.pull import pull
 from .commands.report import report
+from .commands.split_preview import split
 from .commands.status import status
 from .commands.sync import sync
 from .commands.versions import versions
@@ -73,6 +74,7 @@ def main(env_file: Path | None, verbose: int, quiet: bool) -> None:
 main.add_command(sync)
 main.add_command(report)
 main.add_command(pull)
+main.add_command(split)
 main.add_command(manifests)
 main.add_command(alarm)
 main.add_command(versions)

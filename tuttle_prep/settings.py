@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.frame_table import RARITY_COLUMNS, normalize_header
+from .core.split import DEFAULT_STRATIFY, STRATIFY_CHOICES
 from .errors import ConfigError
 
 DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"
@@ -121,6 +122,8 @@ class Settings:
     split: dict[str, float] = field(default_factory=lambda: parse_split(DEFAULT_SPLIT))
     split_seed: str = DEFAULT_SEED
     split_group_seconds: int = 0
+    #: `rarity`: each rarity of each episode split to within one frame; `none`: each frame drawn on its own
+    split_stratify: str = DEFAULT_STRATIFY
     google_credentials_file: Path | None = None
     log_group: str | None = None
     lock_key: str = "tuttle_twins/locks/data-prep.lock"
@@ -136,6 +139,11 @@ class Settings:
         """The first 8 hex digits of the seed's SHA-256: shown in run summaries so a change of seed is visible."""
         return seed_fingerprint(self.split_seed)
 
+    @property
+    def split_mode(self) -> str:
+        """The split settings besides the seed, as run summaries show them: `stratify=rarity, group seconds=0`."""
+        return f"stratify={self.split_stratify}, group seconds={self.split_group_seconds}"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every TUTTLE_* / GOOGLE_* variable; raise ConfigError on the first bad one."""
@@ -150,6 +158,12 @@ class Settings:
         seed = env.get("TUTTLE_SPLIT_SEED", DEFAULT_SEED).strip()
         if not seed:
             raise ConfigError("TUTTLE_SPLIT_SEED must not be empty (it fixes which frame goes to which dataset)")
+        raw_stratify = env.get("TUTTLE_SPLIT_STRATIFY", "").strip()
+        stratify = raw_stratify.lower() or DEFAULT_STRATIFY
+        if stratify not in STRATIFY_CHOICES:
+            raise ConfigError(
+                f"TUTTLE_SPLIT_STRATIFY must be one of {', '.join(STRATIFY_CHOICES)}; got '{raw_stratify}'"
+            )
         creds = env.get("GOOGLE_DRIVE_CREDENTIALS_FILE", "").strip()
         log_group = env.get("TUTTLE_LOG_GROUP", "").strip()
         return cls(
@@ -163,6 +177,7 @@ class Settings:
             split=parse_split(env.get("TUTTLE_SPLIT", DEFAULT_SPLIT)),
             split_seed=seed,
             split_group_seconds=env_number(env, "TUTTLE_SPLIT_GROUP_SECONDS", 0),
+            split_stratify=stratify,
             google_credentials_file=Path(creds).expanduser() if creds else None,
             log_group=log_group or None,
             lock_key=env.get("TUTTLE_LOCK_KEY", cls.lock_key).strip().lstrip("/") or cls.lock_key,

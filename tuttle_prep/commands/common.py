@@ -93,3 +93,27 @@ def episode_option(command: Any) -> Any:
         callback=_codes(_EPISODE, "S01E01"),
         help="Only this episode (repeatable).",
     )(command)
+
+
+def _leak_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        seconds = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a list of seconds like 1,5,30") from None
+    if not seconds or any(not 0 <= s <= 86_400 for s in seconds):
+        raise click.BadParameter(f"'{value}' must name seconds between 0 and 86400, like 1,5,30")
+    return tuple(sorted(set(seconds)))
+
+
+def leak_seconds_option(command: Any) -> Any:
+    """`--leak-seconds 1,5,30`: the leakage thresholds, parsed into `leak_seconds`."""
+    return click.option(
+        "--leak-seconds",
+        "leak_seconds",
+        default="1,5,30",
+        show_default=True,
+        metavar="S,S,...",
+        callback=_leak_seconds,
+        help="Leakage thresholds: the share of validate/test frames with a train frame of the same episode "
+        "within each of these many seconds.",
+    )(command)

@@ -94,14 +94,41 @@ def _dataset_counts(client, settings: Settings) -> str:
 
 def _sync(settings: Settings, options: SyncOptions, title: str) -> RunReport:
     click.secho(f"\n== {title}", bold=True)
-    report = RunReport(dry_run=options.dry_run, seed_fingerprint=settings.seed_fingerprint)
+    report = RunReport(
+        dry_run=options.dry_run, seed_fingerprint=settings.seed_fingerprint, split_mode=settings.split_mode
+    )
     report = run_sync(settings, options, build_context(settings, options), report)
     click.echo(report.table())
     for message in report.warnings + report.errors:
         click.echo(f"  note: {message}")
-    click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
+    click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED); {report.split_mode}")
     click.echo(report.outcome_line() + f"   (exit code {report.exit_code})")
     return report
+
+
+def _write_report(client, settings: Settings, out: Path) -> Path:
+    """What `report --out OUT` does, on the demo bucket: print the split's quality, write the files."""
+    from ..core.dataset_report import build_dataset_report, leakage_lines, rarity_share_lines
+    from ..core.labels import is_job_key
+    from ..edges.s3_bucket import S3Bucket
+    from ..edges.s3_listing import list_datasets
+    from ..edges.s3_sheet_headers import headers_key
+    from .common import key_layout
+    from .report import write_report_files
+
+    layout = key_layout(settings)
+    inventory = list_datasets(S3Bucket(client, settings.bucket, 8), layout)  # within the client's pool of 10
+    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+    own = headers_key(settings.ml_prefix)  # as `report`: the job's own files are not unexpected
+    unexpected = [k for k in unexpected if k != own and not is_job_key(k, settings.ml_prefix)]
+    report = build_dataset_report(current, settings.split, unexpected, {f"{SEASON}{e}" for e in EPISODES})
+    click.secho("\n== the report: each rarity's split and the leakage between datasets", bold=True)
+    click.echo("\n".join([*rarity_share_lines(report.rarity_shares, list(settings.split)), ""]))
+    click.echo("\n".join(leakage_lines(report.leakage)))
+    out.mkdir(parents=True, exist_ok=True)
+    where = f"s3://{settings.bucket}/{settings.ml_prefix}"
+    files = write_report_files(report, out, f"Tuttle Twins demo datasets: {report.total_files:,} files in {where}")
+    return files["png"]
 
 
 def run_demo(keep: bool = False) -> int:
@@ -178,13 +205,15 @@ def run_demo(keep: bool = False) -> int:
 
         plan_csv = Path(tempfile.gettempdir()) / "tuttle-prep-demo-plan.csv"
         dry = SyncOptions(workers=16, dry_run=True, plan_out=plan_csv)
-        _sync(settings, dry, "dry run after the edits: only the changed frames move")
+        _sync(settings, dry, "dry run after the edits: the changed frames move (and a few that keep each rarity split)")
         second = _sync(settings, options, "second sync")
         rerun = _sync(settings, options, "third sync: nothing changed, nothing written")
 
         click.secho("\n== the datasets now", bold=True)
         click.echo(_dataset_counts(client, settings))
+        png = _write_report(client, settings, Path(tempfile.gettempdir()) / "tuttle-prep-demo-report")
         click.echo(
+            f"\nThe report's picture is {png} (and its tables report.csv, rarity_shares.csv, leakage.csv beside it).\n"
             f"\nThe plan of the dry run is in {plan_csv}.\n"
             f"Next: `{Path(sys.executable).as_posix()} data_preparation.py sync --help`; docs/deploy.md for "
             "connecting a real bucket, docs/google-sheets.md for the sheets."

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..core.dataset_report import build_dataset_report, table_csv
+from ..core.dataset_report import DatasetReport, build_dataset_report, leakage_csv, rarity_shares_csv, table_csv
 from ..core.labels import is_job_key
 from ..core.manifests import collect_episodes
 from ..core.run_report import EXIT_ERRORS, EXIT_OK
@@ -25,7 +25,16 @@ from ..edges.s3_objects import read_manifests
 from ..edges.s3_sheet_headers import headers_key
 from ..errors import InventoryError
 from ..settings import Settings
-from .common import episode_option, fail_config, key_layout, load_settings, make_folder, open_bucket, season_option
+from .common import (
+    episode_option,
+    fail_config,
+    key_layout,
+    leak_seconds_option,
+    load_settings,
+    make_folder,
+    open_bucket,
+    season_option,
+)
 
 log = logging.getLogger("tuttle_prep")
 
@@ -40,8 +49,9 @@ LIST_WORKERS = 16
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Folder for report.png and report.csv.",
+    help="Folder for report.png, report.csv, rarity_shares.csv and leakage.csv.",
 )
+@leak_seconds_option
 @click.option(
     "--format",
     "output_format",
@@ -50,15 +60,19 @@ LIST_WORKERS = 16
     show_default=True,
     help="What to print: tables for people, or one JSON object for machines.",
 )
-def report(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, output_format: str) -> None:
+def report(
+    seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, leak_seconds: tuple[float, ...], output_format: str
+) -> None:
     """Count the dataset files per dataset and rarity against the target split.
 
-    Lists the dataset folders once and reads the manifests; prints shares per season and overall,
-    files per episode, orphans and unexpected keys; writes report.png (stacked bars) and report.csv
-    (level,scope,dataset,<rarities>,total,share,target). Changes nothing in the bucket.
+    Lists the dataset folders once and reads the manifests; prints shares per season and overall, each
+    rarity's split against the target (the largest deviation flagged), the leakage (the share of each
+    other dataset's frames with a train frame of the same episode within --leak-seconds), files per
+    episode, orphans and unexpected keys. Writes report.png (four panels), report.csv
+    (level,scope,dataset,<rarities>,total,share,target), rarity_shares.csv
+    (rarity,dataset,files,rarity_files,share,target,deviation,deviation_files) and leakage.csv
+    (dataset,seconds,frames,leaking,share). Changes nothing in the bucket.
     """
-    from ..edges.report_chart import write_chart  # matplotlib: imported only by the command that draws
-
     settings = load_settings()
     make_folder(out, "--out")
     store = open_bucket(settings, LIST_WORKERS)
@@ -81,14 +95,14 @@ def report(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, outpu
         for wanted in sorted(set(episodes) - candidates):
             log.warning("--episode %s: no dataset files and in no manifest", wanted)
 
-    report = build_dataset_report(current, settings.split, unexpected, known, selected)
+    report = build_dataset_report(current, settings.split, unexpected, known, selected, leak_seconds)
     scope = f" ({', '.join(seasons + episodes)})" if selected is not None else ""
-    png, csv = out / "report.png", out / "report.csv"
     try:
-        csv.write_text(table_csv(report), encoding="utf-8")
-        write_chart(report, png, f"Tuttle Twins datasets{scope}: {report.total_files:,} files in {where}")
+        title = f"Tuttle Twins datasets{scope}: {report.total_files:,} files in {where}"
+        files = write_report_files(report, out, title)
     except OSError as exc:
         fail_config(f"cannot write to --out {out}: {exc.strerror or exc}")
+    png, csv = files["png"], files["csv"]
 
     if output_format == "json":
         record: dict[str, Any] = {
@@ -97,13 +111,30 @@ def report(seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, outpu
             "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "selection": list(seasons + episodes),
             **report.to_json(),
-            "files": {"png": str(png), "csv": str(csv)},
+            "files": {name: str(path) for name, path in files.items()},
         }
         click.echo(json.dumps(record, indent=2))
     else:
         click.echo(report.to_text(where + scope))
-        click.echo(f"\nwrote {png} and {csv}")
+        click.echo(f"\nwrote {png}, {csv}, {files['rarity_shares']} and {files['leakage']}")
     sys.exit(EXIT_OK)
+
+
+def write_report_files(report: DatasetReport, out: Path, title: str) -> dict[str, Path]:
+    """report.png, report.csv, rarity_shares.csv and leakage.csv in `out`; their paths by name (OSError)."""
+    from ..edges.report_chart import write_chart  # matplotlib: imported only by the command that draws
+
+    files = {
+        "png": out / "report.png",
+        "csv": out / "report.csv",
+        "rarity_shares": out / "rarity_shares.csv",
+        "leakage": out / "leakage.csv",
+    }
+    files["csv"].write_text(table_csv(report), encoding="utf-8")
+    files["rarity_shares"].write_text(rarity_shares_csv(report), encoding="utf-8")
+    files["leakage"].write_text(leakage_csv(report), encoding="utf-8")
+    write_chart(report, files["png"], title)
+    return files
 
 
 def _manifest_episodes(store: S3Bucket, settings: Settings) -> set[str] | None:

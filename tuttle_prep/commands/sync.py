@@ -361,7 +361,12 @@ def _plan_run(
     # the split hashes every frame in Python (~0.5 µs a frame): it runs on a thread while the listings wait on S3
     # and the listed keys are parsed in Arrow; plan_changes leaves out the episodes skipped meanwhile
     split = InBackground(
-        wanted_frames, _concat_frames(frames), settings.split, settings.split_seed, settings.split_group_seconds
+        wanted_frames,
+        _concat_frames(frames),
+        settings.split,
+        settings.split_seed,
+        settings.split_group_seconds,
+        settings.split_stratify,
     )
 
     expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
@@ -579,6 +584,7 @@ def sync(
         try:
             settings = Settings.from_env()
             report.seed_fingerprint = settings.seed_fingerprint
+            report.split_mode = settings.split_mode
             context = build_context(settings, options, report.run_id)
             run_sync(settings, options, context, report)
             if findings_out is not None:
@@ -615,7 +621,8 @@ def print_report(report: RunReport) -> int:
     if report.refused:
         outcome_log.error(report.refused)
     if report.seed_fingerprint:
-        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED)")
+        mode = f"; {report.split_mode}" if report.split_mode else ""
+        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED){mode}")
     click.echo(report.outcome_line())
     return report.exit_code
 

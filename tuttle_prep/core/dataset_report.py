@@ -3,19 +3,28 @@
 Input is the parsed ML listing (`KeyLayout.parse_dataset_keys`: INVENTORY_COLUMNS), the unexpected keys
 and the episodes of the manifests. Output is one table (REPORT_COLUMNS) with a row per
 scope × dataset: the whole catalogue ("overall"), each season and each episode, every row counting
-files per rarity, the dataset's share of the scope and its target share. The chart is drawn with
-matplotlib's Agg canvas (no display, no pyplot state).
+files per rarity, the dataset's share of the scope and its target share. Beside it, the split's quality
+for a classifier (`split_quality`): each rarity's shares against the target, and the leakage of
+near-duplicate frames from train into the other datasets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from .frame_table import RARITIES
+from .split_quality import (
+    LEAK_SECONDS,
+    LEAKAGE_COLUMNS,
+    largest_deviation,
+    largest_episode_deviation,
+    leakage_table,
+    rarity_shares,
+)
 
 OVERALL, SEASON, EPISODE = "overall", "season", "episode"
 ALL = "all"
@@ -36,6 +45,12 @@ class DatasetReport:
     unexpected: list[str] = field(default_factory=list)
     #: episodes of the manifests (None when they could not be read)
     manifest_episodes: frozenset[str] | None = None
+    #: RARITY_SHARE_COLUMNS of the whole selection
+    rarity_shares: pd.DataFrame = field(default_factory=lambda: rarity_shares(pd.DataFrame(), {}))
+    #: LEAKAGE_COLUMNS of the whole selection
+    leakage: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LEAKAGE_COLUMNS))
+    #: the (episode, rarity, dataset) furthest from its share, in frames (`largest_episode_deviation`)
+    episode_deviation: dict[str, Any] | None = None
 
     def scope(self, level: str, scope: str = ALL) -> pd.DataFrame:
         """The rows of one scope, indexed by dataset (`all` last)."""
@@ -88,6 +103,10 @@ class DatasetReport:
             "orphans": {"files": sum(self.orphans.values()), "episodes": dict(self.orphans)},
             "unexpected": {"count": len(self.unexpected), "keys": self.unexpected[:UNEXPECTED_SHOWN]},
             "manifests_read": self.manifest_episodes is not None,
+            "rarity_shares": json_records(self.rarity_shares),
+            "largest_deviation": json_record(largest_deviation(self.rarity_shares)),
+            "largest_episode_deviation": self.episode_deviation,
+            "leakage": json_records(self.leakage),
         }
 
     def tables_text(self, title: str) -> str:
@@ -111,6 +130,9 @@ class DatasetReport:
         if len(seasons) > 1:
             for season in seasons:
                 lines += ["", *_dataset_table(season, self.scope(SEASON, season))]
+        lines += ["", *rarity_share_lines(self.rarity_shares, list(self.split))]
+        lines.append(episode_deviation_line(self.episode_deviation))
+        lines += ["", *leakage_lines(self.leakage, next(iter(self.split), "train"))]
         lines += ["", *_episode_table(self, episodes)]
         lines.append("")
         if self.manifest_episodes is None:
@@ -128,6 +150,76 @@ class DatasetReport:
         if len(self.unexpected) > UNEXPECTED_SHOWN:
             lines.append(f"  ... and {len(self.unexpected) - UNEXPECTED_SHOWN:,} more")
         return "\n".join(lines)
+
+
+def json_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [json_record(row) for _, row in table.iterrows()]
+
+
+def json_record(row: pd.Series | None) -> dict[str, Any] | None:
+    """A row as JSON values: text stays text, whole counts become int, the rest float."""
+    if row is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, str):
+            out[str(key)] = value
+        elif key in ("files", "rarity_files", "frames", "leaking"):
+            out[str(key)] = int(value)
+        else:
+            out[str(key)] = float(value)
+    return out
+
+
+def rarity_share_lines(shares: pd.DataFrame, datasets: list[str]) -> list[str]:
+    """Each rarity's files per dataset, share (target), and its largest deviation; the largest of all flagged."""
+    largest = largest_deviation(shares)
+    header = f"{'rarity':<11}{'files':>9}" + "".join(f"{d:>20}" for d in datasets) + f"{'deviation':>12}"
+    lines = ["each rarity's split against the target (files, share, target)", header, "-" * len(header)]
+    for rarity in RARITIES:
+        rows = shares[shares["rarity"] == rarity].set_index("dataset").reindex(datasets)
+        total = int(rows["rarity_files"].iloc[0]) if len(rows) else 0
+        cells = "".join(
+            f"{int(r.files):>8,} {r.share:>5.1%} ({r.target:.0%})".rjust(20) for r in rows.itertuples()
+        )
+        worst = rows.loc[rows["deviation"].abs().idxmax()] if total else None
+        deviation = f"{worst['deviation'] * 100:+.1f} pp" if worst is not None else "-"
+        flag = ""
+        if largest is not None and worst is not None and rarity == largest["rarity"]:
+            flag = f"  <- largest: {largest['dataset']} {largest['deviation_files']:+.1f} files vs its share"
+        lines.append(f"{rarity:<11}{total:>9,}{cells}{deviation:>12}{flag}")
+    return lines
+
+
+def episode_deviation_line(worst: dict[str, Any] | None) -> str:
+    """One sentence: how far the worst (episode, rarity, dataset) is from its share, in frames."""
+    if worst is None:
+        return "per episode: no files"
+    return (
+        f"per episode: the largest deviation is {worst['deviation_files']:+.1f} frames "
+        f"({worst['episode_id']} {worst['rarity']} {worst['dataset']}: "
+        f"{worst['files']:,} of {worst['rarity_files']:,}, target {worst['target']:.0%}); "
+        "(without groups, a stratified split in sync keeps every one below 1 frame)"
+    )
+
+
+def leakage_lines(leakage: pd.DataFrame, reference: str = "train") -> list[str]:
+    """The leakage table: per dataset, the share of its frames with a `reference` frame nearby."""
+    thresholds = list(dict.fromkeys(leakage["seconds"]))
+    header = f"{'dataset':<12}{'frames':>9}" + "".join(f"{f'<= {s:g} s':>18}" for s in thresholds)
+    lines = [
+        f"leakage: frames with a {reference} frame of the same episode within (share, frames)",
+        header,
+        "-" * len(header),
+    ]
+    for name in dict.fromkeys(leakage["dataset"]):
+        rows = leakage[leakage["dataset"] == name].set_index("seconds").reindex(thresholds)
+        frames = int(rows["frames"].iloc[0])
+        cells = "".join(f"{r.share:>8.1%} {int(r.leaking):>9,}" for r in rows.itertuples())
+        lines.append(f"{name:<12}{frames:>9,}{cells}")
+    if not thresholds:
+        lines.append("(no thresholds)")
+    return lines
 
 
 def _dataset_table(title: str, rows: pd.DataFrame) -> list[str]:
@@ -173,11 +265,13 @@ def build_dataset_report(
     unexpected: Collection[str] = (),
     manifest_episodes: Collection[str] | None = None,
     episode_ids: Collection[str] | None = None,
+    leak_seconds: Sequence[float] = LEAK_SECONDS,
 ) -> DatasetReport:
-    """Count the dataset objects (INVENTORY_COLUMNS) by scope, dataset and rarity.
+    """Count the dataset objects (INVENTORY_COLUMNS) by scope, dataset and rarity; measure the split.
 
     `manifest_episodes`: every episode of the manifests (None if unknown); they are listed even with no
     files, and dataset files of other episodes are orphans. `episode_ids`: report only these episodes.
+    `leak_seconds`: the leakage thresholds.
     """
     known = frozenset(manifest_episodes) if manifest_episodes is not None else None
     if episode_ids is not None:
@@ -202,15 +296,29 @@ def build_dataset_report(
     if known is not None:
         per_episode = counts.groupby("episode_id")["files"].sum()
         orphans = {str(e): int(n) for e, n in per_episode.items() if e not in known}
+    overall = table[table["level"] == OVERALL].set_index("dataset").drop(index=ALL)
     return DatasetReport(
         split=dict(split),
         table=table,
         orphans=orphans,
         unexpected=sorted(unexpected),
         manifest_episodes=known,
+        rarity_shares=rarity_shares(overall[list(RARITIES)], split),
+        episode_deviation=largest_episode_deviation(inventory, split),
+        leakage=leakage_table(inventory["frame"].tolist(), inventory["dataset"].tolist(), list(split), leak_seconds),
     )
 
 
 def table_csv(report: DatasetReport) -> str:
     """REPORT_COLUMNS as CSV (shares rounded to 4 decimals)."""
     return report.table.round({"share": 4, "target": 4}).to_csv(index=False, lineterminator="\n")
+
+
+def rarity_shares_csv(report: DatasetReport) -> str:
+    """RARITY_SHARE_COLUMNS as CSV (shares and deviations rounded to 6 decimals)."""
+    return report.rarity_shares.round(6).to_csv(index=False, lineterminator="\n")
+
+
+def leakage_csv(report: DatasetReport) -> str:
+    """LEAKAGE_COLUMNS as CSV (shares rounded to 6 decimals)."""
+    return report.leakage.round({"share": 6}).to_csv(index=False, lineterminator="\n")

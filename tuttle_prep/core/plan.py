@@ -20,12 +20,11 @@ import pyarrow.compute as pc
 
 from . import columns as col
 from .frame_table import FRAME_PATTERN, RARITIES
-from .split import assign_datasets, group_keys
+from .split import DEFAULT_STRATIFY, split_frames
 
 PLAN_COLUMNS = ["action", "episode_id", "frame", "src_key", "dst_key"]
 ACTIONS = ("keep", "copy", "move", "delete")
 INVENTORY_COLUMNS = ["key", "episode_id", "frame", "dataset", "rarity"]
-_FRAME_OFFSET = len("TT_S01_E01_FRM-")
 _FRAME_LENGTH = len("TT_S01_E01_FRM-00-00-08-12")
 #: `<FRAME NUMBER>.jpg`: the last characters of every dataset object key
 _FILE_LENGTH = _FRAME_LENGTH + len(".jpg")
@@ -129,23 +128,31 @@ def episodes_with_unplaced_frames(frames: Mapping[str, pd.DataFrame], current: p
     return [episodes[i] for i in np.unique(owner[~placed])]
 
 
-def frame_seconds(frames: pd.Series) -> pd.Series:
-    """Seconds into the episode of each (valid) frame number."""
-    o = _FRAME_OFFSET
-    hh = frames.str.slice(o, o + 2).astype(np.int64)
-    mm = frames.str.slice(o + 3, o + 5).astype(np.int64)
-    ss = frames.str.slice(o + 6, o + 8).astype(np.int64)
-    return hh * 3600 + mm * 60 + ss
+def wanted_frames(
+    frames: pd.DataFrame,
+    shares: Mapping[str, float],
+    seed: str,
+    group_seconds: int = 0,
+    stratify: str = DEFAULT_STRATIFY,
+) -> pd.DataFrame:
+    """Add each classified frame's dataset; `frames` has episode_id, frame, rarity (one row per frame).
 
-
-def wanted_frames(frames: pd.DataFrame, shares: Mapping[str, float], seed: str, group_seconds: int = 0) -> pd.DataFrame:
-    """Add each classified frame's dataset; `frames` has episode_id, frame, rarity (one row per frame)."""
+    `stratify`: "rarity" (each rarity of each episode split to within one frame, see `split`) or "none"
+    (each frame, or N-second group, drawn on its own)."""
     frames = frames.reset_index(drop=True)
-    seconds = frame_seconds(frames["frame"]) if group_seconds > 0 else None
-    keys = group_keys(frames["frame"], frames["episode_id"], seconds, group_seconds)
     out = frames[["episode_id", "frame", "rarity"]].copy()
-    # the keys reach the split a slice at a time: a list of a million str objects would be ~75 MB more peak RSS
-    out["dataset"] = pd.array(assign_datasets(col.iter_strings(keys), shares, seed), dtype=col.STR)
+    out["dataset"] = pd.array(
+        split_frames(
+            frames["episode_id"].tolist(),
+            frames["frame"].tolist(),
+            frames["rarity"].tolist(),
+            shares,
+            seed,
+            group_seconds,
+            stratify,
+        ),
+        dtype=col.STR,
+    )
     return out
 
 

@@ -91,6 +91,8 @@ class RunReport:
     stopped_with: int | None = None
     #: first 8 hex digits of the SHA-256 of TUTTLE_SPLIT_SEED (None until the settings are read)
     seed_fingerprint: str | None = None
+    #: how frames are split besides the seed: "stratify=rarity, group seconds=0" (None until the settings are read)
+    split_mode: str | None = None
 
     def error(self, message: str) -> None:
         """A job failure: the job could not do part of its work."""
@@ -255,6 +257,7 @@ class RunReport:
             "version": self.version,
             "versions_deleted": list(self.versions_deleted),
             "split_seed_fingerprint": self.seed_fingerprint,
+            "split_mode": self.split_mode,
             "refused": self.refused,
             "errors": len(self.errors),
             "job_failures": self.job_failures,

@@ -1,51 +1,185 @@
 """The stable train/validate/test split (pure).
 
-A frame's dataset is a function of (seed, group key) only: the key is hashed with BLAKE2b into a
-uniform number in [0, 1) and compared with the cumulative shares. So the same sheet gives the same
-datasets on every run and machine, a change of shares moves only frames whose number crosses a
-boundary, and a new seed is a deliberate reshuffle.
+Every frame (or N-second group of frames) gets a number from BLAKE2b of (seed, key): the same key gives the
+same number on every run and machine.
+
+- `none`: the number, read as a value in [0, 1), is compared with the cumulative shares of the datasets.
+  A frame's dataset depends on the frame alone; each rarity lands in the datasets with binomial noise.
+- `rarity` (the default): within each (episode, rarity) stratum the frames are ordered by their number and
+  that order is cut at the cumulative counts ⌊n·Sⱼ + φ⌋, where Sⱼ are the cumulative shares and φ ∈ [0, 1)
+  is a seeded number of the stratum. Each dataset then holds its share of the stratum to within one frame
+  (its count is ⌊n·sⱼ⌋ or ⌈n·sⱼ⌉: the quota property of largest-remainder rounding), which dataset gets a
+  remainder frame is drawn by φ (no dataset is favoured, so the catalogue's shares stay unbiased), and the
+  cut points never go down when n grows — unlike textbook largest remainder (the Alabama paradox) — so one
+  frame added to or removed from a stratum moves at most one other frame per boundary between datasets.
+
+A frame's dataset depends only on its own episode's sheet, so a run of one episode agrees with a full run.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .frame_table import RARITIES
+
 _SCALE = float(2**64)
+STRATIFY_CHOICES = ("rarity", "none")
+DEFAULT_STRATIFY = "rarity"
+#: rarest first: of two rarities with as many frames in a group, the rarer is its majority
+_RARITY_ORDER = RARITIES
+_RARITY_CODE = {r: i for i, r in enumerate(_RARITY_ORDER)}
+FRAMES_PER_SECOND = 24
+
+
+def key_hashes(seed: str, keys: Iterable[str]) -> np.ndarray:
+    """BLAKE2b-64 of `seed + NUL + key` for each key, as uint64 (the split's one source of randomness)."""
+    seeded = hashlib.blake2b(seed.encode("utf-8") + b"\0", digest_size=8)
+    fresh = seeded.copy
+    digests = []
+    for key in keys:
+        h = fresh()
+        h.update(key.encode("utf-8"))
+        digests.append(h.digest())
+    return np.frombuffer(b"".join(digests), dtype=">u8").astype(np.uint64)
 
 
 def unit_hash(seed: str, keys: Iterable[str]) -> np.ndarray:
     """Map each key to a uniform float in [0, 1), determined by (seed, key) alone."""
-    seeded = hashlib.blake2b(seed.encode("utf-8") + b"\0", digest_size=8)
-
-    def digest(key: str) -> bytes:
-        h = seeded.copy()
-        h.update(key.encode("utf-8"))
-        return h.digest()
-
-    # the 8-byte digests read as big-endian uint64, as int.from_bytes(digest, "big") would: 8 bytes per key
-    # instead of a Python int, and ~15 % less CPU at a million keys
-    digests = b"".join(map(digest, keys))
-    return np.frombuffer(digests, dtype=">u8").astype(np.float64) / _SCALE
+    return key_hashes(seed, keys).astype(np.float64) / _SCALE
 
 
-def group_keys(frames: pd.Series, episode_ids: pd.Series, seconds: pd.Series, group_seconds: int) -> pd.Series:
-    """The key a frame is split by: the frame itself, or its episode and N-second window."""
-    if group_seconds <= 0:
-        return frames.astype(str)
-    window = (seconds.astype(np.int64) // group_seconds).astype(str)
-    return episode_ids.astype(str) + "/" + window
+def cumulative_shares(shares: Mapping[str, float]) -> np.ndarray:
+    """Cumulative shares, exactly 1.0 from the last dataset with a share on (float sums like 0.7+0.2+0.1
+    must still cover [0, 1), and a dataset with a zero share must never get a frame)."""
+    values = np.asarray([float(v) for v in shares.values()], dtype=np.float64)
+    cumulative = np.minimum(np.cumsum(values), 1.0)
+    on = np.flatnonzero(values > 0)
+    cumulative[on[-1] if len(on) else 0 :] = 1.0
+    return cumulative
 
 
 def assign_datasets(keys: Iterable[str], shares: Mapping[str, float], seed: str) -> np.ndarray:
-    """Return the dataset name of each key, drawn with the given shares (ordered, summing to 1)."""
+    """Return the dataset name of each key, drawn on its own with the given shares (`none` stratification)."""
     names = list(shares)
-    cumulative = np.cumsum([shares[n] for n in names])
-    cumulative[-1] = 1.0  # float sums like 0.7+0.2+0.1 must still cover [0, 1)
     u = unit_hash(seed, keys)
     # side="right": u exactly on a boundary goes up, so a dataset with a zero share never gets a frame
-    index = np.searchsorted(cumulative, u, side="right")
+    index = np.searchsorted(cumulative_shares(shares), u, side="right")
     return np.asarray(names, dtype=object)[np.minimum(index, len(names) - 1)]
+
+
+def stratum_cuts(sizes: np.ndarray, offsets: np.ndarray, shares: Mapping[str, float]) -> np.ndarray:
+    """Cut points ⌊n·Sⱼ + φ⌋ of each stratum (rows) at each inner boundary (columns, D − 1 of them)."""
+    inner = cumulative_shares(shares)[:-1]
+    cuts = np.floor(sizes[:, None].astype(np.float64) * inner[None, :] + offsets[:, None]).astype(np.int64)
+    return np.minimum(cuts, sizes[:, None])
+
+
+def stratified_index(
+    strata: np.ndarray,
+    hashes: np.ndarray,
+    offsets: np.ndarray,
+    shares: Mapping[str, float],
+    tiebreak: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The dataset index of each unit: within its stratum (codes 0..m−1), rank by hash, cut at `stratum_cuts`.
+
+    `offsets[s]` is stratum s's φ in [0, 1). `tiebreak` (the units' keys) orders units with equal hashes, so
+    the result never depends on the input order.
+    """
+    n = len(strata)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    # one uint64 sort key: the stratum in the top bits, the hash's top bits below (a lexsort costs ~10x more)
+    stratum_bits = max(int(len(offsets) - 1).bit_length(), 1)
+    sort_key = (strata.astype(np.uint64) << np.uint64(64 - stratum_bits)) | (hashes >> np.uint64(stratum_bits))
+    order = np.argsort(sort_key, kind="quicksort")
+    sorted_key = sort_key[order]
+    if (sorted_key[1:] == sorted_key[:-1]).any():  # equal truncated hashes: order those by full hash, then key
+        names = np.asarray(tiebreak if tiebreak is not None else np.zeros(n), dtype=str)
+        order = np.lexsort((names, hashes, strata))
+    sorted_strata = strata[order]
+    sizes = np.bincount(strata, minlength=len(offsets))
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    rank = np.arange(n) - starts[sorted_strata]
+    cuts = stratum_cuts(sizes, offsets, shares)
+    index = np.zeros(n, dtype=np.int64)
+    for column in range(cuts.shape[1]):
+        index += rank >= cuts[sorted_strata, column]
+    out = np.empty(n, dtype=np.int64)
+    out[order] = index
+    return out
+
+
+def majority_rarity(group_codes: np.ndarray, rarity_codes: np.ndarray, groups: int) -> np.ndarray:
+    """The code of the most frequent rarity of each group; of equal counts, the rarer (codes: rarest first)."""
+    counts = np.zeros((groups, len(_RARITY_ORDER)), dtype=np.int64)
+    np.add.at(counts, (group_codes, rarity_codes), 1)
+    return counts.argmax(axis=1)  # argmax returns the first (rarest) of equal counts
+
+
+def split_frames(
+    episode_ids: Sequence[str],
+    frames: Sequence[str],
+    rarities: Sequence[str],
+    shares: Mapping[str, float],
+    seed: str,
+    group_seconds: int = 0,
+    stratify: str = DEFAULT_STRATIFY,
+) -> np.ndarray:
+    """The dataset name of each frame (one row per frame; `frames` are valid frame numbers)."""
+    if stratify not in STRATIFY_CHOICES:
+        raise ValueError(f"stratify must be one of {', '.join(STRATIFY_CHOICES)}, got {stratify!r}")
+    names = np.asarray(list(shares), dtype=object)
+    n = len(frames)
+    if n == 0:
+        return np.asarray([], dtype=object)
+    frames = list(frames)
+    episode_codes, episode_names = pd.factorize(pd.Series(episode_ids, dtype=object), sort=True)
+    frame_units: np.ndarray | None = None
+    if group_seconds > 0:
+        # a group is (episode, N-second window), keyed "S01E01/12"; key strings are built once per group
+        windows = frame_ticks(frames) // (FRAMES_PER_SECOND * group_seconds)
+        _, frame_units = np.unique(episode_codes * (int(windows.max()) + 1) + windows, return_inverse=True)
+        frame_units = frame_units.reshape(-1)
+        first = np.unique(frame_units, return_index=True)[1]
+        unit_episode = episode_codes[first]
+        unit_keys = [f"{episode_names[e]}/{w}" for e, w in zip(unit_episode, windows[first].tolist(), strict=True)]
+    else:
+        unit_episode, unit_keys = episode_codes, frames
+    if stratify == "none":
+        datasets = assign_datasets(unit_keys, shares, seed)
+        return datasets if frame_units is None else datasets[frame_units]
+    # a unit (frame or group) is stratified by (episode, rarity), or (episode, majority rarity)
+    given, kinds_given = pd.factorize(pd.Series(rarities, dtype=object), sort=False)
+    unknown = sorted(set(kinds_given) - set(_RARITY_CODE))
+    if unknown or (given < 0).any():
+        raise ValueError(f"not a rarity: {unknown[:5] or 'empty'}")
+    rarity_codes = np.asarray([_RARITY_CODE[r] for r in kinds_given], dtype=np.int64)[given]
+    if frame_units is not None:
+        unit_rarity = majority_rarity(frame_units, rarity_codes, len(unit_keys))
+    else:
+        unit_rarity = rarity_codes
+    kinds = len(_RARITY_ORDER)
+    strata = unit_episode * kinds + unit_rarity
+    stratum_keys = [f"{e}/{r}/remainder" for e in episode_names for r in _RARITY_ORDER]
+    offsets = unit_hash(seed, stratum_keys)
+    unit_index = stratified_index(strata, key_hashes(seed, unit_keys), offsets, shares, tiebreak=unit_keys)
+    return names[unit_index if frame_units is None else unit_index[frame_units]]
+
+
+def frame_clock(frames: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(episode code SS·100+EE, ticks = seconds·24 + frame) of each valid frame number, vectorised."""
+    raw = np.asarray(frames, dtype="S26").view(np.uint8).reshape(-1, 26)
+    d = raw[:, [4, 5, 8, 9, 15, 16, 18, 19, 21, 22, 24, 25]].astype(np.int64) - 48
+    episode = (d[:, 0] * 10 + d[:, 1]) * 100 + d[:, 2] * 10 + d[:, 3]
+    hh, mm, ss, ff = (d[:, 4 + 2 * i] * 10 + d[:, 5 + 2 * i] for i in range(4))
+    return episode, ((hh * 60 + mm) * 60 + ss) * FRAMES_PER_SECOND + ff
+
+
+def frame_ticks(frames: Sequence[str]) -> np.ndarray:
+    """Frames since the start of the episode (seconds·24 + frame within the second)."""
+    return frame_clock(frames)[1]

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..core.dataset_report import ALL, OVERALL, DatasetReport
 from ..core.frame_table import RARITIES
+from ..core.split_quality import largest_deviation
 
 #: one colour per rarity, rarest first: gold, purple, blue, grey, brown
 RARITY_COLOURS = {
@@ -20,16 +21,17 @@ RARITY_COLOURS = {
 
 
 def write_chart(report: DatasetReport, path: Path, title: str) -> None:
-    """Stacked bars of files per dataset × rarity, and each dataset's rarity mix, as a PNG."""
+    """A PNG of four panels: files per dataset × rarity, each dataset's rarity mix, each rarity's split
+    against the target, and the leakage of train frames into the other datasets."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
     overall = report.scope(OVERALL).drop(index=ALL)
     datasets = list(overall.index)
-    figure = Figure(figsize=(12, 5.2), dpi=110, layout="constrained")
+    figure = Figure(figsize=(13, 10), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
-    counts_axes, mix_axes = figure.subplots(1, 2, width_ratios=[3, 2])
+    (counts_axes, mix_axes), (split_axes, leak_axes) = figure.subplots(2, 2, width_ratios=[3, 2])
     figure.suptitle(title, fontsize=13, fontweight="bold")
 
     # left: files per dataset, stacked by rarity (rarest on top), total and share vs target above
@@ -106,4 +108,71 @@ def write_chart(report: DatasetReport, path: Path, title: str) -> None:
         frameon=False,
         fontsize=10,
     )
+    _rarity_split_panel(split_axes, report.rarity_shares, report.split, largest_deviation(report.rarity_shares))
+    _leakage_panel(leak_axes, report.leakage, report.split)
     figure.savefig(path, format="png")
+
+
+DATASET_COLOURS = ("#3b6fb6", "#e07b39", "#3a9a5b", "#9b59b6", "#7f8c8d", "#c0392b")
+
+
+def _dataset_colour(index: int) -> str:
+    return DATASET_COLOURS[index % len(DATASET_COLOURS)]
+
+
+def _rarity_split_panel(axes, shares: pd.DataFrame, split: dict[str, float], largest) -> None:
+    """Each rarity's files across the datasets (100 % bars), with the target cut points dashed."""
+    from matplotlib.ticker import PercentFormatter
+
+    rarities = list(RARITIES)
+    left = pd.Series(0.0, index=rarities)
+    for i, dataset in enumerate(split):
+        rows = shares[shares["dataset"] == dataset].set_index("rarity").reindex(rarities)
+        values = rows["share"].fillna(0.0) * 100
+        axes.barh(rarities, values, left=left, color=_dataset_colour(i), height=0.6, label=dataset)
+        for y, rarity in enumerate(rarities):
+            if values[rarity] >= 7:
+                axes.text(
+                    left[rarity] + values[rarity] / 2, y, f"{values[rarity]:.0f}%",
+                    ha="center", va="center", fontsize=9, color="white",
+                )
+        left += values
+    cumulative = 0.0
+    for target in list(split.values())[:-1]:
+        cumulative += target * 100
+        axes.axvline(cumulative, color="black", linestyle="dashed", linewidth=1.2)
+    labels = [f"{r} ({int(shares.loc[shares['rarity'] == r, 'rarity_files'].iloc[0]):,})" for r in rarities]
+    axes.set_yticks(range(len(rarities)), labels)
+    axes.set_xlim(0, 100)
+    axes.invert_yaxis()
+    axes.xaxis.set_major_formatter(PercentFormatter())
+    title = "each rarity's split (dashed: target)"
+    if largest is not None:
+        title += f"\nlargest deviation: {largest['rarity']} {largest['dataset']} {largest['deviation'] * 100:+.1f} pp"
+    axes.set_title(title)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncols=len(split), fontsize=9, frameon=False)
+    axes.spines[["top", "right"]].set_visible(False)
+
+
+def _leakage_panel(axes, leakage: pd.DataFrame, split: dict[str, float]) -> None:
+    """Share of each non-train dataset's frames with a train frame of the same episode within s seconds."""
+    from matplotlib.ticker import PercentFormatter
+
+    thresholds = list(dict.fromkeys(leakage["seconds"]))
+    names = list(dict.fromkeys(leakage["dataset"]))
+    width = 0.8 / max(len(names), 1)
+    reference = next(iter(split))
+    for i, name in enumerate(names):
+        rows = leakage[leakage["dataset"] == name].set_index("seconds").reindex(thresholds)
+        xs = [x + (i - (len(names) - 1) / 2) * width for x in range(len(thresholds))]
+        values = rows["share"].to_numpy() * 100
+        colour = _dataset_colour(list(split).index(name)) if name in split else "grey"
+        axes.bar(xs, values, width=width * 0.95, color=colour, label=f"{name} ({int(rows['frames'].iloc[0]):,} frames)")
+        for x, v in zip(xs, values, strict=True):
+            axes.annotate(f"{v:.0f}%", (x, v), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
+    axes.set_xticks(range(len(thresholds)), [f"≤ {s:g} s" for s in thresholds])
+    axes.set_ylim(0, 108)
+    axes.yaxis.set_major_formatter(PercentFormatter())
+    axes.set_title(f"leakage: frames with a {reference} frame\nof the same episode within")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncols=len(names), fontsize=9, frameon=False)
+    axes.spines[["top", "right"]].set_visible(False)
