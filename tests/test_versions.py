@@ -231,6 +231,8 @@ def test_an_unchanged_rerun_writes_no_version_and_nothing_under_the_ml_prefix(bu
 
     shown = json.loads(run_cli("versions", "show", "latest", "--format", "json").output)
     assert shown["version"]["id"] == only and shown["total_files"] == 20
+    # the split settings that made it, so a training run can tell how its datasets were drawn
+    assert (shown["version"]["stratify"], shown["version"]["group_seconds"]) == ("rarity", 0)
 
 
 def test_a_crash_between_apply_and_version_write_leaves_no_gap(bucket, season, monkeypatch):

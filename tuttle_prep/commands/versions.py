@@ -234,7 +234,7 @@ def show_command(version: str, output_format: str) -> None:
         lines = [
             f"version {info.id} ({store.url(version_id)})",
             f"written {info.time} by run {info.run_id}; split {shares}, seed fingerprint "
-            f"{seed_fingerprint(info.seed)}, group seconds {info.group_seconds}",
+            f"{seed_fingerprint(info.seed)}, stratify {info.stratify}, group seconds {info.group_seconds}",
             f"compared with {info.previous or 'no earlier version'}: "
             + ", ".join(f"{k} {v:,}" for k, v in info.change.items()),
             "",

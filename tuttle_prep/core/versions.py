@@ -290,6 +290,8 @@ class VersionInfo:
     change: dict[str, int] = field(default_factory=dict)
     digest: str = ""
     format: int = FORMAT
+    #: TUTTLE_SPLIT_STRATIFY when written; versions written before it existed used the per-frame hash
+    stratify: str = "none"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -327,6 +329,7 @@ def version_info(
     previous: str | None,
     change: Mapping[str, int],
     digest: str,
+    stratify: str = "none",
 ) -> VersionInfo:
     """The info of a version about to be written: its counts from `table`, the rest as given."""
     datasets = _value_counts(table["dataset"])
@@ -343,6 +346,7 @@ def version_info(
         previous=previous,
         change=dict(change),
         digest=digest,
+        stratify=stratify,
     )
 
 

@@ -282,6 +282,7 @@ def _record(
         baseline_info.id if baseline_info else None,
         change,
         digest,
+        stratify=settings.split_stratify,
     )
     versions.write(info, version_to_parquet(table, info))
     report.version = version_id
