@@ -150,3 +150,35 @@ def fake_google(monkeypatch: pytest.MonkeyPatch):
     with running_fake_google() as server:
         yield server
     assert not leaks, f"the code tried to reach {leaks}"
+
+
+#: the AWS secret key the `account` fixture sets: no log line, summary or message may contain it
+SECRET = "wJalrXUtnFEMI-not-a-real-secret-K7MDENG"
+ACCOUNT_SERVICES = ("cloudwatch", "cloudwatch-logs", "sns", "sqs")
+_accounts = itertools.count(1)
+
+
+@pytest.fixture
+def account(bucket, monkeypatch: pytest.MonkeyPatch):
+    """A fresh moto account for CloudWatch, Logs, SNS and SQS; returns a client factory for reading back.
+
+    Each test gets its own account (an `x-moto-account-id` header added to the logs/cloudwatch/sns/sqs
+    requests through `tuttle_prep.aws.new_session`), so metrics, alarms and topics of other tests never
+    mix in; S3 requests are left untouched.
+    """
+    from tuttle_prep.edges import aws
+
+    account_id = f"9{os.getpid() % 1000:03d}{next(_accounts):08d}"
+
+    def add_account_header(request, **_):
+        request.headers["x-moto-account-id"] = account_id
+
+    def new_session() -> boto3.session.Session:
+        session = boto3.session.Session()
+        for service in ACCOUNT_SERVICES:
+            session.events.register(f"request-created.{service}", add_account_header)
+        return session
+
+    monkeypatch.setattr(aws, "new_session", new_session)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    return lambda service: aws.make_client(service, max_attempts=1)

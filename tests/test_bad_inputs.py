@@ -109,23 +109,30 @@ def _latin1_sheet(rows: list[dict[str, str]]) -> bytes:
     return sheet_csv([{**r, "METADATA": "[Émilie, Café]"} for r in rows]).decode().encode("latin-1")
 
 
+#: how the sheet is broken, what the run says, and whether that is a data finding (exit 0) or a job failure
 SHEET_CASES = {
     "no FRAME NUMBER column": (
         lambda rows: sheet_csv([{("FRAME" if k == FRAME else k): v for k, v in r.items()} for r in rows], ["FRAME"]),
         "no 'FRAME NUMBER' column in the header row",
+        "skipped (data): sheet not usable",
     ),
-    "header only": (lambda rows: sheet_csv([]), "the sheet has no classified frames; skipped"),
+    "header only": (
+        lambda rows: sheet_csv([]),
+        "the sheet has no classified frames; skipped",
+        "skipped (data): no classified frames",
+    ),
     "all rows unclassified": (
         lambda rows: sheet_csv([{FRAME: r[FRAME]} for r in rows]),
         "the sheet has no classified frames; skipped",
+        "skipped (data): no classified frames",
     ),
-    "not UTF-8": (_latin1_sheet, "not UTF-8 text (byte"),
+    "not UTF-8": (_latin1_sheet, "not UTF-8 text (byte", "skipped (job failure): sheet not read"),
 }
 
 
 @pytest.mark.parametrize("case", SHEET_CASES)
 def test_an_unusable_sheet_skips_its_episode_and_keeps_its_files(bucket: Bucket, case: str) -> None:
-    make_sheet, message = SHEET_CASES[case]
+    make_sheet, message, status = SHEET_CASES[case]
     sheets = {E01: season_rows(E01, 4), E02: season_rows(E02, 3)}
     synced = expected_state(sheets)
     place(bucket, of_episode(synced, E01))
@@ -134,9 +141,12 @@ def test_an_unusable_sheet_skips_its_episode_and_keeps_its_files(bucket: Bucket,
 
     result = run_cli("sync")
 
-    assert result.exit_code == 1, result.output
+    job_failure = "job failure" in status
+    assert result.exit_code == (1 if job_failure else 0), result.output
     assert message in result.output
-    assert "S01E01" in result.output and "skipped" in result.output
+    episode_line = next(line for line in result.stdout.splitlines() if line.startswith("S01E01"))
+    assert episode_line.endswith(status)
+    assert ("job failures: 1" if job_failure else "data findings: 1 (1 sheet skipped)") in result.stdout
     assert dataset_keys(bucket) == synced
 
 
@@ -188,7 +198,8 @@ def test_odd_rows_are_resolved_or_rejected_by_sheet_row_and_never_fall_back(buck
 
     result = run_cli("sync")
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 0, result.output  # rejected rows are data findings: reported, exit 0
+    assert "data findings: 5 (5 rejected rows)" in result.stdout
     for sheet_row, column, value in [
         (3, header[3], "Epic"),
         (7, header[0], f[5]),
@@ -213,7 +224,8 @@ def test_a_sheet_of_30000_rows_is_planned_in_full(bucket: Bucket, tmp_path) -> N
 
     result = run_cli("sync", "--dry-run", "--plan-out", str(plan_csv))
 
-    assert result.exit_code == 1, result.output  # 29,995 missing source frames
+    assert result.exit_code == 0, result.output  # 29,995 missing source frames: data findings, reported
+    assert "data findings: 29,995 (29,995 missing source frames)" in result.stdout
     plan = pd.read_csv(plan_csv, dtype=str, keep_default_na=False)
     assert len(plan) == 30_000 and plan["frame"].is_unique
     assert plan["action"].value_counts().to_dict() == {"missing": 29_995, "copy": 5}
@@ -276,7 +288,8 @@ def test_a_frame_in_two_datasets_ends_in_one_and_a_missing_source_is_reported(bu
 
     result = run_cli("sync")
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 0, result.output  # a missing source is a data finding: reported, exit 0
+    assert "data findings: 1 (1 missing source frame)" in result.stdout
     assert f"S01E01: missing source frame s3://{bucket.name}/{source_key(f[4])}" in result.output
     for frame in f[:3]:
         assert f"missing source frame s3://{bucket.name}/{source_key(frame)}" not in result.output
@@ -296,7 +309,8 @@ def test_a_sheet_of_another_episode_is_rejected_row_by_row_without_flooding_the_
 
     result = run_cli("sync")
 
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output  # 80 rejected rows and a skipped sheet: data findings
+    assert "data findings: 81 (1 sheet skipped, 80 rejected rows)" in result.stdout
     assert result.stderr.count("frame of another episode (this sheet is S01E02)") == 50
     assert "S01E02: ... and 30 more rejected rows in its sheet (50 shown)" in result.stderr
     assert dataset_keys(bucket) == expected_state({E01: season_rows(E01, 80)})

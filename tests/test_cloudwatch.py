@@ -7,7 +7,6 @@ alarms and topics of other tests never mix in; S3 requests are left untouched.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -17,10 +16,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import pytest
 import watchtower
-from conftest import run_cli
+from botocore.awsrequest import AWSResponse
+from conftest import SECRET, run_cli
 from season import ML_PREFIX, frame_number, put_sources, sheet_rows, upload_season
 
 from tuttle_prep.core.run_report import RunReport
@@ -29,28 +28,16 @@ from tuttle_prep.edges.alarms import DID_NOT_RUN_ALARM, RUN_FAILED_ALARM
 from tuttle_prep.edges.cloudwatch import METRIC_NAMES, NAMESPACE, stream_name
 
 REPO = Path(__file__).resolve().parents[1]
-SECRET = "wJalrXUtnFEMI-not-a-real-secret-K7MDENG"
-ACCOUNT_SERVICES = ("cloudwatch", "cloudwatch-logs", "sns", "sqs")
-_accounts = itertools.count(1)
 
 
-@pytest.fixture
-def account(bucket, monkeypatch: pytest.MonkeyPatch):
-    """A fresh moto account for CloudWatch, Logs, SNS and SQS; returns a client factory for reading back."""
-    account_id = f"9{os.getpid() % 1000:03d}{next(_accounts):08d}"
+class _Body:
+    """The raw body of a fake AWSResponse."""
 
-    def add_account_header(request, **_):
-        request.headers["x-moto-account-id"] = account_id
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
-    def new_session() -> boto3.session.Session:
-        session = boto3.session.Session()
-        for service in ACCOUNT_SERVICES:
-            session.events.register(f"request-created.{service}", add_account_header)
-        return session
-
-    monkeypatch.setattr(aws, "new_session", new_session)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    return lambda service: aws.make_client(service, max_attempts=1)
+    def stream(self, **_):
+        yield self.data
 
 
 def season_of_four(bucket, with_sources: int = 4, extra_rarities: tuple[str, ...] = ()) -> list[str]:
@@ -146,23 +133,74 @@ def test_copying_run_records_its_counts_in_logs_and_metrics(bucket, account, mon
         "OperationErrors": 0,
         "MissingSources": 0,
         "RejectedRows": 0,
+        "DataFindings": 0,
     }
     assert sums["DurationSeconds"] == pytest.approx(summary["duration_seconds"])
 
 
-def test_failing_run_publishes_run_failed_with_its_counts(bucket, account, monkeypatch):
-    monkeypatch.setenv("TUTTLE_LOG_GROUP", "/tuttle-twins/failing-run")
+def test_a_run_with_only_data_findings_succeeds_and_counts_them_apart(bucket, account, monkeypatch):
+    monkeypatch.setenv("TUTTLE_LOG_GROUP", "/tuttle-twins/data-findings-run")
     frames = season_of_four(bucket, with_sources=3, extra_rarities=("Shiny",))  # one rejected row
 
     result = run_cli("sync")
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 0, result.output  # a missing source and a rejected row: data findings only
+    assert "data findings: 2 (1 rejected row, 1 missing source frame)" in result.stdout
     assert dataset_frames(bucket) == set(frames[:3])
     sums = metric_sums(account("cloudwatch"))
-    assert sums["RunFailed"] == 1 and sums["RunSucceeded"] == 0
-    assert (sums["FilesCopied"], sums["MissingSources"], sums["RejectedRows"]) == (3, 1, 1)
-    summary = summary_of(log_messages(account("logs"), "/tuttle-twins/failing-run")[1])
-    assert (summary["exit_code"], summary["missing_sources"], summary["rejected_rows"]) == (1, 1, 1)
+    assert sums["RunFailed"] == 0 and sums["RunSucceeded"] == 1
+    assert (sums["FilesCopied"], sums["MissingSources"], sums["RejectedRows"], sums["DataFindings"]) == (3, 1, 1, 2)
+    messages = log_messages(account("logs"), "/tuttle-twins/data-findings-run")[1]
+    summary = summary_of(messages)
+    assert (summary["exit_code"], summary["missing_sources"], summary["rejected_rows"]) == (0, 1, 1)
+    assert (summary["job_failures"], summary["job_failed"], summary["data_findings"]) == (0, False, 2)
+    assert "INFO tuttle_prep.run S01E01: keep 0, copy 3, move 0, delete 0, missing 1, rejected 1; data findings" in (
+        messages
+    )
+    assert any(m.startswith("WARNING tuttle_prep data findings (2)") for m in messages)
+    assert not any(m.startswith("ERROR") for m in messages)
+
+
+def test_strict_run_exits_1_on_data_findings_but_raises_no_run_failed(bucket, account, monkeypatch):
+    monkeypatch.setenv("TUTTLE_LOG_GROUP", "/tuttle-twins/strict-run")
+    season_of_four(bucket, with_sources=3)  # one missing source
+
+    result = run_cli("sync", "--strict")
+
+    assert result.exit_code == 1, result.output
+    assert "data findings: 1 (1 missing source frame); they fail the run (--strict)" in result.stdout
+    sums = metric_sums(account("cloudwatch"))
+    assert (sums["RunFailed"], sums["RunSucceeded"], sums["DataFindings"]) == (0, 1, 1)
+    summary = summary_of(log_messages(account("logs"), "/tuttle-twins/strict-run")[1])
+    assert (summary["exit_code"], summary["job_failed"], summary["strict"]) == (1, False, True)
+
+
+def test_a_run_with_an_s3_failure_raises_run_failed(bucket, account, monkeypatch):
+    monkeypatch.setenv("TUTTLE_LOG_GROUP", "/tuttle-twins/s3-failure")
+    season_of_four(bucket)
+    account_session = aws.new_session
+
+    def manifest_fault(request, **_):  # S3 answers 500 to every read of the manifest, retries included
+        if "/tuttle_twins/manifests/" in request.url and request.method == "GET" and "list-type" not in request.url:
+            body = b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>injected</Message></Error>"
+            return AWSResponse(request.url, 500, {}, _Body(body))
+        return None
+
+    def session_with_fault():
+        session = account_session()
+        session.events.register("before-send.s3.GetObject", manifest_fault)
+        return session
+
+    monkeypatch.setattr(aws, "new_session", session_with_fault)
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 1, result.output
+    assert "cannot read the manifest" in result.stderr and "job failures: 1" in result.stdout
+    sums = metric_sums(account("cloudwatch"))
+    assert (sums["RunFailed"], sums["RunSucceeded"], sums["DataFindings"]) == (1, 0, 0)
+    summary = summary_of(log_messages(account("logs"), "/tuttle-twins/s3-failure")[1])
+    assert (summary["exit_code"], summary["job_failed"], summary["data_findings"]) == (1, True, 0)
 
 
 def test_configuration_error_publishes_run_failed_and_logs_why(bucket, account, monkeypatch):

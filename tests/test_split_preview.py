@@ -165,10 +165,14 @@ def test_preview_text_names_the_settings_the_leakage_and_the_moves(bucket, sheet
 def test_an_unreadable_sheet_is_reported_and_the_others_previewed(bucket, sheets):
     bucket.put("tuttle_twins/test_sheets/S01E01.csv", b"ROW_INDEX\n0\n")
     result = run_cli("split", "preview", "--format", "json")
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output  # a sheet without FRAME NUMBER is a data finding, as in sync
     got = json.loads(result.stdout)
     assert got["episodes"] == ["S01E02", "S02E01"]
-    assert any("S01E01" in e and "FRAME NUMBER" in e for e in got["errors"])
+    assert any("S01E01" in e and "FRAME NUMBER" in e for e in got["findings"]) and got["errors"] == []
+    bucket.client.delete_object(Bucket=bucket.name, Key="tuttle_twins/test_sheets/S01E01.csv")
+    unreadable = run_cli("split", "preview", "--format", "json")  # a sheet that cannot be read: a job failure
+    assert unreadable.exit_code == 1
+    assert any("S01E01" in e and "cannot read" in e for e in json.loads(unreadable.stdout)["errors"])
 
 
 @pytest.mark.parametrize(("args", "named"), [(["--seed", "  "], "--seed"), (["--stratify", "class"], "--stratify")])

@@ -369,7 +369,9 @@ def test_plan_out_writes_every_decision(bucket, season, tmp_path):
     after = expected(all_classified(season))  # the missing frame is wanted too: it counts in its stratum
     out = tmp_path / "plan.csv"
     result = run_cli("sync", "--dry-run", "--episode", E1, "--plan-out", str(out))
-    assert result.exit_code == 1  # the missing source
+    assert result.exit_code == 0, result.output  # the missing source is a data finding: reported, exit 0
+    assert f"missing source frame s3://{bucket.name}/{source_key(missing)}" in result.stderr
+    assert "data findings: 1 (1 missing source frame)" in result.stdout
     with out.open(newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == ["action", "episode_id", "frame", "src_key", "dst_key"]
@@ -421,7 +423,8 @@ def test_each_rejection_rule_is_reported_with_row_column_and_value(bucket):
     upload_season(bucket, {E1: rows})
     put_sources(bucket, [frame_number(E1, 40), frame_number(E1, 41), frame_number(E2, 40)])
     result = run_cli("sync")
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output  # rejected rows are data findings: reported, exit 0
+    assert "job failures: 0" in result.stdout and "data findings: 6 (6 rejected rows)" in result.stdout
     assert dataset_keys(bucket) == expected({**classified(good), dup: "Trash"})
     for line in [
         "S01E01 sheet row 5, column 'FRAME NUMBER': 'TT_S01_E01_FRM-00-00-30' not a frame number",
@@ -439,9 +442,10 @@ def test_an_episode_with_no_classified_frames_is_skipped_unless_allow_empty(buck
     before = dataset_keys(bucket)
     put_sheet(bucket, E1, [{**r, UNSUPERVISED: ""} for r in season[E1]])
     result = run_cli("sync")
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output  # a data finding: reported, the episode's files kept
     assert "S01E01: the sheet has no classified frames; skipped" in result.stderr
-    assert "no classified frames" in " ".join(table_row(result.stdout, E1))
+    assert "skipped (data): no classified frames" in " ".join(table_row(result.stdout, E1))
+    assert "data findings: 1 (1 sheet skipped)" in result.stdout
     assert dataset_keys(bucket) == before
     result = run_cli("sync", "--allow-empty")
     assert result.exit_code == 0, result.output
@@ -461,7 +465,7 @@ def test_an_unreadable_sheet_skips_its_episode(bucket, season):
     bucket.client.delete_object(Bucket=bucket.name, Key=sheet_key("S01E03"))
     put_sheet(bucket, "S01E04", b"\xff\xfe\x00garbage")
     result = run_cli("sync")
-    assert result.exit_code == 1
+    assert result.exit_code == 1  # two sheets cannot be read: job failures
     assert "S01E01: S01E01 sheet: no 'FRAME NUMBER' column" in result.stderr
     assert f"S01E03: s3://{bucket.name}/{sheet_key('S01E03')}: cannot read" in result.stderr
     assert "S01E04: " in result.stderr and "not UTF-8" in result.stderr
@@ -470,8 +474,11 @@ def test_an_unreadable_sheet_skips_its_episode(bucket, season):
         f: v for f, v in before.items() if not f.startswith("TT_S01_E02")
     }
     assert after[season[E2][0][FRAME]][1] == "Legendary"
-    for episode_id in (E1, "S01E03", "S01E04"):
-        assert "sheet not read" in " ".join(table_row(result.stdout, episode_id))
+    # a sheet without FRAME NUMBER is a data finding; one that cannot be read is a job failure
+    assert "skipped (data): sheet not usable" in " ".join(table_row(result.stdout, E1))
+    for episode_id in ("S01E03", "S01E04"):
+        assert "skipped (job failure): sheet not read" in " ".join(table_row(result.stdout, episode_id))
+    assert "job failures: 2" in result.stdout and "data findings: 1 (1 sheet skipped)" in result.stdout
 
 
 def test_missing_source_frames_are_reported_and_the_rest_copied(bucket):
@@ -479,7 +486,7 @@ def test_missing_source_frames_are_reported_and_the_rest_copied(bucket):
     upload_season(bucket, {E1: rows}, sources=False)
     put_sources(bucket, [rows[0][FRAME], rows[2][FRAME]])
     result = run_cli("sync")
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output  # a data finding: reported, the rest copied
     assert dataset_keys(bucket) == expected({rows[0][FRAME]: "Common", rows[2][FRAME]: "Trash"})
     assert f"missing source frame s3://{bucket.name}/{source_key(rows[1][FRAME])}" in result.stderr
     assert counts(result.stdout, E1)["missing"] == 1
@@ -583,8 +590,10 @@ def test_orphans_are_left_alone_unless_pruned(bucket, season):
     assert result.exit_code == 0, result.output
     assert orphan in bucket.keys(ML_PREFIX)
     assert "1 dataset files of episodes in no manifest (S09E01)" in result.stderr
+    assert "data findings: 1 (1 episode with orphan files)" in result.stdout  # for the digest too
     result = run_cli("sync", "--prune-orphans")
     assert result.exit_code == 0, result.output
+    assert "data findings: 0" in result.stdout  # deleted as asked: no longer a finding
     assert orphan not in bucket.keys(ML_PREFIX)
     assert dataset_keys(bucket) == expected(all_classified(season))
 

@@ -1,6 +1,7 @@
 """The command line: the click group and its global options; each command lives in `tuttle_prep.commands`.
 
-Exit codes: 0 clean, 1 errors or refused, 2 usage/config error.
+Exit codes: 0 the job did all it could (data findings, if any, are printed); 1 a job failure (or, with
+`sync --strict`, a data finding); 2 usage or configuration error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .commands.manifests import manifests
 from .commands.pull import pull
 from .commands.report import report
 from .commands.split_preview import split
+from .commands.status import status
 from .commands.sync import sync
 from .commands.versions import versions
 from .errors import RunStopped
@@ -77,6 +79,7 @@ main.add_command(manifests)
 main.add_command(alarm)
 main.add_command(versions)
 main.add_command(demo)
+main.add_command(status)
 
 
 def stop_on_signal(signum: int, frame: object) -> None:

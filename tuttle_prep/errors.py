@@ -21,6 +21,11 @@ class SheetError(TuttlePrepError):
     """An episode sheet cannot be read or has no usable header."""
 
 
+class SheetContentError(SheetError):
+    """A sheet was read, but what it says cannot be used (no header row, no FRAME NUMBER column):
+    a data finding for the sheet's owners, not a job failure."""
+
+
 class InventoryError(TuttlePrepError):
     """An S3 listing failed, so nothing may be planned from it."""
 

@@ -1,4 +1,5 @@
-"""`alarm setup` / `alarm test`: SMS alerts for failed or missing runs (SNS topic, subscription, two alarms)."""
+"""`alarm setup` / `alarm test`: SMS alerts for failed or missing runs (SNS topic, subscription, two alarms),
+and the data digest's email topic for the sheet owners."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS
 from ..edges.alarms import (
+    DATA_TOPIC,
     DEFAULT_TOPIC,
     DID_NOT_RUN_ALARM,
     MAX_WINDOW_HOURS,
     RUN_FAILED_ALARM,
+    check_email_addresses,
+    check_phone_numbers,
     send_test_message,
     setup_alarms,
+    setup_digest,
 )
 from ..edges.aws import describe
 from ..edges.cloudwatch import NAMESPACE
@@ -49,7 +54,8 @@ _topic_option: Callable = click.option(
 
 @click.group()
 def alarm() -> None:
-    """SMS alerts when a run fails or does not run (SNS topic + CloudWatch alarms on the run metrics)."""
+    """SMS alerts when a run fails or does not run (SNS topic + CloudWatch alarms on the run metrics), and
+    the data digest emailed to the sheet owners."""
 
 
 @alarm.command()
@@ -57,9 +63,15 @@ def alarm() -> None:
     "--phone",
     "phones",
     multiple=True,
-    required=True,
     metavar="+15555550123",
-    help="Phone number (E.164) to text; repeatable.",
+    help="Phone number (E.164) to text when a run fails; repeatable.",
+)
+@click.option(
+    "--digest-email",
+    "digest_emails",
+    multiple=True,
+    metavar="ADDRESS",
+    help=f"Email address that receives the data digest (SNS topic {DATA_TOPIC}); repeatable.",
 )
 @click.option(
     "--schedule-hours",
@@ -76,21 +88,41 @@ def alarm() -> None:
     help="Extra hours a run may take before 'did not run' fires.",
 )
 @_topic_option
-def setup(phones: tuple[str, ...], schedule_hours: int, slack_hours: int, topic: str) -> None:
-    """Create or update the SNS topic, the SMS subscriptions and the two alarms; safe to run again.
+def setup(
+    phones: tuple[str, ...], digest_emails: tuple[str, ...], schedule_hours: int, slack_hours: int, topic: str
+) -> None:
+    """Create or update the alerts (--phone) and the data digest (--digest-email); safe to run again.
 
-    Alarms: RunFailed >= 1 (a run exited non-zero) and RunSucceeded < 1 over schedule + slack hours,
-    with missing data breaching (no successful run, cron stopped, host down).
+    With --phone: the SNS topic, the SMS subscriptions and two alarms: RunFailed >= 1 (a job failure)
+    and RunSucceeded < 1 over schedule + slack hours, with missing data breaching (no successful run,
+    cron stopped, host down). Data findings never text anyone.
+
+    With --digest-email: the SNS topic tuttle-prep-data and one email subscription per address (each
+    confirms by the link AWS emails it). After a real run whose data findings differ from those last
+    sent, `sync` emails one digest there: each rejected row with a link to its cell, then the missing
+    source frames.
     """
+    if not phones and not digest_emails:
+        raise click.UsageError("give --phone (alerts) and/or --digest-email (data digest)")
+    outcomes = []
     with _aws_errors("alarm setup"):
-        outcome = setup_alarms(list(phones), schedule_hours, slack_hours, topic)
-    for label, items in (("created", outcome.created), ("updated", outcome.updated), ("exists", outcome.existing)):
-        for item in items:
-            click.echo(f"{label:<8} {item}")
-    click.echo(
-        f"alarms {RUN_FAILED_ALARM} and {DID_NOT_RUN_ALARM} watch namespace {NAMESPACE}; "
-        f"`alarm test --topic {topic}` sends a test text"
-    )
+        check_phone_numbers(list(phones))  # every input checked before anything is created
+        check_email_addresses(list(digest_emails))
+        if phones:
+            outcomes.append(setup_alarms(list(phones), schedule_hours, slack_hours, topic))
+        if digest_emails:
+            outcomes.append(setup_digest(list(digest_emails)))
+    for outcome in outcomes:
+        for label, items in (("created", outcome.created), ("updated", outcome.updated), ("exists", outcome.existing)):
+            for item in items:
+                click.echo(f"{label:<8} {item}")
+    if phones:
+        click.echo(
+            f"alarms {RUN_FAILED_ALARM} and {DID_NOT_RUN_ALARM} watch namespace {NAMESPACE}; "
+            f"`alarm test --topic {topic}` sends a test text"
+        )
+    if digest_emails:
+        click.echo(f"data digests go to {DATA_TOPIC} after each real run whose data findings changed")
 
 
 @alarm.command(name="test")

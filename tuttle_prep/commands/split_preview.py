@@ -2,7 +2,8 @@
 
 Reads the manifests and the sheets only: no listing of the dataset or source folders, nothing written.
 Exit status: 0 done, 1 a manifest or sheet could not be read (the others are still previewed), 2 usage or
-configuration.
+configuration. A sheet that was read but is unusable (no FRAME NUMBER column, ...) is a data finding, as in
+`sync`: listed under "findings", exit 0.
 """
 
 from __future__ import annotations
@@ -161,6 +162,8 @@ def preview(
     frames, report = _read_frames(settings, seasons, episodes)
     for message in report.warnings:
         log.warning(message)
+    for message in report.findings:  # data findings (a sheet without FRAME NUMBER, rejected rows): as in sync
+        log.warning(message)
     for message in report.errors:
         log.error(message)
     outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds)}
@@ -178,6 +181,7 @@ def preview(
             "episodes": sorted(set(frames["episode_id"])),
             "split": dict(settings.split),
             "warnings": list(report.warnings),
+            "findings": list(report.findings),
             "errors": list(report.errors),
             **{name: _outcome_json(o) for name, o in outcomes.items()},
         }

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,25 @@ import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
+from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
-from ..core.labels import is_job_key
+from ..core.labels import is_job_key, labels_key
 from ..core.manifests import Episode, collect_episodes, filter_episodes
 from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
-from ..core.run_report import COUNT_COLUMNS, RunReport
+from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..edges import aws
 from ..edges.aws import describe
 from ..edges.cloudwatch import log_group_from_env, observed_run
 from ..edges.csv_sheets import CsvFileSource, CsvS3Source
+from ..edges.data_digest import (
+    DATA_TOPIC,
+    describe_failure,
+    digest_topic,
+    publish_digest,
+    record_sent_findings,
+    sent_findings_hash,
+)
 from ..edges.s3_apply import apply_plan
 from ..edges.s3_bucket import BOTO3_THREADS, S3Bucket
 from ..edges.s3_labels import update_labels_index
@@ -43,7 +53,7 @@ from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
 from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
 from ..edges.s3_versions import VersionStore, record_version
-from ..errors import ConfigError, InventoryError, LockError, SheetError
+from ..errors import ConfigError, InventoryError, LockError, SheetContentError, SheetError
 from ..settings import Settings
 from .common import episode_option, season_option
 
@@ -71,6 +81,8 @@ class SyncOptions:
     force: bool = False
     allow_empty: bool = False
     prune_orphans: bool = False
+    strict: bool = False
+    findings_out: Path | None = None
 
 
 @dataclass
@@ -134,21 +146,37 @@ def load_frames(
     that lost one of them, and `optional_columns` does not name it, skips its episode.
     """
 
-    def load(episode: Episode) -> tuple[Episode, Any]:
+    def load(episode: Episode) -> tuple[Episode, Any, SheetRef | None]:
         try:
             raw = reader.read(episode.sheet_location, title=episode.title, episode_id=episode.episode_id)
-            where = f"{episode.episode_id} sheet"
-            return episode, build_frame_table(raw, episode.episode_id, where, optional_columns)
         except SheetError as exc:
-            return episode, exc
+            return episode, exc, None
+        ref = SheetRef(
+            location=episode.sheet_location.strip(),
+            title=str(raw.attrs.get("sheet_title") or episode.title),
+            spreadsheet_id=raw.attrs.get("spreadsheet_id"),
+            gid=raw.attrs.get("worksheet_gid"),
+            columns=tuple(str(c) for c in raw.columns),
+        )
+        try:
+            where = f"{episode.episode_id} sheet"
+            return episode, build_frame_table(raw, episode.episode_id, where, optional_columns), ref
+        except SheetError as exc:  # read, but what it says cannot be used: a data finding
+            return episode, SheetContentError(str(exc)), ref
 
     loaded: dict[str, pd.DataFrame] = {}
     held: set[str] = set()
     held_episodes: set[str] = set()
     rejections = [report.rejections]
     with ThreadPoolExecutor(max_workers=SHEET_THREADS, thread_name_prefix="sheet") as pool:
-        for episode, outcome in pool.map(load, episodes):
+        for episode, outcome, ref in pool.map(load, episodes):
             eid = episode.episode_id
+            if ref is not None:
+                report.sheets[eid] = ref
+            if isinstance(outcome, SheetContentError):
+                report.finding(f"{eid}: {outcome}; skipped, its dataset files are kept")
+                report.skip(eid, "sheet not usable", data=True)
+                continue
             if isinstance(outcome, SheetError):
                 report.error(f"{eid}: {outcome}")
                 report.skip(eid, "sheet not read")
@@ -159,13 +187,13 @@ def load_frames(
                     for c in seen_columns.get(eid, ())
                     if c not in outcome.rarity_columns and c not in optional_columns
                 ]
-                if lost:
-                    report.error(
+                if lost:  # what the sheet says: a data finding for its owners
+                    report.finding(
                         f"{eid} sheet: no '{lost[0]}' column, which earlier runs saw; the episode is skipped (its "
                         "files stay as they are) rather than planned from the less trusted columns; restore the "
                         "column, or name it in TUTTLE_SHEET_OPTIONAL_COLUMNS if it was removed on purpose"
                     )
-                    report.skip(eid, "rarity column lost")
+                    report.skip(eid, "rarity column lost", data=True)
                     continue
                 seen_columns[eid] = list(outcome.rarity_columns)
             rejections.append(outcome.rejections)
@@ -173,21 +201,24 @@ def load_frames(
             for note in outcome.notes:
                 report.warn(f"{eid}: {note}")
             for row in outcome.rejections.head(REJECTIONS_SHOWN).itertuples(index=False):
-                report.error(f"{eid} sheet row {row.row}, column {row.column!r}: {row.value!r} {row.reason}")
+                report.finding(f"{eid} sheet row {row.row}, column {row.column!r}: {row.value!r} {row.reason}")
             if len(outcome.rejections) > REJECTIONS_SHOWN:
                 more = len(outcome.rejections) - REJECTIONS_SHOWN
-                report.error(f"{eid}: ... and {more:,} more rejected rows in its sheet ({REJECTIONS_SHOWN} shown)")
+                report.finding(
+                    f"{eid}: ... and {more:,} more rejected rows in its sheet ({REJECTIONS_SHOWN} shown); "
+                    "--findings-out lists them all"
+                )
             untied = outcome.untied_rows
-            if untied:
+            if untied:  # rejected rows (data findings); holding the deletes back keeps their files
                 held_episodes.add(eid)
                 rows = ", ".join(str(r) for r in untied[:10]) + (", ..." if len(untied) > 10 else "")
-                report.error(
+                report.finding(
                     f"{eid}: {len(untied):,} rejected rows name no frame of this episode (sheet rows {rows}); "
                     f"every plain delete of {eid} is held back until they are fixed"
                 )
             if outcome.frames.empty and not allow_empty:
-                report.error(f"{eid}: the sheet has no classified frames; skipped (use --allow-empty to empty it)")
-                report.skip(eid, "no classified frames")
+                report.finding(f"{eid}: the sheet has no classified frames; skipped (use --allow-empty to empty it)")
+                report.skip(eid, "no classified frames", data=True)
                 continue
             log.info(
                 "%s: sheet read, %d classified frames, %d rejected rows",
@@ -394,15 +425,23 @@ def _plan_run(
     )
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
     plan.sources = sources
+    report.planned = True
     report.orphans = len(plan.orphans)
     if len(plan.orphans):
-        orphan_episodes = ", ".join(sorted(plan.orphans["episode_id"].unique().tolist()))
-        verb = "deleting" if prune else "left alone (use --prune-orphans to delete)"
-        report.warn(f"{len(plan.orphans):,} dataset files of episodes in no manifest ({orphan_episodes}): {verb}")
-    for row in plan.missing.head(20).itertuples(index=False):
-        report.error(f"{row.episode_id}: missing source frame s3://{settings.bucket}/{row.src_key}")
+        by_episode = {str(e): int(n) for e, n in plan.orphans.groupby("episode_id").size().items()}
+        message = f"{len(plan.orphans):,} dataset files of episodes in no manifest ({', '.join(sorted(by_episode))})"
+        if prune:  # deleted as the operator asked: not a finding
+            report.warn(f"{message}: deleting")
+        else:
+            report.orphan_files = by_episode
+            report.finding(f"{message}: left alone (use --prune-orphans to delete)")
+    report.missing = plan.missing.reindex(columns=MISSING_COLUMNS).assign(
+        src_key=lambda m: f"s3://{settings.bucket}/" + m["src_key"].astype(str)
+    )
+    for row in report.missing.head(20).itertuples(index=False):
+        report.finding(f"{row.episode_id}: missing source frame {row.src_key}")
     if len(plan.missing) > 20:
-        report.error(f"... and {len(plan.missing) - 20:,} more missing source frames (see --plan-out)")
+        report.finding(f"... and {len(plan.missing) - 20:,} more missing source frames (--findings-out lists them all)")
     _record_counts(report, plan, [e.episode_id for e in episodes if e.episode_id not in report.skipped])
     if options.plan_out is not None:
         write_plan_csv(plan, options.plan_out)
@@ -493,6 +532,16 @@ def write_plan_csv(plan: Plan, path: Path) -> None:
 @click.option("--force", is_flag=True, help="Apply the plain deletes even above --max-delete.")
 @click.option("--allow-empty", is_flag=True, help="Sync an episode whose sheet has no classified frames (empties it).")
 @click.option("--prune-orphans", is_flag=True, help="Delete dataset files of episodes that are in no manifest.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 on data findings too (rejected rows, skipped sheets, missing sources): for checking sheets.",
+)
+@click.option(
+    "--findings-out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write every data finding to this CSV: episode_id,kind,row,column,value,reason,where (cell link).",
+)
 def sync(
     dry_run: bool,
     seasons: tuple[str, ...],
@@ -503,13 +552,21 @@ def sync(
     force: bool,
     allow_empty: bool,
     prune_orphans: bool,
+    strict: bool,
+    findings_out: Path | None,
 ) -> None:
     """Bring the dataset folders in line with the sheets.
 
     Copies run in parallel on the server side; deletes run last, in batches of 1,000, and only when
-    every copy succeeded. Exit status: 0 clean, 1 finished with errors (skipped episodes, rejected
-    rows, missing sources, failed operations, refused deletes, a lost run lock), 2 usage or configuration
-    error, 143 stopped by SIGTERM (130 by Ctrl-C).
+    every copy succeeded.
+
+    Two kinds of findings are reported apart. Job failures (a setting, S3 or Google failing, a sheet
+    that cannot be opened, a broken manifest, failed copies or deletes, refused deletes, a lost run
+    lock) exit 1 and raise the RunFailed alarm. Data findings (rejected rows, a sheet without FRAME
+    NUMBER or without classified rows, missing source frames, orphans) are printed, leave the files
+    they concern as they are, and go to the sheet owners in the data digest (`alarm setup
+    --digest-email`); they exit 0 unless --strict. Exit status 2: usage or configuration error; 143
+    stopped by SIGTERM (130 by Ctrl-C).
     """
     try:
         limit = DeleteLimit.parse(max_delete)
@@ -525,15 +582,22 @@ def sync(
         force=force,
         allow_empty=allow_empty,
         prune_orphans=prune_orphans,
+        strict=strict,
+        findings_out=findings_out,
     )
-    report = RunReport(dry_run=dry_run)
+    report = RunReport(dry_run=dry_run, strict=strict)
     # invalid settings are reported inside: a real run's exit 2 must reach the logs and RunFailed too
     with observed_run(report, log_group_from_env(os.environ), publish_metrics=not dry_run):
         try:
             settings = Settings.from_env()
             report.seed_fingerprint = settings.seed_fingerprint
             report.split_mode = settings.split_mode
-            run_sync(settings, options, build_context(settings, options, report.run_id), report)
+            context = build_context(settings, options, report.run_id)
+            run_sync(settings, options, context, report)
+            if findings_out is not None:
+                write_findings_csv(report, findings_out)
+            if not dry_run:
+                send_data_digest(settings, options, context.store, report)
         except ConfigError as exc:
             report.config_error = str(exc)
         exit_code = print_report(report)
@@ -551,6 +615,14 @@ def print_report(report: RunReport) -> int:
     click.echo(report.table())
     for message in report.warnings:
         outcome_log.warning(message)
+    if report.findings:
+        outcome_log.warning(
+            "data findings (%s): what the sheets or source folders say", f"{report.data_finding_count:,}"
+        )
+    for message in report.findings:
+        outcome_log.warning(message)
+    if report.errors or report.refused:
+        outcome_log.error("job failures (%d): the job could not do all its work", report.job_failures)
     for message in report.errors:
         outcome_log.error(message)
     if report.refused:
@@ -560,3 +632,63 @@ def print_report(report: RunReport) -> int:
         click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED){mode}")
     click.echo(report.outcome_line())
     return report.exit_code
+
+
+def digest_context(report: RunReport, bucket: str) -> str:
+    """The first line of a digest: which run, where, when."""
+    started = datetime.fromtimestamp(report.started, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"tuttle-prep data findings of the run {report.run_id} on {report.host} at {started} (bucket {bucket})."
+
+
+def send_data_digest(settings: Settings, options: SyncOptions, store: S3Bucket, report: RunReport) -> str:
+    """After a real run: publish the data digest if the findings differ from those last sent; return why not.
+
+    Sent only when the run read every sheet of the manifests (no --season/--episode, no sheet that failed),
+    so a partial list is never compared with a full one. Never raises: a failure is a warning, and the
+    next run tries again. The outcome is also stored as `report.digest`.
+    """
+    report.digest = _send_data_digest(settings, options, store, report)
+    log.info("data digest: %s", report.digest)
+    return report.digest
+
+
+def _send_data_digest(settings: Settings, options: SyncOptions, store: S3Bucket, report: RunReport) -> str:
+    if options.dry_run or not report.planned:
+        return "not sent: no complete plan"
+    if options.seasons or options.episodes:
+        return "not sent: --season/--episode read only some sheets"
+    unread = sorted(set(report.skipped) - set(report.skipped_for_data))
+    if unread:
+        return f"not sent: {len(unread)} sheets not read ({', '.join(unread[:5])})"
+    table = report.data_findings()
+    current = report.data_findings_sha256()
+    key = labels_key(settings.ml_prefix)
+    try:
+        previous, index_exists = sent_findings_hash(store.client, settings.bucket, key)
+        if (previous or NO_FINDINGS_HASH) == current:
+            return "unchanged since the last digest: not sent"
+        topic_arn = digest_topic()
+        if topic_arn is None:
+            return f"not configured (no SNS topic {DATA_TOPIC}; alarm setup --digest-email)"
+        digest = render_digest(table, report.sheets, context=digest_context(report, settings.bucket))
+        message_id = publish_digest(topic_arn, digest)
+    except Exception as exc:  # noqa: BLE001 - the digest never changes the run's outcome
+        log.warning("data digest not sent: %s; the next run tries again", describe_failure(exc))
+        return "failed"
+    outcome = f"sent ({digest.shown:,} of {digest.total:,} findings, message {message_id})"
+    if not index_exists:
+        log.warning("data digest: no labels index %s to record it in; the next run sends it again", key)
+        return outcome
+    try:
+        record_sent_findings(store.client, settings.bucket, key, current)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("data digest sent, but not recorded (%s); the next run sends it again", describe_failure(exc))
+    return outcome
+
+
+def write_findings_csv(report: RunReport, path: Path) -> None:
+    """`--findings-out`: every data finding of the run, FINDING_COLUMNS, one row each."""
+    try:
+        report.data_findings().to_csv(path, index=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot write --findings-out {path}: {exc.strerror or exc}") from None

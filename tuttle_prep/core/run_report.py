@@ -1,7 +1,13 @@
-"""The run report: what a run found and did, the tables it prints, and the exit code it earns."""
+"""The run report: what a run found and did, the tables it prints, and the exit code it earns.
+
+Two kinds of findings are kept apart (see `findings`): job failures (`error`, a refused guard, failed
+operations, a configuration error) fail the run; data findings (rejected rows, skipped sheets, missing
+source frames, orphans) are reported and fail the run only under `--strict`.
+"""
 
 from __future__ import annotations
 
+import platform
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -9,11 +15,24 @@ from typing import Any
 
 import pandas as pd
 
+from .findings import (
+    MISSING_SOURCE,
+    ORPHANS,
+    REJECTED_ROW,
+    SHEET_SKIPPED,
+    SheetRef,
+    describe_counts,
+    findings_hash,
+    findings_table,
+)
 from .frame_table import REJECTION_COLUMNS
 
+#: the job did all it could; only data findings (printed) remain
 EXIT_OK = 0
+#: a job failure (or, under --strict, a data finding)
 EXIT_ERRORS = 1
 EXIT_CONFIG = 2
+MISSING_COLUMNS = ["episode_id", "frame", "src_key"]
 
 COUNT_COLUMNS = ["keep", "copy", "move", "delete", "missing", "rejected"]
 
@@ -23,17 +42,35 @@ class RunReport:
     """Collects a run's counts, problems and outcome; `exit_code` is derived from them."""
 
     dry_run: bool = False
+    host: str = field(default_factory=lambda: platform.node() or "unknown-host")
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started: float = field(default_factory=time.time)
     finished: float | None = None
     #: per episode: COUNT_COLUMNS (plus 'status')
     counts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COUNT_COLUMNS))
     rejections: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECTION_COLUMNS))
-    #: things that make the run exit 1
+    #: job failures: the job could not do part of its work (exit 1, RunFailed)
     errors: list[str] = field(default_factory=list)
-    #: things worth reading that do not fail the run (orphans, unexpected keys)
+    #: data findings as messages, for the log (the full list is `data_findings()`)
+    findings: list[str] = field(default_factory=list)
+    #: things worth reading that are neither (unexpected keys under the ML prefix)
     warnings: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: episodes skipped for what their sheet says (a data finding), with the reason
+    skipped_for_data: dict[str, str] = field(default_factory=dict)
+    #: wanted frames without a source frame (MISSING_COLUMNS)
+    missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MISSING_COLUMNS))
+    #: dataset files of episodes in no manifest, by episode
+    orphan_files: dict[str, int] = field(default_factory=dict)
+    #: where each episode's sheet is (for links in the digest)
+    sheets: dict[str, SheetRef] = field(default_factory=dict)
+    #: `sync --strict`: data findings fail the run too
+    strict: bool = False
+    #: the run got as far as a plan (its data findings are complete for the planned episodes)
+    planned: bool = False
+    #: what became of the data digest ("sent", "unchanged", ...), for the run summary
+    digest: str | None = None
+    _findings: tuple[tuple, pd.DataFrame, str] | None = field(default=None, repr=False, compare=False)
     refused: str | None = None
     config_error: str | None = None
     applied: bool = False
@@ -58,32 +95,86 @@ class RunReport:
     split_mode: str | None = None
 
     def error(self, message: str) -> None:
+        """A job failure: the job could not do part of its work."""
         self.errors.append(message)
+
+    def finding(self, message: str) -> None:
+        """A data finding worth a log line (the structured lists hold the details)."""
+        self.findings.append(message)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
-    def skip(self, episode_id: str, reason: str) -> None:
-        """The episode is not planned this run; its dataset files are left as they are."""
+    def skip(self, episode_id: str, reason: str, *, data: bool = False) -> None:
+        """The episode is not planned this run; its dataset files are left as they are.
+
+        `data`: skipped for what its sheet says (a data finding), not because the job failed to read it.
+        """
         self.skipped[episode_id] = reason
+        if data:
+            self.skipped_for_data[episode_id] = reason
 
     @property
     def missing_sources(self) -> int:
-        return int(self.counts["missing"].sum()) if len(self.counts) else 0
+        return len(self.missing)
 
     @property
     def rejected_rows(self) -> int:
         return len(self.rejections)
 
     @property
+    def job_failures(self) -> int:
+        """Job failures: errors, a refused delete guard, a configuration error."""
+        return len(self.errors) + bool(self.refused) + bool(self.config_error) + bool(self.failed and not self.errors)
+
+    @property
+    def job_failed(self) -> bool:
+        return self.job_failures > 0
+
+    def data_findings(self) -> pd.DataFrame:
+        """Every data finding of the run, one row each (`findings.FINDING_COLUMNS`); built once per state."""
+        key = (
+            id(self.rejections),
+            len(self.rejections),
+            id(self.missing),
+            len(self.missing),
+            tuple(sorted(self.skipped_for_data.items())),
+            tuple(sorted(self.orphan_files.items())),
+            tuple(sorted(self.sheets)),
+        )
+        if self._findings is None or self._findings[0] != key:
+            table = findings_table(self.rejections, self.missing, self.skipped_for_data, self.orphan_files, self.sheets)
+            self._findings = (key, table, findings_hash(table))
+        return self._findings[1]
+
+    def data_findings_sha256(self) -> str:
+        """The hash of `data_findings()` (`findings.findings_hash`): what the digest compares run to run."""
+        self.data_findings()
+        assert self._findings is not None
+        return self._findings[2]
+
+    def data_finding_counts(self) -> dict[str, int]:
+        """Data findings by kind."""
+        return {
+            SHEET_SKIPPED: len(self.skipped_for_data),
+            REJECTED_ROW: self.rejected_rows,
+            MISSING_SOURCE: self.missing_sources,
+            ORPHANS: len(self.orphan_files),
+        }
+
+    @property
+    def data_finding_count(self) -> int:
+        return sum(self.data_finding_counts().values())
+
+    @property
     def exit_code(self) -> int:
-        """0 clean; 1 finished with errors, skipped episodes, failures or a refused guard; 2 config error;
-        the process's own exit code when the run was stopped (128 + signal)."""
+        """The process's own exit code when the run was stopped (128 + signal); 2 configuration error;
+        1 a job failure (or a data finding under --strict); 0 otherwise (data findings are printed)."""
         if self.stopped_with is not None:
             return self.stopped_with
         if self.config_error:
             return EXIT_CONFIG
-        if self.errors or self.skipped or self.refused or self.failed or self.rejected_rows or self.missing_sources:
+        if self.job_failed or (self.strict and self.data_finding_count):
             return EXIT_ERRORS
         return EXIT_OK
 
@@ -98,17 +189,31 @@ class RunReport:
         lines.append(header)
         lines.append("-" * len(header))
         for episode_id, row in counts.iterrows():
-            status = self.skipped.get(str(episode_id), "ok")
+            status = self.episode_status(str(episode_id), int(row["missing"]) + int(row["rejected"]))
             lines.append(f"{episode_id:<10}" + "".join(f"{int(row[c]):>10,}" for c in COUNT_COLUMNS) + f"  {status}")
         for episode_id in sorted(set(self.skipped) - set(counts.index)):
             lines.append(
                 f"{episode_id:<10}"
                 + "".join(f"{'-':>10}" for _ in COUNT_COLUMNS)
-                + f"  skipped: {self.skipped[episode_id]}"
+                + f"  {self.episode_status(episode_id)}"
             )
         lines.append("-" * len(header))
         lines.append(f"{'total':<10}" + "".join(f"{self.total(c):>10,}" for c in COUNT_COLUMNS))
+        lines.append(f"job failures: {self.job_failures:,}")
+        data = f"data findings: {self.data_finding_count:,}"
+        if self.data_finding_count:
+            data += f" ({describe_counts(self.data_finding_counts())}); they "
+            data += "fail the run (--strict)" if self.strict else "do not fail the run (--strict would)"
+        lines.append(data)
         return "\n".join(lines)
+
+    def episode_status(self, episode_id: str, data_findings: int = 0) -> str:
+        """'ok', 'data findings', 'skipped (data): …' or 'skipped (job failure): …' for the table and the log."""
+        if episode_id in self.skipped_for_data:
+            return f"skipped (data): {self.skipped[episode_id]}"
+        if episode_id in self.skipped:
+            return f"skipped (job failure): {self.skipped[episode_id]}"
+        return "data findings" if data_findings else "ok"
 
     def outcome_line(self) -> str:
         """One line: what was done (after a real run) or what would be done (dry run)."""
@@ -155,6 +260,20 @@ class RunReport:
             "split_mode": self.split_mode,
             "refused": self.refused,
             "errors": len(self.errors),
+            "job_failures": self.job_failures,
+            "job_failed": self.job_failed,
+            "job_failure_messages": [
+                *([self.config_error] if self.config_error else []),
+                *self.errors[:10],
+                *([self.refused] if self.refused else []),
+            ],
+            "data_findings": self.data_finding_count,
+            "data_findings_sha256": self.data_findings_sha256() if self.planned else None,
+            "skipped_for_data": dict(self.skipped_for_data),
+            "strict": self.strict,
+            "digest": self.digest,
+            "host": self.host,
+            "started": self.started,
             "duration_seconds": round(finished - self.started, 3),
             "config_error": self.config_error,
             "exit_code": self.exit_code,

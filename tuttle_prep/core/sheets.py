@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ..errors import SheetError
+from ..errors import SheetContentError, SheetError
 from . import columns as col
 from .frame_table import FRAME_COLUMN, METADATA_COLUMN, RARITY_COLUMNS, normalize_header
 
@@ -133,7 +133,7 @@ def _repeated_job_columns(header: Sequence[str], where: str) -> None:
     for normal, found in positions.items():
         if len(found) > 1:
             columns = " and ".join(f"{column_letter(i)} '{header[i].strip()}'" for i in found)
-            raise SheetError(
+            raise SheetContentError(
                 f"{where}: the header row names column '{wanted[normal]}' more than once (columns {columns}); "
                 "rename or delete all but one: the job will not guess which one is meant"
             )
@@ -153,7 +153,7 @@ def table_from_rows(rows: Sequence[Sequence[Any]], where: str) -> pd.DataFrame:
     extra fields are all empty (a trailing comma) are read as usual and noted in `attrs[SHEET_NOTES]`.
     """
     if not rows or not any(str(cell).strip() for cell in rows[0]):
-        raise SheetError(f"{where}: the sheet is empty (no header row)")
+        raise SheetContentError(f"{where}: the sheet is empty (no header row)")
     header = [str(cell) for cell in rows[0]]
     _repeated_job_columns(header, where)
     width = len(header)
@@ -207,7 +207,7 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
             "export the sheet again as CSV (UTF-8)"
         ) from None
     if not text.strip():
-        raise SheetError(f"{where}: the file is empty (no header row)")
+        raise SheetContentError(f"{where}: the file is empty (no header row)")
     # the csv module, not pandas: pandas takes a first data row one field longer than the header as having an
     # index column and shifts every column by one
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)

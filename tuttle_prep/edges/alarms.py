@@ -1,4 +1,5 @@
-"""SNS and CloudWatch alarms: the topic, its SMS subscriptions, the two alarms on the run metrics, a test text."""
+"""SNS and CloudWatch alarms: the topic, its SMS subscriptions, the two alarms on the run metrics, a test text;
+the data digest's topic and its email subscriptions."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from . import aws
 from .cloudwatch import NAMESPACE
 
 DEFAULT_TOPIC = "tuttle-prep-alerts"
+#: the data digest's topic: email to the sheet owners (`alarm setup --digest-email`)
+DATA_TOPIC = "tuttle-prep-data"
+EMAIL_ADDRESS = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
 RUN_FAILED_ALARM = "tuttle-prep-run-failed"
 DID_NOT_RUN_ALARM = "tuttle-prep-did-not-run"
 MAX_WINDOW_HOURS = 168  # CloudWatch: Period × EvaluationPeriods ≤ 7 days
@@ -81,13 +85,59 @@ def find_topic(sns: Any, topic_name: str) -> str | None:
     return None
 
 
-def _sms_endpoints(sns: Any, topic_arn: str) -> set[str]:
+def _endpoints(sns: Any, topic_arn: str, protocol: str) -> set[str]:
     endpoints = set()
     for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
         for subscription in page.get("Subscriptions", ()):
-            if subscription.get("Protocol") == "sms":
+            if subscription.get("Protocol") == protocol:
                 endpoints.add(subscription.get("Endpoint", ""))
     return endpoints
+
+
+def _ensure_topic(sns: Any, topic_name: str, outcome: SetupOutcome) -> str:
+    topic_arn = find_topic(sns, topic_name)
+    if topic_arn is None:
+        topic_arn = sns.create_topic(Name=topic_name)["TopicArn"]
+        outcome.created.append(f"SNS topic {topic_arn}")
+    else:
+        outcome.existing.append(f"SNS topic {topic_arn}")
+    return topic_arn
+
+
+def check_email_addresses(emails: list[str]) -> None:
+    """ValueError naming the first address that is not one."""
+    for email in emails:
+        if not EMAIL_ADDRESS.match(email):
+            raise ValueError(f"'{email}' is not an email address (name@example.com)")
+
+
+def check_phone_numbers(phones: list[str]) -> None:
+    """ValueError naming the first number that is not in E.164 form."""
+    for phone in phones:
+        if not PHONE_NUMBER.match(phone):
+            raise ValueError(f"'{phone}' is not a phone number in E.164 form (+15555550123)")
+
+
+def setup_digest(emails: list[str], topic_name: str = DATA_TOPIC) -> SetupOutcome:
+    """Create the data digest's topic and one email subscription per address; existing ones are left alone.
+
+    Each new address gets a confirmation email from AWS and receives digests once it is confirmed.
+    Raises ValueError for a malformed address, botocore errors for AWS failures.
+    """
+    check_email_addresses(emails)
+    outcome = SetupOutcome()
+    sns = aws.make_client("sns")
+    topic_arn = _ensure_topic(sns, topic_name, outcome)
+    outcome.topic_arn = topic_arn
+    subscribed = {e.casefold() for e in _endpoints(sns, topic_arn, "email")}
+    for email in dict.fromkeys(emails):
+        if email.casefold() in subscribed:
+            outcome.existing.append(f"email subscription {email}")
+        else:
+            sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint=email)
+            subscribed.add(email.casefold())
+            outcome.created.append(f"email subscription {email} (AWS sends it a confirmation email)")
+    return outcome
 
 
 def setup_alarms(
@@ -97,22 +147,15 @@ def setup_alarms(
 
     Raises ValueError for a bad phone number or window, botocore errors for AWS failures.
     """
-    for phone in phones:
-        if not PHONE_NUMBER.match(phone):
-            raise ValueError(f"'{phone}' is not a phone number in E.164 form (+15555550123)")
+    check_phone_numbers(phones)
     if not TOPIC_NAME.match(topic_name):
         raise ValueError(f"'{topic_name}' is not an SNS topic name (letters, digits, '-' and '_')")
     outcome = SetupOutcome()
     sns = aws.make_client("sns")
-    topic_arn = find_topic(sns, topic_name)
-    if topic_arn is None:
-        topic_arn = sns.create_topic(Name=topic_name)["TopicArn"]
-        outcome.created.append(f"SNS topic {topic_arn}")
-    else:
-        outcome.existing.append(f"SNS topic {topic_arn}")
+    topic_arn = _ensure_topic(sns, topic_name, outcome)
     outcome.topic_arn = topic_arn
 
-    subscribed = _sms_endpoints(sns, topic_arn)
+    subscribed = _endpoints(sns, topic_arn, "sms")
     for phone in phones:
         if phone in subscribed:
             outcome.existing.append(f"SMS subscription {masked_phone(phone)}")
@@ -149,3 +192,12 @@ def send_test_message(topic_name: str = DEFAULT_TOPIC) -> tuple[str, str]:
     message = f"tuttle-prep test alert from {platform.node() or 'unknown host'} at {sent}. Alerts reach this phone."
     response = sns.publish(TopicArn=topic_arn, Subject="tuttle-prep test alert", Message=message)
     return topic_arn, response["MessageId"]
+
+
+def alarm_states(
+    names: tuple[str, ...] = (RUN_FAILED_ALARM, DID_NOT_RUN_ALARM),
+) -> dict[str, tuple[str, datetime | None]]:
+    """State (OK, ALARM, INSUFFICIENT_DATA) and since when, of each alarm in `names` that exists."""
+    cloudwatch = aws.make_client("cloudwatch", max_attempts=1, connect_timeout=2, read_timeout=5)
+    described = cloudwatch.describe_alarms(AlarmNames=list(names)).get("MetricAlarms", ())
+    return {a["AlarmName"]: (a.get("StateValue", "?"), a.get("StateUpdatedTimestamp")) for a in described}

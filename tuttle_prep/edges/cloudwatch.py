@@ -39,6 +39,7 @@ METRIC_NAMES = (
     "OperationErrors",
     "MissingSources",
     "RejectedRows",
+    "DataFindings",
     "DurationSeconds",
 )
 #: seconds between batches sent to CloudWatch Logs while the run goes on
@@ -161,10 +162,10 @@ def episode_lines(report: RunReport) -> list[str]:
     lines = []
     for episode_id, row in counts.iterrows():
         numbers = ", ".join(f"{column} {int(row[column])}" for column in COUNT_COLUMNS)
-        status = report.skipped.get(str(episode_id))
-        lines.append(f"{episode_id}: {numbers}; {'skipped: ' + status if status else 'ok'}")
+        status = report.episode_status(str(episode_id), int(row["missing"]) + int(row["rejected"]))
+        lines.append(f"{episode_id}: {numbers}; {status}")
     for episode_id in sorted(set(report.skipped) - {str(e) for e in counts.index}):
-        lines.append(f"{episode_id}: skipped: {report.skipped[episode_id]}")
+        lines.append(f"{episode_id}: {report.episode_status(episode_id)}")
     return lines
 
 
@@ -172,8 +173,12 @@ def episode_lines(report: RunReport) -> list[str]:
 
 
 def metric_data(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The run's datapoints for PutMetricData, from `RunReport.summary()`; exit code ≠ 0 is a failed run."""
-    failed = summary["exit_code"] != EXIT_OK
+    """The run's datapoints for PutMetricData, from `RunReport.summary()`.
+
+    `RunFailed` follows job failures only: a run that did all it could, with data findings, succeeded
+    (even under --strict, whose exit 1 is for the person at the terminal, not for the pager).
+    """
+    failed = bool(summary["job_failed"])
     values = {
         "RunSucceeded": (0 if failed else 1, "Count"),
         "RunFailed": (1 if failed else 0, "Count"),
@@ -183,6 +188,7 @@ def metric_data(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         "OperationErrors": (summary["failed"], "Count"),
         "MissingSources": (summary["missing_sources"], "Count"),
         "RejectedRows": (summary["rejected_rows"], "Count"),
+        "DataFindings": (summary["data_findings"], "Count"),
         "DurationSeconds": (summary["duration_seconds"], "Seconds"),
     }
     return [{"MetricName": name, "Value": float(values[name][0]), "Unit": values[name][1]} for name in METRIC_NAMES]
@@ -240,3 +246,48 @@ def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: b
         finally:
             if shipper is not None:
                 shipper.stop()
+
+
+# -- run history -------------------------------------------------------------------------------------
+
+#: how many of a stream's last events are searched for its run summary (it is the last one a run sends)
+_SUMMARY_SEARCH_EVENTS = 25
+
+
+def recent_run_summaries(log_group: str, count: int) -> list[tuple[str, int, dict[str, Any] | None]]:
+    """The `count` most recent runs in `log_group`: (stream name, creation time in ms, run summary or None).
+
+    A stream without a summary is a run that was killed or is still running. An empty list if the group
+    does not exist yet; botocore errors otherwise.
+    """
+    client = observability_client("logs")
+    try:
+        streams = client.describe_log_streams(
+            logGroupName=log_group, orderBy="LastEventTime", descending=True, limit=min(50, max(2 * count, 10))
+        )["logStreams"]
+    except client.exceptions.ResourceNotFoundException:
+        return []
+    # LastEventTime is updated lazily by CloudWatch; the creation time orders runs by their start
+    streams.sort(key=lambda s: s.get("creationTime", 0), reverse=True)
+    runs = []
+    for stream in streams[:count]:
+        name = stream["logStreamName"]
+        events = client.get_log_events(
+            logGroupName=log_group, logStreamName=name, startFromHead=False, limit=_SUMMARY_SEARCH_EVENTS
+        )["events"]
+        runs.append((name, int(stream.get("creationTime", 0)), _last_summary(events)))
+    return runs
+
+
+def _last_summary(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for event in reversed(events):
+        message = event.get("message", "")
+        if not message.startswith("{"):
+            continue
+        try:
+            record = json.loads(message)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == "run_summary":
+            return record
+    return None

@@ -48,7 +48,7 @@ from gspread.utils import absolute_range_name
 
 from ..core.frame_table import FRAME_COLUMN, RARITY_COLUMNS, normalize_header
 from ..core.sheets import is_google_location, table_from_rows
-from ..errors import ConfigError, SheetError
+from ..errors import ConfigError, SheetContentError, SheetError
 from ..settings import Settings, env_number
 
 log = logging.getLogger(__name__)
@@ -409,7 +409,8 @@ class GoogleSheetSource:
         """The first worksheet, header row as columns, "" for blanks, trailing blank rows dropped.
 
         `title`/`episode_id` (from the manifest) only make error messages clearer. The DataFrame's
-        `attrs` hold the spreadsheet's real `sheet_title` and `worksheet_title`.
+        `attrs` hold the spreadsheet's real `sheet_title`, `worksheet_title`, `spreadsheet_id` and the
+        first worksheet's `worksheet_gid` (for links to its cells).
         """
         location = location.strip()
         key = spreadsheet_key(location)
@@ -424,7 +425,7 @@ class GoogleSheetSource:
                     (s.get("properties", {}) for s in meta.get("sheets", [])), key=lambda p: p.get("index", 0)
                 )
                 if not sheets:
-                    raise SheetError(f"{where}: the spreadsheet has no worksheet")
+                    raise SheetContentError(f"{where}: the spreadsheet has no worksheet")
                 worksheet = str(sheets[0].get("title", ""))
                 response = self._http.values_get(
                     key,
@@ -445,6 +446,9 @@ class GoogleSheetSource:
         table = table_from_rows(rows, where)
         table.attrs["sheet_title"] = str(meta.get("properties", {}).get("title", ""))
         table.attrs["worksheet_title"] = worksheet
+        table.attrs["spreadsheet_id"] = key
+        if isinstance(sheets[0].get("sheetId"), int):  # the gid of links to its cells
+            table.attrs["worksheet_gid"] = sheets[0]["sheetId"]
         log.debug("%s: read %d rows from worksheet '%s'", where, len(table), worksheet)
         return table
 

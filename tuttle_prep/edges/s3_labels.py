@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 #: user-metadata field holding the hex SHA-256 of the index's bytes
 SHA256_FIELD = "sha256"
+#: user-metadata field: SHA-256 of the data findings of the last data digest sent (see `data_digest`)
+FINDINGS_FIELD = "data-findings-sha256"
+#: user-metadata fields a rewrite of the index keeps
+KEPT_METADATA = (FINDINGS_FIELD,)
 CSV_TYPE = "text/csv; charset=utf-8"
 PARQUET_TYPE = "application/vnd.apache.parquet"
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
@@ -68,33 +72,34 @@ def write_labels_if_changed(
 ) -> bool:
     """Put `data` at `key` unless the object already holds exactly it; return True if it was written.
 
-    `previous` is the object's content when the caller already read it (skips the HEAD).
+    `previous` is the object's content when the caller already read it (then equal bytes cost no HEAD).
+    A rewrite keeps the object's KEPT_METADATA fields (the data digest's record).
     """
     digest = hashlib.sha256(data).hexdigest()
-    if previous is not None:
-        if previous == data:
+    if previous is not None and previous == data:
+        return False
+    head = None
+    try:
+        head = store.client.head_object(Bucket=store.bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) not in _NOT_FOUND:
+            raise
+    if head is not None and previous is None:
+        stored = head.get("Metadata", {}).get(SHA256_FIELD)
+        if stored == digest:
             return False
-    else:
-        try:
-            head = store.client.head_object(Bucket=store.bucket, Key=key)
-        except ClientError as exc:
-            if error_code(exc) not in _NOT_FOUND:
-                raise
-        else:
-            stored = head.get("Metadata", {}).get(SHA256_FIELD)
-            if stored == digest:
+        if stored is None and head.get("ContentLength") == len(data):
+            # written by something else: compare the bytes themselves
+            existing = read_labels_object(store, key)
+            if existing == data:
                 return False
-            if stored is None and head.get("ContentLength") == len(data):
-                # written by something else: compare the bytes themselves
-                existing = read_labels_object(store, key)
-                if existing == data:
-                    return False
+    kept = {k: v for k, v in (head or {}).get("Metadata", {}).items() if k in KEPT_METADATA}
     store.client.put_object(
         Bucket=store.bucket,
         Key=key,
         Body=data,
         ContentType=content_type,
-        Metadata={SHA256_FIELD: digest},
+        Metadata={**kept, SHA256_FIELD: digest},
     )
     return True
 

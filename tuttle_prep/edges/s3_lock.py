@@ -240,6 +240,19 @@ class S3Lock:
         log.warning("took over the run lock %s: %s", self.url, reason)
         self.holder = holder
 
+    def peek(self) -> tuple[LockHolder, str | None] | None:
+        """Who holds the lock now, and why it is stale (None if live), without taking it; None if it is free.
+
+        LockError if the lock object cannot be read.
+        """
+        current = self._read()
+        if current is None:
+            return None
+        _, holder = current
+        if holder is None:  # _read always names a holder; kept for the type checker
+            return None
+        return holder, self._stale_reason(holder)
+
     def release(self) -> None:
         """Delete the lock object if it is still ours; never raises (a lock left behind goes stale)."""
         with self._state:
