@@ -24,7 +24,18 @@ import pytest
 from botocore.credentials import Credentials, RefreshableCredentials
 from conftest import Bucket, run_cli
 from s3_fault_proxy import Answer, Request, S3FaultProxy, internal_error, slow_down
-from season import JPEG, ML_PREFIX, UNSUPERVISED, dataset_key, frame_number, sheet_rows, source_key, upload_season
+from season import (
+    JPEG,
+    ML_PREFIX,
+    UNSUPERVISED,
+    dataset_key,
+    dataset_keys,
+    frame_number,
+    sheet_rows,
+    source_key,
+    upload_season,
+)
+from test_faults import expected_state
 
 from tuttle_prep.core.plan import INVENTORY_COLUMNS, PLAN_COLUMNS, KeyLayout, Plan
 from tuttle_prep.edges import aws
@@ -73,6 +84,11 @@ ODD_ML_KEYS = [
     f"{ML_PREFIX}train/Uncommon/",  # a folder marker of a rarity folder: obstore names it without its '/'
     f"{ML_PREFIX}train/Trash/old/",  # a folder marker inside a rarity folder
 ]
+def frames_placed(bucket: Bucket) -> dict[str, tuple[str, str]]:
+    """The dataset objects of frames (the odd keys left out: `train//x.jpg` would read as a frame `x`)."""
+    return {frame: place for frame, place in dataset_keys(bucket).items() if frame.startswith("TT_")}
+
+
 ODD_SOURCE_KEYS = [f"{SOURCES}/q.jpg", f"{SOURCES}./r.jpg", SOURCES]
 
 
@@ -98,7 +114,8 @@ def test_keys_obstore_cannot_name_are_reported_as_named_and_left_byte_identical(
     result = run_cli("sync")
 
     assert result.exit_code == 0, result.output
-    assert "copied 0, moved 3, deleted 2; failed 0" in result.output
+    assert "copied 0, moved " in result.output and "deleted 2; failed 0" in result.output
+    assert frames_placed(bucket) == expected_state({"S01E01": edited})
     assert state(bucket, ODD_ML_KEYS + ODD_SOURCE_KEYS) == odd_before
     for key in ODD_ML_KEYS:
         if key == f"{ML_PREFIX}train//x.jpg":
@@ -117,7 +134,8 @@ def test_keys_obstore_cannot_name_are_reported_as_named_and_left_byte_identical(
     upload_season(bucket, {"S01E01": rows[:16]}, sources=False)
     again = run_cli("sync")
     assert again.exit_code == 0, again.output
-    assert "copied 1, moved 3, deleted 0; failed 0" in again.output
+    assert "copied 1, moved " in again.output and "deleted 0; failed 0" in again.output
+    assert frames_placed(bucket) == expected_state({"S01E01": rows[:16]})  # planned from the whole listing
     assert state(bucket, ODD_ML_KEYS + ODD_SOURCE_KEYS) == odd_before
 
 
