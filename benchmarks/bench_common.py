@@ -37,6 +37,7 @@ from tuttle_prep.core.frame_table import RARITIES
 from tuttle_prep.core.plan import KeyLayout
 from tuttle_prep.core.run_report import RunReport
 from tuttle_prep.edges import aws
+from tuttle_prep.edges.s3_listing import list_datasets
 from tuttle_prep.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -341,9 +342,6 @@ class S3Bench:
         """One sync as the CLI runs it; (report, wall seconds, seconds spent in s3_apply.apply_plan or None)."""
         sync_options = SyncOptions(workers=self.workers, **options)
         context = build_context(self.settings, sync_options)
-        if not self.endpoint.has_stats:
-            # only the endpoint could count the worker processes' requests; the requests are the same on threads
-            context.store.processes = 1
         applied: list[float] = []
         apply = sync_command.apply_plan
 
@@ -365,19 +363,30 @@ class S3Bench:
             raise RuntimeError(f"sync exited {report.exit_code}: {(report.errors + [report.refused or ''])[:5]}")
         return report, seconds, (applied[0] if applied else None)
 
-    def minimum_requests(self, report: RunReport, dataset_objects: int) -> dict[str, int]:
-        """The fewest requests a sync can make: one per copy or move, ⌈deletes/1000⌉, every listing page."""
+    def folder_counts(self) -> dict[str, int]:
+        """Objects per rarity folder now (listed before a measured sync; not counted)."""
+        inventory = list_datasets(build_context(self.settings, SyncOptions(workers=self.workers)).store, self.layout)
+        folders = inventory.keys.str.rsplit("/", n=1).str[0]
+        return {f"{folder}/": int(n) for folder, n in folders.value_counts().items()}
+
+    def minimum_requests(self, report: RunReport, folders: dict[str, int], first: bool = False) -> dict[str, int]:
+        """The fewest requests a sync can make: one CopyObject per copy or move, ⌈deletes/1000⌉ DeleteObjects
+        (move sources included), and per listed folder ⌈keys/1000⌉ pages (at least one): the ML prefix and each
+        dataset folder ('/' listings), each rarity folder (`folders`: keys per rarity folder before the sync),
+        the source folders of the episodes with frames to copy, the manifests folder; PutObject: the run lock,
+        labels.csv when it changed, and on the `first` sync the sheets' header memory (sheet_headers.json)."""
         copies, moves, deletes = report.total("copy"), report.total("move"), report.total("delete")
-        sources = {e: n for e, n in self.episodes}
-        pages = (
-            max(1, math.ceil(dataset_objects / DELETE_BATCH))
-            + sum(max(1, math.ceil(n / 1000)) for n in sources.values())
-            + 1
-        )  # + the manifests folder
+        sources = dict(self.episodes)
+        need_sources = [e for e in report.counts.index if report.counts.loc[e, ["copy", "missing"]].sum() > 0]
+        pages = 1 + len(self.layout.datasets) if folders else 1
+        pages += sum(max(1, math.ceil(n / 1000)) for n in folders.values())
+        pages += sum(max(1, math.ceil(sources[e] / 1000)) for e in need_sources)
+        pages += 1  # the manifests folder
         return {
             "copy requests": copies + moves,
             "delete requests": math.ceil((moves + deletes) / DELETE_BATCH),
             "list pages": pages,
+            "put requests": 1 + int(copies + moves + deletes > 0) + int(first),
         }
 
     @staticmethod
@@ -386,6 +395,7 @@ class S3Bench:
             "copy requests": counts["CopyObject"],
             "delete requests": counts["DeleteObjects"],
             "list pages": sum(counts[op] for op in LIST_OPERATIONS),
+            "put requests": counts["PutObject"],
         }
 
     # -- the steps scenarios share; each runs once per bench, in the order of a full run
@@ -397,8 +407,7 @@ class S3Bench:
             self.results["requests counted by"] = (
                 "the endpoint (fast_s3)"
                 if self.endpoint.has_stats
-                else "hooks on this process's clients (syncs ran without worker processes, whose requests they can't "
-                "see)"
+                else "hooks on boto3's clients: obstore's listings and copies are not counted (use --fast-s3)"
             )
             self.upload_catalogue()
             plan_csv = self.workdir / "plan.csv"
@@ -453,8 +462,44 @@ class S3Bench:
             first = self._first_sync[0]
             if first.copied != dataset_objects:
                 raise RuntimeError(f"the first sync copied {first.copied}, want {dataset_objects}")
-            self.results["first sync requests"] = self.request_table(first_counts, first, 0)
+            self.results["first sync requests"] = self.request_table(first_counts, first, {}, first=True)
         return self._first_sync
+
+    def plan_csv(self, name: str) -> pd.DataFrame:
+        """The plan a sync would carry out now (a dry run with --plan-out)."""
+        path = self.workdir / f"plan-{name}.csv"
+        self.sync(dry_run=True, plan_out=path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+    def s5cmd_same_changes(self, plan: pd.DataFrame) -> float:
+        """Seconds s5cmd takes for one `ls` of the datasets, the plan's copies and moves (`run`), then its
+        deletes and the moves' sources (`rm`): the same changes, without reading sheets or planning."""
+        changes = plan[plan["action"].isin(["copy", "move"])]
+        removals = plan.loc[plan["action"].isin(["move", "delete"]), "src_key"].tolist()
+        pairs = zip(changes["src_key"], changes["dst_key"], strict=True)
+        lines = [f"cp {self.s3_url(s)} {self.s3_url(d)}" for s, d in pairs]
+        clock = time.perf_counter()
+        self.s5cmd("ls", self.s3_url(f"{self.settings.ml_prefix}*"))
+        self.s5cmd.run_commands(lines, self.workdir, "same-changes")
+        for start in range(0, len(removals), 5000):  # arguments of a reasonable length
+            self.s5cmd("rm", *[self.s3_url(k) for k in removals[start : start + 5000]])
+        seconds = time.perf_counter() - clock
+        log.info("s5cmd, the same %s writes after one ls: %.2f s", f"{len(lines) + len(removals):,}", seconds)
+        return seconds
+
+    def undo_changes(self, plan: pd.DataFrame) -> None:
+        """Put the dataset objects back as they were before `plan` was carried out (not measured)."""
+        added = plan.loc[plan["action"].isin(["copy", "move"]), "dst_key"].tolist()
+        removed = plan.loc[plan["action"].isin(["move", "delete"]), "src_key"].tolist()
+        for start in range(0, len(added), 5000):
+            self.s5cmd("rm", *[self.s3_url(k) for k in added[start : start + 5000]])
+        if self.endpoint.has_stats:
+            seed = f"{self.endpoint.url}/__seed?bucket={self.settings.bucket}&size=2300"
+            urllib.request.urlopen(urllib.request.Request(seed, data="\n".join(removed).encode()), timeout=600).close()
+        else:
+            jpeg = self.workdir / "frame.jpg"
+            jpeg.write_bytes(b"\xff\xd8\xff\xe0" + bytes(2292) + b"\xff\xd9")
+            self.s5cmd.run_commands([f"cp {jpeg} {self.s3_url(k)}" for k in removed], self.workdir, "undo")
 
     @contextlib.contextmanager
     def requests(self) -> Iterator[Counter[str]]:
@@ -479,9 +524,11 @@ class S3Bench:
             elif name != "DeletedKeys":
                 window[name] += count
 
-    def request_table(self, counts: Counter[str], report: RunReport, dataset_objects: int) -> dict[str, Any]:
+    def request_table(
+        self, counts: Counter[str], report: RunReport, folders: dict[str, int], first: bool = False
+    ) -> dict[str, Any]:
         ours = self.our_requests(counts)
-        minimum = self.minimum_requests(report, dataset_objects)
+        minimum = self.minimum_requests(report, folders, first)
         return {"ours": ours, "minimum": minimum, "by operation": dict(sorted(counts.items()))}
 
     def _reset_endpoint_stats(self) -> None:

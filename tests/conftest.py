@@ -13,6 +13,7 @@ import pytest
 from botocore.config import Config
 from click.testing import CliRunner, Result
 from moto.server import ThreadedMotoServer
+from s3_fault_proxy import S3FaultProxy
 
 _bucket_numbers = itertools.count()
 
@@ -113,6 +114,24 @@ def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return Bucket(name=name, endpoint=s3_endpoint, client=client, env=env)
+
+
+@pytest.fixture(scope="session")
+def s3_proxy(s3_endpoint: str) -> Iterator[S3FaultProxy]:
+    """The fault-injecting HTTP proxy on 127.0.0.1 in front of the moto server, shared by the session."""
+    with S3FaultProxy(s3_endpoint) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied(bucket: Bucket, s3_proxy: S3FaultProxy, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3FaultProxy]:
+    """The CLI's S3 requests (boto3's and obstore's) go through the fault proxy, reset for this test; the
+    `bucket` helpers still talk to moto directly (unrecorded, never failed)."""
+    s3_proxy.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_proxy.endpoint)
+    bucket.env["AWS_ENDPOINT_URL"] = s3_proxy.endpoint
+    yield s3_proxy
+    s3_proxy.reset()
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -1,10 +1,10 @@
 """Fault injection: every case runs the real CLI against moto server on loopback and checks the bucket.
 
-Faults are injected with botocore event hooks on the sessions the job creates (`tuttle_prep.edges.aws.new_session`
-is replaced): `before-send` answers a request with a fake HTTP response (so botocore's retries see it),
-`provide-client-params` sees every API call once. The SIGKILL case runs data_preparation.py in a process.
-After each fault the bucket must hold every wanted frame or its previous copy, every source frame, and
-nothing outside the ML prefix may have changed; the next run without the fault must converge.
+Faults are injected at the HTTP level by the fault proxy of `s3_fault_proxy` (the `proxied` fixture): it sees
+and can answer every request of both S3 clients, boto3's and obstore's (botocore event hooks cannot see
+obstore's). The SIGKILL and SIGTERM cases run data_preparation.py in a process. After each fault the bucket
+must hold every wanted frame or its previous copy, every source frame, and nothing outside the ML prefix may
+have changed; the next run without the fault must converge.
 """
 
 from __future__ import annotations
@@ -16,19 +16,15 @@ import socket
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
-from xml.sax.saxutils import escape
 
-import boto3
 import pandas as pd
 import pytest
-from botocore.awsrequest import AWSResponse
 from conftest import Bucket, make_s3_client, run_cli
+from s3_fault_proxy import Answer, Request, S3FaultProxy, delete_result, internal_error, s3_error, slow_down
 from season import (
     FRAME,
     JPEG,
@@ -42,7 +38,7 @@ from season import (
 )
 
 from tuttle_prep.core.plan import wanted_frames
-from tuttle_prep.edges import aws
+from tuttle_prep.edges.s3_dataplane import DataPlane
 from tuttle_prep.edges.s3_lock import LockHolder, S3Lock
 from tuttle_prep.errors import LockHeld
 from tuttle_prep.settings import Settings
@@ -55,68 +51,30 @@ RARITY_CYCLE = ["Common", "Rare", "Uncommon", "Common", "Trash", "Legendary", "C
 # ---- helpers ---------------------------------------------------------------------------------------
 
 
-class _Body:
-    """The `raw` of a fake AWSResponse: botocore reads it through `stream()`."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def stream(self, **_: object):
-        yield self.data
-
-
-def fake_response(request, status: int, body: str = "", headers: dict[str, str] | None = None) -> AWSResponse:
-    """An HTTP response botocore treats as if S3 had sent it."""
-    return AWSResponse(request.url, status, headers or {}, _Body(body.encode()))
-
-
-def s3_error(request, status: int, code: str, message: str = "injected fault") -> AWSResponse:
-    body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
-    return fake_response(request, status, body)
-
-
-def frame_of(url: str) -> str:
+def frame_of(key: str) -> str:
     """The frame a CopyObject request writes (its destination key ends in `<frame>.jpg`)."""
-    return unquote(url.split("?")[0]).rsplit("/", 1)[-1].removesuffix(".jpg")
+    return key.rsplit("/", 1)[-1].removesuffix(".jpg")
 
 
-class Hooks:
-    """Botocore handlers registered on every session the job creates."""
+WRITES = ("PutObject", "CopyObject", "DeleteObject", "DeleteObjects")
 
-    def __init__(self) -> None:
-        self.handlers: list[tuple[str, Callable]] = []
-        self.calls: list[tuple[str, str | None]] = []
 
-    def on(self, event: str, handler: Callable) -> None:
-        self.handlers.append((event, handler))
-
-    def clear(self) -> None:
-        self.handlers.clear()
-        self.calls.clear()
-
-    def session(self) -> boto3.session.Session:
-        session = boto3.session.Session()
-        session.events.register("provide-client-params.s3", self._record)
-        for event, handler in self.handlers:
-            session.events.register(event, handler)
-        return session
-
-    def _record(self, params: dict, model, **_: object) -> None:
-        self.calls.append((model.name, params.get("Key")))
-
-    def writes(self) -> list[tuple[str, str | None]]:
-        """Every write the job asked for: (operation, key)."""
-        return [
-            (op, key) for op, key in self.calls if op in ("PutObject", "CopyObject", "DeleteObject", "DeleteObjects")
-        ]
+def writes(proxy: S3FaultProxy) -> list[tuple[str, str]]:
+    """Every write request the job sent: (operation, key); a DeleteObjects once per key it names."""
+    out: list[tuple[str, str]] = []
+    for request in list(proxy.requests):
+        if request.operation == "DeleteObjects":
+            out += [("DeleteObjects", key) for key in request.delete_keys()]
+        elif request.operation in WRITES:
+            out.append((request.operation, request.key))
+    return out
 
 
 @pytest.fixture
-def hooks(monkeypatch: pytest.MonkeyPatch) -> Hooks:
-    installed = Hooks()
-    monkeypatch.setattr(aws, "new_session", installed.session)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # one retry: exhausting retries stays fast
-    return installed
+def faults(proxied: S3FaultProxy, monkeypatch: pytest.MonkeyPatch) -> S3FaultProxy:
+    """The proxy every request of the CLI goes through; AWS_MAX_ATTEMPTS=2 (one retry: exhausting them is fast)."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    return proxied
 
 
 def snapshot(bucket: Bucket, prefix: str = "") -> dict[str, str]:
@@ -201,7 +159,7 @@ def key_of(state: dict[str, tuple[str, str]], frame: str) -> str:
 
 
 def test_failing_copies_are_retried_then_reported_and_no_source_of_a_failed_move_is_deleted(
-    bucket: Bucket, hooks: Hooks
+    bucket: Bucket, faults: S3FaultProxy
 ) -> None:
     season = edited_season(bucket)
     before, after = season.before, season.after
@@ -210,16 +168,18 @@ def test_failing_copies_are_retried_then_reported_and_no_source_of_a_failed_move
     permanent = {season.moved[1], season.added[1]}  # fail on every attempt with InternalError
     attempts: Counter[str] = Counter()
 
-    def copy_fault(request, **_: object) -> AWSResponse | None:
-        frame = frame_of(request.url)
+    def copy_fault(request: Request) -> Answer | None:
+        if request.operation != "CopyObject":
+            return None
+        frame = frame_of(request.key)
         attempts[frame] += 1
         if frame in permanent:
-            return s3_error(request, 500, "InternalError", "We encountered an internal error.")
+            return s3_error(500, "InternalError", "We encountered an internal error.")
         if frame in transient and attempts[frame] == 1:
-            return s3_error(request, 503, "SlowDown", "Please reduce your request rate.")
+            return slow_down()
         return None
 
-    hooks.on("before-send.s3.CopyObject", copy_fault)
+    faults.fail = copy_fault
     result = run_cli("sync")
 
     assert result.exit_code == 1, result.output
@@ -243,7 +203,7 @@ def test_failing_copies_are_retried_then_reported_and_no_source_of_a_failed_move
     assert all(key_of(before, frame) in keys for frame in season.blanked)
     assert outside_ml(snapshot(bucket)) == outside_ml(uploaded)
 
-    hooks.clear()
+    faults.reset()
     rerun = run_cli("sync")
     assert rerun.exit_code == 0, rerun.output
     assert dataset_keys(bucket) == after
@@ -254,7 +214,7 @@ def test_failing_copies_are_retried_then_reported_and_no_source_of_a_failed_move
 
 
 def test_per_key_delete_errors_in_a_200_response_are_counted_and_the_next_run_deletes_them(
-    bucket: Bucket, hooks: Hooks
+    bucket: Bucket, faults: S3FaultProxy
 ) -> None:
     season = edited_season(bucket)
     uploaded = snapshot(bucket)
@@ -262,21 +222,17 @@ def test_per_key_delete_errors_in_a_200_response_are_counted_and_the_next_run_de
     refusing = {key_of(season.before, season.blanked[1]), key_of(season.before, season.moved[2])}
     batches: list[list[str]] = []
 
-    def delete_fault(request, **_: object) -> AWSResponse:
-        keys = [e.text or "" for e in ET.fromstring(request.body).iter() if e.tag.split("}")[-1] == "Key"]
+    def delete_fault(request: Request) -> Answer | None:
+        if request.operation != "DeleteObjects":
+            return None
+        keys = request.delete_keys()
         batches.append(keys)
         others = [k for k in keys if k not in refusing]
         if others:
             bucket.client.delete_objects(Bucket=bucket.name, Delete={"Objects": [{"Key": k} for k in others]})
-        errors = "".join(
-            f"<Error><Key>{escape(k)}</Key><Code>InternalError</Code><Message>try again</Message></Error>"
-            for k in keys
-            if k in refusing
-        )
-        body = f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult>{errors}</DeleteResult>'
-        return fake_response(request, 200, body)
+        return delete_result({k: ("InternalError", "try again") for k in keys if k in refusing})
 
-    hooks.on("before-send.s3.DeleteObjects", delete_fault)
+    faults.fail = delete_fault
     result = run_cli("sync")
 
     assert result.exit_code == 1, result.output
@@ -289,7 +245,7 @@ def test_per_key_delete_errors_in_a_200_response_are_counted_and_the_next_run_de
     assert not ({key_of(season.before, f) for f in season.blanked} - refusing) & keys
     assert outside_ml(snapshot(bucket)) == outside_ml(uploaded)
 
-    hooks.clear()
+    faults.reset()
     rerun = run_cli("sync")
     assert rerun.exit_code == 0, rerun.output
     assert not (refusing & bucket.keys())
@@ -299,16 +255,11 @@ def test_per_key_delete_errors_in_a_200_response_are_counted_and_the_next_run_de
 # ---- 4. ListObjectsV2 failing mid-pagination ------------------------------------------------------------
 
 
-def _paginate_small(params: dict, model, **_: object) -> None:
-    if model.name == "ListObjectsV2":
-        params.setdefault("MaxKeys", 2)  # many pages from a small bucket
-
-
-def _fail_second_pages_under(prefix: str) -> Callable:
-    def list_fault(request, **_: object) -> AWSResponse | None:
-        url = unquote(request.url).replace("+", " ")
-        if "continuation-token=" in url and f"prefix={prefix}" in url:
-            return s3_error(request, 500, "InternalError", "We encountered an internal error.")
+def _fail_second_pages_under(prefix: str) -> Callable[[Request], Answer | None]:
+    def list_fault(request: Request) -> Answer | None:
+        continued = request.operation == "ListObjectsV2" and "continuation-token" in request.query
+        if continued and request.query.get("prefix") == prefix:
+            return internal_error()
         return None
 
     return list_fault
@@ -323,7 +274,7 @@ def _fail_second_pages_under(prefix: str) -> Callable:
     ],
 )
 def test_a_listing_failing_mid_pagination_changes_nothing(
-    bucket: Bucket, hooks: Hooks, scope: str, prefix: str
+    bucket: Bucket, faults: S3FaultProxy, scope: str, prefix: str
 ) -> None:
     edited_season(bucket)
     if scope == "manifests":  # more manifest files than one page holds
@@ -331,8 +282,8 @@ def test_a_listing_failing_mid_pagination_changes_nothing(
             bucket.put(f"tuttle_twins/manifests/{season}-episodes.json", "[]")
     uploaded = snapshot(bucket)
     assert len(snapshot(bucket, prefix)) > 2  # more than one page
-    hooks.on("provide-client-params.s3.ListObjectsV2", _paginate_small)
-    hooks.on("before-send.s3.ListObjectsV2", _fail_second_pages_under(prefix))
+    faults.page_size = 2  # many pages from a small bucket
+    faults.fail = _fail_second_pages_under(prefix)
 
     result = run_cli("sync")
 
@@ -341,10 +292,13 @@ def test_a_listing_failing_mid_pagination_changes_nothing(
     assert f"listing s3://{bucket.name}/{prefix}" in result.output and "InternalError" in result.output
     assert "nothing was planned or changed" in result.output
     assert snapshot(bucket) == uploaded
-    assert not [w for w in hooks.writes() if w[1] != LOCK_KEY]
+    assert any("continuation-token" in r.query for r in faults.of("ListObjectsV2"))
+    assert not [w for w in writes(faults) if w[1] != LOCK_KEY]
 
 
-def test_a_source_listing_failing_mid_pagination_skips_only_that_episode(bucket: Bucket, hooks: Hooks) -> None:
+def test_a_source_listing_failing_mid_pagination_skips_only_that_episode(
+    bucket: Bucket, faults: S3FaultProxy
+) -> None:
     season = edited_season(bucket)
     e02 = [dict(r) for r in season.sheets["S01E02"]]
     e02[0][UNSUPERVISED] = "Legendary" if e02[0][UNSUPERVISED] != "Legendary" else "Rare"
@@ -352,8 +306,8 @@ def test_a_source_listing_failing_mid_pagination_skips_only_that_episode(bucket:
     wanted_e02 = expected_state({"S01E02": e02})
     ml_before = snapshot(bucket, ML_PREFIX)
     e01_folder = "tuttle_twins/s01e01/default_eng/v1/frames/thumbnails/"
-    hooks.on("provide-client-params.s3.ListObjectsV2", _paginate_small)
-    hooks.on("before-send.s3.ListObjectsV2", _fail_second_pages_under(e01_folder))
+    faults.page_size = 2
+    faults.fail = _fail_second_pages_under(e01_folder)
 
     result = run_cli("sync")
 
@@ -372,7 +326,7 @@ def put_lock(bucket: Bucket, host: str, pid: int, run_id: str, age_seconds: floa
 
 
 def test_a_run_finding_the_lock_held_on_this_host_exits_1_naming_the_holder_and_writes_nothing(
-    bucket: Bucket, hooks: Hooks
+    bucket: Bucket, faults: S3FaultProxy
 ) -> None:
     edited_season(bucket)
     put_lock(bucket, socket.gethostname(), os.getpid(), "f00dcafe0001", age_seconds=90)
@@ -384,10 +338,10 @@ def test_a_run_finding_the_lock_held_on_this_host_exits_1_naming_the_holder_and_
     assert "another sync holds the run lock" in result.output
     assert f"run f00dcafe0001 (pid {os.getpid()} on {socket.gethostname()}" in result.output
     assert snapshot(bucket) == uploaded
-    assert hooks.writes() == [("PutObject", LOCK_KEY)]  # only the conditional write that lost
+    assert writes(faults) == [("PutObject", LOCK_KEY)]  # only the conditional write that lost
 
 
-def test_a_lock_held_on_another_host_blocks_a_real_run_but_not_a_dry_run(bucket: Bucket, hooks: Hooks) -> None:
+def test_a_lock_held_on_another_host_blocks_a_real_run_but_not_a_dry_run(bucket: Bucket) -> None:
     season = edited_season(bucket)
     put_lock(bucket, "ip-10-0-3-17", 4242, "beefbeef0002", age_seconds=600)
     uploaded = snapshot(bucket)
@@ -403,7 +357,7 @@ def test_a_lock_held_on_another_host_blocks_a_real_run_but_not_a_dry_run(bucket:
 
 
 @pytest.mark.parametrize("holder", ["stale on another host", "dead process on this host"])
-def test_a_stale_lock_is_taken_over_and_released_at_the_end(bucket: Bucket, hooks: Hooks, holder: str) -> None:
+def test_a_stale_lock_is_taken_over_and_released_at_the_end(bucket: Bucket, holder: str) -> None:
     season = edited_season(bucket)
     if holder == "stale on another host":
         put_lock(bucket, "ip-10-0-3-17", 4242, "0ldrun000003", age_seconds=Settings().lock_stale_seconds + 60)
@@ -430,19 +384,21 @@ def test_the_lock_timeout_is_read_from_tuttle_lock_stale_seconds(bucket: Bucket,
     assert not bucket.keys(LOCK_KEY)
 
 
-def test_the_lock_is_released_when_the_run_fails_or_raises(bucket: Bucket, hooks: Hooks) -> None:
+def test_the_lock_is_released_when_the_run_fails_or_raises(
+    bucket: Bucket, faults: S3FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     upload_season(bucket, {"S01E01": season_rows("S01E01", 2)})
 
-    def broken_copy(request, **_: object) -> None:
+    async def broken_copy(self: DataPlane, src: str, dst: str) -> None:
         raise RuntimeError("injected bug")
 
-    hooks.on("before-send.s3.CopyObject", broken_copy)
-    with pytest.raises(RuntimeError, match="injected bug"):
-        run_cli("sync")
+    with monkeypatch.context() as patched:
+        patched.setattr(DataPlane, "copy", broken_copy)
+        with pytest.raises(RuntimeError, match="injected bug"):
+            run_cli("sync")
     assert not bucket.keys(LOCK_KEY)
 
-    hooks.clear()
-    hooks.on("before-send.s3.CopyObject", lambda request, **_: s3_error(request, 500, "InternalError"))
+    faults.fail = lambda request: internal_error() if request.operation == "CopyObject" else None
     assert run_cli("sync").exit_code == 1
     assert not bucket.keys(LOCK_KEY)
 
@@ -600,9 +556,11 @@ def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask 169.254.169.254 from a test
 
 
-def _moved_permanently(request, **_: object) -> AWSResponse:
+def _moved_permanently(request: Request) -> Answer | None:
     # botocore follows one redirect to the named region; a store that redirects again is reported
-    return fake_response(request, 301, headers={"x-amz-bucket-region": "eu-west-1"})
+    if request.operation == "HeadBucket":
+        return Answer(301, headers={"x-amz-bucket-region": "eu-west-1"})
+    return None
 
 
 @pytest.mark.parametrize(
@@ -615,18 +573,18 @@ def _moved_permanently(request, **_: object) -> AWSResponse:
     ],
 )
 def test_a_configuration_fault_exits_2_with_one_sentence_and_changes_nothing(
-    bucket: Bucket, hooks: Hooks, monkeypatch: pytest.MonkeyPatch, case: str, sentence: str
+    bucket: Bucket, faults: S3FaultProxy, monkeypatch: pytest.MonkeyPatch, case: str, sentence: str
 ) -> None:
     upload_season(bucket, {"S01E01": season_rows("S01E01", 3)})
     uploaded = snapshot(bucket)
     if case == "credentials missing":
         _no_credentials(monkeypatch)
     elif case == "bucket in another region":
-        hooks.on("before-send.s3.HeadBucket", _moved_permanently)
+        faults.fail = _moved_permanently
     elif case == "bucket missing":
         monkeypatch.setenv("TUTTLE_BUCKET", "no-such-bucket-here")
     else:
-        hooks.on("before-send.s3.PutObject", lambda request, **_: s3_error(request, 403, "AccessDenied"))
+        faults.fail = lambda request: s3_error(403, "AccessDenied") if request.operation == "PutObject" else None
 
     result = run_cli("sync")
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 
-import boto3
 import pandas as pd
 import pytest
-from botocore.exceptions import ClientError
 from conftest import run_cli
+from s3_fault_proxy import Answer, Request, S3FaultProxy, s3_error
 from season import ML_PREFIX, dataset_key, row, upload_season
 
 from tuttle_prep.core.labels import (
@@ -20,7 +19,6 @@ from tuttle_prep.core.labels import (
     labels_parquet_key,
 )
 from tuttle_prep.core.plan import KeyLayout, plan_changes
-from tuttle_prep.edges import aws
 from tuttle_prep.edges.s3_sheet_headers import HEADERS_NAME
 
 LABELS = labels_key(ML_PREFIX)
@@ -30,35 +28,36 @@ WRITES = ("PutObject", "CopyObject", "DeleteObject", "DeleteObjects")
 
 
 class S3Calls:
-    """Records every S3 call (operation, key) of the sessions the job creates; can fail chosen calls."""
+    """Every S3 request of the job (operation, key), seen by the fault proxy; fails the copies to `fail_keys`."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
+    def __init__(self, proxy: S3FaultProxy) -> None:
+        self.proxy = proxy
         self.fail_keys: set[str] = set()
+        proxy.fail = self._answer
 
-    def session(self) -> boto3.session.Session:
-        session = boto3.session.Session()
-        session.events.register("provide-client-params.s3", self._record)
-        return session
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        return [(r.operation, r.key) for r in list(self.proxy.requests)]
 
-    def _record(self, params: dict, model, **_: object) -> None:
-        key = params.get("Key", "")
-        self.calls.append((model.name, key))
-        if model.name == "CopyObject" and key in self.fail_keys:
-            raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "CopyObject")
+    def clear(self) -> None:
+        self.proxy.requests.clear()
+
+    def _answer(self, request: Request) -> Answer | None:
+        if request.operation == "CopyObject" and request.key in self.fail_keys:
+            return s3_error(500, "InternalError", "injected")
+        return None
 
     def writes(self, prefix: str = "") -> list[tuple[str, str]]:
-        """Write calls whose key is under `prefix` (DeleteObjects has no single key: always counted)."""
+        """Write requests whose key is under `prefix` (DeleteObjects has no single key: always counted)."""
         return [
             (op, key) for op, key in self.calls if op in WRITES and (key.startswith(prefix) or op == "DeleteObjects")
         ]
 
 
 @pytest.fixture
-def s3_calls(monkeypatch: pytest.MonkeyPatch) -> S3Calls:
-    recorder = S3Calls()
-    monkeypatch.setattr(aws, "new_session", recorder.session)
-    return recorder
+def s3_calls(proxied: S3FaultProxy, monkeypatch: pytest.MonkeyPatch) -> S3Calls:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    return S3Calls(proxied)
 
 
 def frame(episode_id: str, second: int) -> str:
@@ -207,7 +206,7 @@ def test_unchanged_rerun_writes_nothing_under_the_ml_prefix(bucket, s3_calls: S3
     assert run_cli("sync").exit_code == 0
     before = bucket.etags(ML_PREFIX)
 
-    s3_calls.calls.clear()
+    s3_calls.clear()
     rerun = run_cli("sync")
     assert rerun.exit_code == 0, rerun.output
     assert s3_calls.writes(ML_PREFIX) == []
@@ -220,7 +219,7 @@ def test_metadata_edit_alone_rewrites_only_the_index(bucket, s3_calls: S3Calls) 
 
     edited = season_sheets(metadata_suffix=", Time Machine")
     upload_season(bucket, edited)
-    s3_calls.calls.clear()
+    s3_calls.clear()
     result = run_cli("sync")
     assert result.exit_code == 0, result.output
     # the index (CSV and Parquet) and a dataset version, nothing else

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from obstore.exceptions import GenericError
 
 from tuttle_prep.core.frame_table import RARITIES
 from tuttle_prep.core.plan import KeyLayout, Plan, plan_changes
@@ -36,7 +36,10 @@ def frame_number(episode_id: str, index: int) -> str:
 
 
 class MemoryS3:
-    """The calls `s3_apply.apply_plan` makes, on a dict {key: body}; chosen copies and deletes fail."""
+    """The calls `s3_apply.apply_plan` makes, on a dict {key: body}; chosen copies and deletes fail.
+
+    Copies are the data plane's (obstore's in the job: `DataPlane.copy`), deletes boto3's `delete_objects`.
+    """
 
     def __init__(self, objects: dict[str, bytes], failing_copies: set[str], failing_deletes: set[str]) -> None:
         self.objects = objects
@@ -44,15 +47,13 @@ class MemoryS3:
         self.failing_deletes = failing_deletes
         self._lock = threading.Lock()
 
-    def copy_object(self, Bucket: str, Key: str, CopySource: dict[str, str]) -> dict[str, Any]:  # noqa: N803
-        assert Bucket == CopySource["Bucket"] == BUCKET
+    async def copy(self, src: str, dst: str) -> None:
         with self._lock:
-            if Key in self.failing_copies:
-                raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "CopyObject")
-            if CopySource["Key"] not in self.objects:
-                raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "no such key"}}, "CopyObject")
-            self.objects[Key] = self.objects[CopySource["Key"]]
-        return {}
+            if dst in self.failing_copies:
+                raise GenericError("<Error><Code>InternalError</Code><Message>injected</Message></Error>")
+            if src not in self.objects:
+                raise FileNotFoundError(f"<Error><Code>NoSuchKey</Code><Message>no such key {src}</Message></Error>")
+            self.objects[dst] = self.objects[src]
 
     def delete_objects(self, Bucket: str, Delete: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
         assert Bucket == BUCKET and len(Delete["Objects"]) <= 1000
@@ -64,6 +65,10 @@ class MemoryS3:
                 else:
                     self.objects.pop(item["Key"], None)
         return {"Errors": errors} if errors else {}
+
+
+def memory_bucket(memory: MemoryS3) -> S3Bucket:
+    return S3Bucket(memory, BUCKET, workers=4, data_plane=memory)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -184,7 +189,7 @@ def test_a_partly_failing_apply_loses_nothing_and_the_next_run_converges(
     failing_deletes = {k for i, k in enumerate(removals) if (hash((seed, -i)) % 100) < delete_failure_share * 100}
     before = dataset_frames(layout, objects)
 
-    store = S3Bucket(MemoryS3(objects, failing_copies, failing_deletes), BUCKET, workers=4)
+    store = memory_bucket(MemoryS3(objects, failing_copies, failing_deletes))
     result = apply_plan(store, plan, plain_deletes=plain_deletes)
 
     outside = {k: v for k, v in scenario.objects.items() if not k.startswith(layout.ml_prefix)}
@@ -207,7 +212,7 @@ def test_a_partly_failing_apply_loses_nothing_and_the_next_run_converges(
     assert result.failed == len(failing_copies) + len(failing_deletes & attempted)
 
     # the next run, without faults, reaches the wanted state; the one after it has nothing to do
-    apply_plan(S3Bucket(MemoryS3(objects, set(), set()), BUCKET, workers=4), plan_for(scenario, objects))
+    apply_plan(memory_bucket(MemoryS3(objects, set(), set())), plan_for(scenario, objects))
     replan = plan_for(scenario, objects)
     assert set(replan.actions["action"]) <= {"keep"}
     placed = dataset_frames(layout, objects)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-import boto3
-import botocore.loaders
 import pandas as pd
 import pytest
 from conftest import run_cli
+from s3_fault_proxy import Answer, Request, S3FaultProxy, delete_result, s3_error
 from season import (
     FRAME,
     JONNY,
@@ -35,7 +34,6 @@ from season import (
     upload_season,
 )
 
-import tuttle_prep.edges.aws
 from tuttle_prep.core.delete_guard import DeleteLimit, delete_guard
 from tuttle_prep.core.plan import wanted_frames
 from tuttle_prep.settings import DEFAULT_SEED, Settings
@@ -54,62 +52,48 @@ CANONICAL = {"junk": "Trash", " trash ": "Trash"}
 
 @dataclass
 class S3Calls:
-    """Every S3 request the job made: (operation, params). `fail` makes chosen requests fail."""
+    """Every S3 request the job made, seen by the fault proxy: (operation, params as boto3 would name them).
 
-    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    #: the botocore Config of the client that made each call
-    configs: list[Any] = field(default_factory=list)
-    #: (operation, params) -> None to let the request through, or (status, parsed response) to answer it
+    `fail` makes chosen requests fail: (operation, params) -> None to let the request through, or (status,
+    parsed response) — `{"Error": {"Code": ..., "Message": ...}}`, or DeleteObjects' `{"Errors": [...]}` — to
+    answer it instead of S3.
+    """
+
+    proxy: S3FaultProxy
     fail: Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]] | None] | None = None
 
+    @property
+    def calls(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(r.operation, r.params) for r in list(self.proxy.requests)]
+
     def of(self, operation: str) -> list[dict[str, Any]]:
-        return [params for op, params in self.calls if op == operation]
+        return [r.params for r in self.proxy.of(operation)]
 
     def writes(self) -> list[tuple[str, dict[str, Any]]]:
         """Requests that change the bucket (a run lock, if one is configured, does not count)."""
         return [(op, p) for op, p in self.calls if op in WRITE_OPERATIONS and p.get("Key") != LOCK_KEY]
 
     def clear(self) -> None:
-        self.calls.clear()
-        self.configs.clear()
+        self.proxy.reset()
+        self.proxy.fail = self._answer
 
-
-class _Response:
-    def __init__(self, status: int) -> None:
-        self.status_code = status
-        self.headers: dict[str, str] = {}
-
-
-# Botocore's model files, read once for the whole module: a fresh loader per CLI run costs ~0.25 s a client.
-_MODEL_LOADER = botocore.loaders.create_loader()
+    def _answer(self, request: Request) -> Answer | None:
+        answer = self.fail(request.operation, request.params) if self.fail else None
+        if answer is None:
+            return None
+        status, parsed = answer
+        if "Error" in parsed:
+            return s3_error(status, parsed["Error"]["Code"], parsed["Error"].get("Message", ""))
+        errors = {e["Key"]: (e["Code"], e.get("Message", "")) for e in parsed.get("Errors", ())}
+        return delete_result(errors)
 
 
 @pytest.fixture(autouse=True)
-def s3_calls(monkeypatch: pytest.MonkeyPatch) -> S3Calls:
-    """Install a boto3 session whose S3 clients record every request (and fail the ones `fail` picks)."""
-    recorded = S3Calls()
-
-    def keep_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        context["test_params"] = dict(params)
-
-    def before_call(model: Any, context: dict[str, Any], **_: Any) -> Any:
-        params = context.get("test_params", {})
-        recorded.calls.append((model.name, params))
-        recorded.configs.append(context.get("client_config"))
-        answer = recorded.fail(model.name, params) if recorded.fail else None
-        if answer is not None:
-            status, parsed = answer
-            return _Response(status), parsed
-        return None
-
-    def new_session() -> boto3.session.Session:
-        session = boto3.session.Session()
-        session._session.register_component("data_loader", _MODEL_LOADER)
-        session.events.register("before-parameter-build.s3", keep_params)
-        session.events.register("before-call.s3.*", before_call)
-        return session
-
-    monkeypatch.setattr(tuttle_prep.edges.aws, "new_session", new_session)
+def s3_calls(proxied: S3FaultProxy, monkeypatch: pytest.MonkeyPatch) -> S3Calls:
+    """Every S3 request of the CLI through the fault proxy, recorded (and failed where `fail` says)."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # one retry: a failed request costs no back-off of seconds
+    recorded = S3Calls(proxied)
+    recorded.clear()
     return recorded
 
 
@@ -369,9 +353,7 @@ def test_dry_run_leaves_the_bucket_untouched(bucket, season, s3_calls):
     would = plan_counts(state, expected(all_classified(season)), E1)
     assert (would["copy"], would["delete"]) == (1, 1) and would["move"] >= 1
     assert f"dry run: would copy 1, move {would['move']}, delete 1; nothing was changed" in result.stdout
-    # the S3 client's pool matches --workers, with botocore's standard retries
-    config = s3_calls.configs[s3_calls.calls.index(next(c for c in s3_calls.calls if c[0] == "ListObjectsV2"))]
-    assert config.max_pool_connections == 48 and config.retries["mode"] == "standard"
+    assert s3_calls.of("ListObjectsV2"), "the proxy saw no listing"
 
 
 def test_plan_out_writes_every_decision(bucket, season, tmp_path):

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 from conftest import Bucket, make_s3_client, run_cli
+from s3_fault_proxy import Answer, Request, S3FaultProxy, s3_error
 from season import (
     FRAME,
     HEADER,
@@ -30,19 +31,16 @@ from season import (
 from test_bad_inputs import of_episode, place
 from test_faults import (
     LOCK_KEY,
-    Hooks,
     edited_season,
     expected_state,
     key_of,
     put_lock,
-    s3_error,
     season_rows,
     snapshot,
 )
 
 from tuttle_prep.core.delete_guard import DeleteLimit, episode_delete_guard
 from tuttle_prep.core.plan import KeyLayout
-from tuttle_prep.edges import aws
 from tuttle_prep.edges.s3_lock import S3Lock
 from tuttle_prep.errors import LockHeld
 
@@ -50,29 +48,29 @@ E01, E02, S02E01 = "S01E01", "S01E02", "S02E01"
 
 
 @pytest.fixture
-def faults(monkeypatch: pytest.MonkeyPatch) -> Hooks:
-    """Botocore hooks on every session the job creates, one retry per request (as test_faults' `hooks`)."""
-    installed = Hooks()
-    monkeypatch.setattr(aws, "new_session", installed.session)
+def faults(proxied: S3FaultProxy, monkeypatch: pytest.MonkeyPatch) -> S3FaultProxy:
+    """The fault proxy every request of the CLI goes through, one retry per request (as test_faults' `faults`)."""
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
-    return installed
+    return proxied
 
 
 # ---- 1. an unreadable manifest ------------------------------------------------------------------------------
 
 
-def test_an_unreadable_manifest_disables_pruning_and_its_episodes_are_not_orphans(bucket: Bucket, faults: Hooks):
+def test_an_unreadable_manifest_disables_pruning_and_its_episodes_are_not_orphans(
+    bucket: Bucket, faults: S3FaultProxy
+):
     sheets = {E01: season_rows(E01, 4), S02E01: season_rows(S02E01, 5)}
     placed = expected_state(sheets)
     place(bucket, placed)
     upload_season(bucket, sheets)
 
-    def manifest_fault(request, **_: object):
-        if request.url.split("?")[0].endswith("/S02-episodes.json"):
-            return s3_error(request, 500, "InternalError", "We encountered an internal error.")
+    def manifest_fault(request: Request) -> Answer | None:
+        if request.operation == "GetObject" and request.key.endswith("/S02-episodes.json"):
+            return s3_error(500, "InternalError", "We encountered an internal error.")
         return None
 
-    faults.on("before-send.s3.GetObject", manifest_fault)
+    faults.fail = manifest_fault
     result = run_cli("sync", "--prune-orphans")
 
     assert result.exit_code == 1, result.output
@@ -189,16 +187,18 @@ def test_a_sheet_that_lost_a_rarity_column_earlier_runs_saw_skips_its_episode(bu
 
 
 def test_a_run_whose_lock_is_taken_over_deletes_nothing_and_exits_1_naming_the_new_holder(
-    bucket: Bucket, faults: Hooks
+    bucket: Bucket, faults: S3FaultProxy
 ):
     season = edited_season(bucket)
     before = set(snapshot(bucket, ML_PREFIX))
 
-    def take_over(request, **_: object) -> None:
+    def take_over(request: Request) -> None:
+        if request.operation != "CopyObject":
+            return
         if not bucket.keys(LOCK_KEY) or json.loads(bucket.get(LOCK_KEY))["run_id"] != "newholder001":
             put_lock(bucket, "ip-10-0-9-9", 4242, "newholder001", age_seconds=1)  # as a takeover would
 
-    faults.on("before-send.s3.CopyObject", take_over)
+    faults.fail = take_over
     result = run_cli("sync")
 
     assert result.exit_code == 1, result.output
@@ -243,20 +243,20 @@ def test_a_held_lock_is_renewed_by_its_thread(bucket: Bucket):
 # ---- 7. the lock's own write answered 412 on a retry --------------------------------------------------------
 
 
-def test_a_lock_write_whose_answer_was_lost_is_this_runs_own_lock(bucket: Bucket, faults: Hooks):
+def test_a_lock_write_whose_answer_was_lost_is_this_runs_own_lock(bucket: Bucket, faults: S3FaultProxy):
     rows = season_rows(E01, 3)
     upload_season(bucket, {E01: rows})
     lost: list[str] = []
 
-    def answer_lost(request, **_: object):
-        if lost or not request.url.split("?")[0].endswith(LOCK_KEY) or request.method != "PUT":
+    def answer_lost(request: Request) -> Answer | None:
+        if lost or request.key != LOCK_KEY or request.operation != "PutObject":
             return None
-        body = request.body if isinstance(request.body, bytes) else request.body.read()
+        body = request.body
         bucket.client.put_object(Bucket=bucket.name, Key=LOCK_KEY, Body=body, IfNoneMatch="*")  # it went through
         lost.append(json.loads(body)["run_id"])
-        return s3_error(request, 500, "InternalError", "the answer never arrived")
+        return s3_error(500, "InternalError", "the answer never arrived")
 
-    faults.on("before-send.s3.PutObject", answer_lost)
+    faults.fail = answer_lost
     result = run_cli("sync")
 
     assert lost

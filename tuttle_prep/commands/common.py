@@ -40,12 +40,13 @@ def load_settings() -> Settings:
 
 def open_bucket(settings: Settings, workers: int) -> S3Bucket:
     """A client sized to `workers`, after checking the bucket (exit 2 with one sentence if it is unusable)."""
-    client = aws.make_client("s3", max_pool=workers)
+    session = aws.new_session()
+    client = aws.make_client("s3", max_pool=workers, session=session)
     try:
         aws.check_bucket(client, settings.bucket)
     except ConfigError as exc:
         fail_config(str(exc))
-    return S3Bucket(client, settings.bucket, workers)
+    return S3Bucket(client, settings.bucket, workers, session=session)
 
 
 def key_layout(settings: Settings) -> KeyLayout:

@@ -118,7 +118,7 @@ def _write_report(client, settings: Settings, out: Path) -> Path:
 
     layout = key_layout(settings)
     inventory = list_datasets(S3Bucket(client, settings.bucket, 8), layout)  # within the client's pool of 10
-    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+    current, unexpected = layout.parse_dataset_keys(inventory.every_key())
     own = headers_key(settings.ml_prefix)  # as `report`: the job's own files are not unexpected
     unexpected = [k for k in unexpected if k != own and not is_job_key(k, settings.ml_prefix)]
     report = build_dataset_report(current, settings.split, unexpected, {f"{SEASON}{e}" for e in EPISODES})

@@ -83,7 +83,7 @@ def report(
     except InventoryError as exc:
         log.error("%s; no report written", exc)
         sys.exit(EXIT_ERRORS)
-    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+    current, unexpected = layout.parse_dataset_keys(inventory.every_key())
     own = headers_key(settings.ml_prefix)  # the sheet header memory; is_job_key: the index and the versions
     unexpected = [k for k in unexpected if k != own and not is_job_key(k, settings.ml_prefix)]
 

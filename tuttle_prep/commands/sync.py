@@ -46,7 +46,7 @@ from ..edges.data_digest import (
     sent_findings_hash,
 )
 from ..edges.s3_apply import apply_plan
-from ..edges.s3_bucket import S3Bucket, default_processes
+from ..edges.s3_bucket import BOTO3_THREADS, S3Bucket
 from ..edges.s3_labels import update_labels_index
 from ..edges.s3_listing import list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 outcome_log = logging.getLogger("tuttle_prep")
 
 SHEET_THREADS = 8
+#: copy requests in flight (s5cmd's default; S3 takes at least 3,500 writes/s per prefix)
+DEFAULT_WORKERS = 256
 #: rejected rows logged one by one per sheet; a sheet linked to the wrong episode would otherwise flood the log
 REJECTIONS_SHOWN = 50
 
@@ -74,7 +76,7 @@ class SyncOptions:
     seasons: tuple[str, ...] = ()
     episodes: tuple[str, ...] = ()
     plan_out: Path | None = None
-    workers: int = 32
+    workers: int = DEFAULT_WORKERS
     max_delete: DeleteLimit | None = None
     force: bool = False
     allow_empty: bool = False
@@ -116,9 +118,11 @@ class LazyGoogleSource:
 
 
 def build_context(settings: Settings, options: SyncOptions, run_id: str | None = None) -> SyncContext:
-    """One S3 client sized to the workers, the sheet sources (Google first when configured), the run lock."""
-    client = aws.make_client("s3", max_pool=options.workers)
-    store = S3Bucket(client, settings.bucket, options.workers, processes=default_processes())
+    """The bucket (a boto3 client, and the obstore data plane built from the same session), the sheet sources
+    (Google first when configured), the run lock."""
+    session = aws.new_session()
+    client = aws.make_client("s3", max_pool=2 * BOTO3_THREADS, session=session)
+    store = S3Bucket(client, settings.bucket, options.workers, session=session)
     sources: list[SheetSource] = [CsvFileSource(), CsvS3Source(partial(fetch_object, client))]
     if settings.google_credentials_file is not None:
         sources.insert(0, LazyGoogleSource(settings))
@@ -246,7 +250,6 @@ def run_sync(
     layout = KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
 
     with ExitStack() as held:
-        held.callback(store.close)  # stops the worker processes a large listing may have started
         lock = None
         if not options.dry_run:  # a dry run writes nothing, so it runs beside a real one
             try:
@@ -369,19 +372,18 @@ def _plan_run(
         settings.split_stratify,
     )
 
-    expected = sum(len(f) for f in frames.values())  # large listings go to worker processes
     try:
-        inventory = list_datasets(store, layout, expected_keys=expected)
+        inventory = list_datasets(store, layout)
     except InventoryError as exc:
         report.error(f"{exc}; nothing was planned or changed")
         _record_counts(report, None, [e.episode_id for e in episodes])
         return None
-    current, unexpected = layout.parse_dataset_keys(inventory.keys + inventory.unexpected)
+    current, unexpected = layout.parse_dataset_keys(inventory.every_key())
 
     # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
     # sheets added no frame lists the dataset folders alone
     folders = {eid: layout.source_folder(eid) for eid in episodes_with_unplaced_frames(frames, current)}
-    sources, source_errors = list_sources(store, folders, expected_keys=sum(len(frames[e]) for e in folders))
+    sources, source_errors = list_sources(store, folders)
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")
         report.skip(eid, "source listing failed")
@@ -514,7 +516,12 @@ def write_plan_csv(plan: Plan, path: Path) -> None:
     help="Write every decision to this CSV: action,episode_id,frame,src_key,dst_key.",
 )
 @click.option(
-    "--workers", type=click.IntRange(1, 512), default=32, show_default=True, metavar="N", help="Parallel S3 requests."
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=DEFAULT_WORKERS,
+    show_default=True,
+    metavar="N",
+    help="Copy requests in flight (listings, deletes and sheet reads use fewer).",
 )
 @click.option(
     "--max-delete",

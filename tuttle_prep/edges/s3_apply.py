@@ -1,31 +1,21 @@
-"""Applying a plan to S3: server-side copies in parallel, then batched deletes.
+"""Applying a plan to S3: server-side copies in parallel (obstore), then batched deletes (boto3).
 
-Copies run before deletes, and the source of a move is deleted only after its copy succeeded.
+Copies run before deletes, and the source of a move is deleted only after its copy succeeded. Deletes stay on
+boto3's DeleteObjects: its answer lists every key that failed, and each one is checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.plan import Plan
+from . import s3_dataplane
 from .aws import describe
-from .s3_bucket import S3Bucket, progress, run_bounded, worker_bucket
+from .s3_bucket import S3Bucket, progress, run_bounded
+from .s3_dataplane import copy_objects
 
 DELETE_BATCH = 1000  # the DeleteObjects limit
-#: with several worker processes, plans with at least this many copies use them: one process's botocore tops out
-#: near 1,000 copies/s on the GIL (benchmarks/bench_sync.py), and starting the processes costs about a second
-PROCESS_MIN_COPIES = 2000
-COPY_CHUNK = 500
-
-
-class CopyProcessError(BotoCoreError):
-    """A copy that failed in a worker process, after botocore's retries there; carries botocore's description."""
-
-    fmt = "{description}"
 
 
 @dataclass
@@ -55,36 +45,6 @@ class ApplyResult:
         return len(self.failures)
 
 
-def _copy(store: S3Bucket, src_dst: tuple[str, str]) -> None:
-    src, dst = src_dst
-    store.client.copy_object(Bucket=store.bucket, Key=dst, CopySource={"Bucket": store.bucket, "Key": src})
-
-
-def _copy_in_process(jobs: list[tuple[str, str, str]]) -> list[str | None]:
-    """Run in a worker process: each (action, src, dst) job's outcome, None or botocore's description of the error."""
-    store = worker_bucket()
-    outcomes: list[str | None] = [None] * len(jobs)
-    for index, outcome in run_bounded(lambda i: _copy(store, jobs[i][1:]), range(len(jobs)), store.workers):
-        if isinstance(outcome, BaseException):
-            if not isinstance(outcome, (ClientError, BotoCoreError)):
-                raise outcome
-            outcomes[index] = describe(outcome)
-    return outcomes
-
-
-def _copy_jobs(store: S3Bucket, jobs: list[tuple[str, str, str]]) -> Iterator[tuple[tuple[str, str, str], Any]]:
-    """Run each (action, src, dst) copy; yield (job, None or the error), in any order."""
-    if len(jobs) >= PROCESS_MIN_COPIES and (pool := store.worker_pool()) is not None:
-        chunks = [jobs[i : i + COPY_CHUNK] for i in range(0, len(jobs), COPY_CHUNK)]
-        for chunk, outcomes in run_bounded(_copy_in_process, chunks, store.processes, pool):
-            if isinstance(outcomes, BaseException):
-                raise outcomes  # a crashed worker process: nothing is deleted, the next run re-plans
-            for job, error in zip(chunk, outcomes, strict=True):
-                yield job, (None if error is None else CopyProcessError(description=error))
-    else:
-        yield from run_bounded(lambda j: _copy(store, j[1:]), jobs, store.workers)
-
-
 def _delete_batch(store: S3Bucket, keys: list[str]) -> list[Failure]:
     response = store.client.delete_objects(
         Bucket=store.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
@@ -100,7 +60,7 @@ def delete_keys(store: S3Bucket, keys: list[str], desc: str = "delete") -> tuple
     batches = [keys[i : i + DELETE_BATCH] for i in range(0, len(keys), DELETE_BATCH)]
     failures: list[Failure] = []
     with progress(len(keys), desc) as bar:
-        for batch, outcome in run_bounded(lambda b: _delete_batch(store, b), batches, min(store.workers, 8)):
+        for batch, outcome in run_bounded(lambda b: _delete_batch(store, b), batches, min(store.threads, 8)):
             if isinstance(outcome, BaseException):
                 failures += [Failure("delete", k, describe(outcome)) for k in batch]
             else:
@@ -116,31 +76,34 @@ def apply_plan(
     on_progress: Callable[[str], None] | None = None,
     before_deletes: Callable[[], str | None] | None = None,
 ) -> ApplyResult:
-    """Copies and moves in parallel, then deletes: move sources whose copy succeeded, and, only if
-    every copy succeeded and `plain_deletes` is true, the plain deletes.
+    """Copies and moves (obstore, `store.workers` in flight), then deletes (boto3): the sources of moves whose
+    copy succeeded, and, only if every copy succeeded and `plain_deletes` is true, the plain deletes.
 
     `before_deletes()` is asked right before the delete phase; a message from it means no delete runs
-    (the copies made stay: the next run cleans up)."""
+    (the copies made stay: the next run cleans up). Stopped early (SIGTERM), no new copy starts, the ones in
+    flight finish, and no delete runs."""
     result = ApplyResult()
     copies = plan.of("copy")
     moves = plan.of("move")
-    jobs = [("copy", s, d) for s, d in zip(copies["src_key"], copies["dst_key"], strict=True)]
-    jobs += [("move", s, d) for s, d in zip(moves["src_key"], moves["dst_key"], strict=True)]
+    jobs = list(zip(copies["src_key"].tolist(), copies["dst_key"].tolist(), strict=True))
+    jobs += zip(moves["src_key"].tolist(), moves["dst_key"].tolist(), strict=True)
+    first_move = len(copies)
     moved_sources: list[str] = []
     with progress(len(jobs), "copy") as bar:
-        try:
-            for (action, src, dst), outcome in _copy_jobs(store, jobs):
-                bar.update(1)
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, (ClientError, BotoCoreError)):
-                        raise outcome
-                    result.failures.append(Failure(action, dst, f"copy from {src}: {describe(outcome)}"))
-                elif action == "copy":
-                    result.copied += 1
-                else:
-                    moved_sources.append(src)
-        finally:
-            store.close()  # copies under way finish; the deletes run here, on threads
+
+        def done(index: int, error: BaseException | None) -> None:
+            src, dst = jobs[index]
+            action = "copy" if index < first_move else "move"
+            if error is not None:
+                result.failures.append(Failure(action, dst, f"copy from {src}: {s3_dataplane.describe(error)}"))
+            elif action == "copy":
+                result.copied += 1
+            else:
+                moved_sources.append(src)
+            bar.update(1)
+
+        if jobs:
+            copy_objects(store.data_plane, jobs, store.workers, done)
     if on_progress:
         on_progress(f"copied {result.copied + len(moved_sources)} of {len(jobs)} objects")
     deletes = plan.of("delete")["src_key"].tolist()

@@ -1,4 +1,4 @@
-"""One S3 bucket as the job works on it: the client, the thread budget and the worker processes.
+"""One S3 bucket as the job works on it: the boto3 client, the obstore data plane, the request budget.
 
 The listing (`s3_listing`), applying (`s3_apply`) and small-object (`s3_objects`) edges take an `S3Bucket`;
 this module also holds what they share: bounded parallel work on threads and the progress bar.
@@ -6,22 +6,17 @@ this module also holds what they share: bounded parallel work on threads and the
 
 from __future__ import annotations
 
-import logging
-import math
-import multiprocessing
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from .aws import make_client
-
-log = logging.getLogger(__name__)
+from . import aws
+from .s3_dataplane import DataPlane, open_object_store, retries_from
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -64,65 +59,50 @@ def run_bounded(
 
 _DONE: Any = object()
 
-
-def default_processes() -> int:
-    """Worker processes for large listings and plans: one per core, at most 8."""
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
-_process_bucket: S3Bucket | None = None
-
-
-def _start_worker_process(bucket: str, threads: int) -> None:
-    """Initializer of a worker process: its own client (clients don't cross processes); Ctrl-C is the parent's."""
-    global _process_bucket
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _process_bucket = S3Bucket(make_client("s3", max_pool=threads), bucket, threads)
-
-
-def worker_bucket() -> S3Bucket:
-    """The bucket of this worker process (for functions the worker pool runs)."""
-    if _process_bucket is None:
-        raise RuntimeError("this runs only in a worker process started by _start_worker_process")
-    return _process_bucket
+#: boto3 threads for what stays on boto3 (deletes, small objects, folder discovery, listing fallbacks)
+BOTO3_THREADS = 16
 
 
 class S3Bucket:
-    """One bucket, one client (shared by all threads: boto3 clients are thread-safe).
+    """One bucket: a boto3 `client` (thread-safe) and an obstore data plane for listings and copies.
 
-    `processes` > 1 lets large plans (`s3_apply.PROCESS_MIN_COPIES`) and large listings
-    (`s3_listing.PROCESS_MIN_KEYS`) spread over that many worker processes, each with its own client made by
-    `aws.make_client` from the environment, and `workers` threads in all. They start on first use and stop when
-    `apply_plan` ends or on `close`.
+    `workers` is the number of copy requests in flight. The data plane is built on first use from `session`
+    (the boto3 session the client came from; a fresh `aws.new_session()` if None) and the client's endpoint
+    and region, so both clients use one configuration. `data_plane` replaces it (tests).
     """
 
-    def __init__(self, client: Any, bucket: str, workers: int = 32, processes: int = 1) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        workers: int = 256,
+        session: Any = None,
+        data_plane: DataPlane | None = None,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.workers = max(1, workers)
-        self.processes = max(1, min(processes, self.workers))
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._session = session
+        self._data_plane = data_plane
+        self._lock = threading.Lock()
 
-    def worker_pool(self) -> ProcessPoolExecutor | None:
-        """The worker processes (started now if need be), or None where there are none."""
-        with self._pool_lock:
-            if self._pool is None and self.processes > 1:
-                try:
-                    self._pool = ProcessPoolExecutor(
-                        self.processes,
-                        mp_context=multiprocessing.get_context("spawn"),  # never fork a process that has threads
-                        initializer=_start_worker_process,
-                        initargs=(self.bucket, math.ceil(self.workers / self.processes)),
-                    )
-                except (OSError, NotImplementedError) as exc:  # no semaphores (some sandboxes): threads still work
-                    log.warning("working on threads only: cannot start worker processes (%s)", exc)
-                    self.processes = 1
-            return self._pool
+    @property
+    def threads(self) -> int:
+        """Threads for the boto3 side."""
+        return min(self.workers, BOTO3_THREADS)
 
-    def close(self) -> None:
-        """Stop the worker processes, if any started."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    @property
+    def data_plane(self) -> DataPlane:
+        """The obstore data plane (built now if need be)."""
+        with self._lock:
+            if self._data_plane is None:
+                session = self._session or aws.new_session()
+                store = open_object_store(
+                    self.bucket,
+                    session,
+                    self.client,
+                    workers=self.workers,
+                    retries=retries_from(os.environ, aws.DEFAULT_RETRIES),
+                )
+                self._data_plane = DataPlane(store)
+            return self._data_plane

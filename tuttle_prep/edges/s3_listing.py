@@ -1,42 +1,59 @@
 """S3 listing: the dataset folders and the episodes' source folders.
 
-Listing never hides an error as "no files": a listing that fails after botocore's retries raises
-`InventoryError`, so nothing is planned from a partial view.
+The rarity folders and source folders are listed by obstore, several at once, as Arrow tables: no Python
+object per key. Listing never hides an error as "no files": a listing that fails after the retries raises
+`InventoryError` (a source folder: an error for its episode), so nothing is planned from a partial view.
+
+Keys obstore cannot name exactly are listed by boto3 instead, one folder at a time: a folder with a key that
+has an empty, `.` or `..` segment (`ML/train/Rare//x.jpg`; obstore refuses the whole listing) or with an
+object of 0 bytes (what a folder marker `ML/train/Rare/` is; obstore names it without its `/`). Every key is
+then reported as S3 names it, and nothing the job did not write is touched.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.frame_table import RARITIES
 from ..core.plan import KeyLayout
 from ..errors import InventoryError
+from . import s3_dataplane
 from .aws import describe
-from .s3_bucket import S3Bucket, progress, run_bounded, worker_bucket
+from .s3_bucket import S3Bucket, progress, run_bounded
+from .s3_dataplane import LIST_SCHEMA, list_folders, unnameable
 
-#: with several worker processes, listings of at least this many keys use them: one process's botocore tops out
-#: near 30,000 listed keys/s on the GIL (benchmarks/bench_sync.py), and starting the processes costs about a second
-PROCESS_MIN_KEYS = 100_000
-#: a listing: its keys, and each key's (ETag, size)
-Listed = tuple[list[str], dict[str, tuple[str, int]]]
+log = logging.getLogger(__name__)
+
+#: folders listed at once (each is a sequence of pages; S3 pages cannot be fetched in parallel)
+FOLDERS_AT_ONCE = 16
+SOURCE_COLUMNS = ["episode_id", "frame", "etag", "size"]
 
 
 @dataclass
 class Inventory:
     """The listed state of the dataset folders."""
 
-    keys: list[str]
-    #: keys and folders under the ML prefix that are not dataset objects; reported, never touched
+    #: every key of the rarity folders (a pandas Series of Arrow-backed strings)
+    keys: pd.Series
+    #: keys and folders under the ML prefix outside the rarity folders, as S3 names them; reported, never touched
     unexpected: list[str]
     #: size in bytes of each key in `keys` (only when listed with `with_sizes=True`)
     sizes: dict[str, int] = field(default_factory=dict)
+
+    def every_key(self) -> pd.Series:
+        """`keys` and then `unexpected`, for the key parser (the keys' Arrow buffers are not copied)."""
+        keys = pa.chunked_array(pa.array(self.keys.array))
+        chunks = [*keys.chunks, pa.array(self.unexpected, keys.type)]
+        return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks, keys.type)))
 
 
 def list_page_keys(
@@ -45,94 +62,124 @@ def list_page_keys(
     delimiter: str | None = None,
     sizes: dict[str, int] | None = None,
     on_page: Callable[[int], Any] | None = None,
-    details: dict[str, tuple[str, int]] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Every key (and common prefix, with a delimiter) under `prefix`; InventoryError on any failure.
+    """Every key (and common prefix, with a delimiter) under `prefix`, through boto3; InventoryError on any
+    failure. `sizes`, if given, receives each key's size; `on_page(n)` is called with each page's key count."""
+    keys, folders, _ = _boto3_listing(store, prefix, delimiter, sizes, on_page)
+    return keys, folders
 
-    `sizes`, if given, receives each key's size, `details` each key's (ETag, size); `on_page(n)` is called
-    with each page's key count.
-    """
+
+def _boto3_listing(
+    store: S3Bucket,
+    prefix: str,
+    delimiter: str | None = None,
+    sizes: dict[str, int] | None = None,
+    on_page: Callable[[int], Any] | None = None,
+) -> tuple[list[str], list[str], list[tuple[int, str]]]:
     kwargs: dict[str, Any] = {"Bucket": store.bucket, "Prefix": prefix}
     if delimiter:
         kwargs["Delimiter"] = delimiter
     keys: list[str] = []
     folders: list[str] = []
+    details: list[tuple[int, str]] = []
     try:
         for page in store.client.get_paginator("list_objects_v2").paginate(**kwargs):
             contents = page.get("Contents", ())
             keys.extend(obj["Key"] for obj in contents)
+            details.extend((obj.get("Size", 0), obj.get("ETag", "")) for obj in contents)
             folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
             if sizes is not None:
                 sizes.update((obj["Key"], obj["Size"]) for obj in contents)
-            if details is not None:
-                details.update((obj["Key"], (obj.get("ETag", ""), obj["Size"])) for obj in contents)
             if on_page is not None:
                 on_page(len(contents))
     except (ClientError, BotoCoreError) as exc:
         raise InventoryError(f"listing s3://{store.bucket}/{prefix} failed: {describe(exc)}") from None
-    return keys, folders
+    return keys, folders, details
 
 
-def list_objects(store: S3Bucket, prefix: str) -> Listed:
-    """Every key under `prefix` with its (ETag, size); InventoryError on any failure."""
-    details: dict[str, tuple[str, int]] = {}
-    keys, _ = list_page_keys(store, prefix, details=details)
-    return keys, details
+def _boto3_table(store: S3Bucket, folder: str, on_page: Callable[[int], Any] | None = None) -> pa.Table:
+    keys, _, details = _boto3_listing(store, folder, on_page=on_page)
+    return pa.table(
+        {
+            "path": pa.array(keys, pa.string()),
+            "size": pa.array([size for size, _ in details], pa.uint64()),
+            "e_tag": pa.array([etag for _, etag in details], pa.string()),
+        },
+        schema=LIST_SCHEMA,
+    )
 
 
-def _list_in_process(prefixes: list[str]) -> dict[str, Listed | BaseException]:
-    """Run in a worker process: every key under each prefix with its (ETag, size), listed on threads, or the
-    listing's error."""
-    store = worker_bucket()
-    return dict(run_bounded(lambda p: list_objects(store, p), prefixes, min(store.workers, 16)))
+def list_folder_tables(
+    store: S3Bucket,
+    folders: list[str],
+    on_batch: Callable[[int], Any] | None = None,
+    columns: tuple[str, ...] = tuple(LIST_SCHEMA.names),
+) -> dict[str, pa.Table | InventoryError]:
+    """Every object under each folder (`a/b/`, recursively) as a table of `columns` (of LIST_SCHEMA: path, size,
+    e_tag), listed by obstore, several folders at once; a folder holding a key obstore cannot name exactly is
+    listed again by boto3. A folder whose listing failed maps to an InventoryError naming it."""
+    wanted = tuple(dict.fromkeys(("size", *columns)))  # the sizes show folder markers
+    listed = list_folders(store.data_plane, folders, FOLDERS_AT_ONCE, on_batch, wanted)
+    outcomes: dict[str, pa.Table | InventoryError] = {}
+    again: list[str] = []
+    for folder in folders:
+        outcome = listed[folder]
+        if unnameable(outcome) or (isinstance(outcome, pa.Table) and _has_empty_objects(outcome)):
+            again.append(folder)
+        elif isinstance(outcome, BaseException):
+            message = f"listing s3://{store.bucket}/{folder} failed: {s3_dataplane.describe(outcome)}"
+            outcomes[folder] = InventoryError(message)
+        else:
+            outcomes[folder] = outcome.select(list(columns))
+    for folder in again:
+        log.info("s3://%s/%s holds a key obstore cannot name exactly; listed with boto3", store.bucket, folder)
+    for folder, table in run_bounded(lambda f: _boto3_table(store, f), again, store.threads):
+        if isinstance(table, InventoryError):
+            outcomes[folder] = table
+        elif isinstance(table, BaseException):
+            raise table
+        else:
+            outcomes[folder] = table.select(list(columns))
+    return outcomes
 
 
-def _list_in_processes(
-    store: S3Bucket, pool: ProcessPoolExecutor, prefixes: list[str]
-) -> Iterator[tuple[str, Listed | BaseException]]:
-    """Every key under each prefix, the prefixes dealt out to the worker processes; yield (prefix, keys or
-    error), each process's share together."""
-    shares = [prefixes[i :: store.processes] for i in range(store.processes) if prefixes[i :: store.processes]]
-    for share, outcome in run_bounded(_list_in_process, shares, store.processes, pool):
-        for prefix in share:
-            yield prefix, (outcome if isinstance(outcome, BaseException) else outcome[prefix])
+def _has_empty_objects(table: pa.Table) -> bool:
+    return table.num_rows > 0 and pc.min(table["size"]).as_py() == 0
 
 
-def list_sources(
-    store: S3Bucket, folders: dict[str, str], expected_keys: int = 0
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    """List each episode's source folder in parallel: (episode_id, frame, etag, size) rows, errors by episode.
-
-    With `expected_keys` >= PROCESS_MIN_KEYS the worker processes list, if the bucket has them.
-    """
-    rows: list[tuple[str, str, str, int]] = []
+def list_sources(store: S3Bucket, folders: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """List each episode's source folder: SOURCE_COLUMNS rows (episode_id, frame, etag, size) of its `<frame>.jpg`
+    objects, and an error message by episode whose folder could not be listed."""
+    outcomes = list_folder_tables(store, list(dict.fromkeys(folders.values()))) if folders else {}
+    parts: list[pa.Table] = []
     errors: dict[str, str] = {}
-    listings: Iterator[tuple[str, Listed | BaseException]]
-    if expected_keys >= PROCESS_MIN_KEYS and (pool := store.worker_pool()) is not None:
-        episode_of_folder = {folder: episode_id for episode_id, folder in folders.items()}
-        listings = ((episode_of_folder[f], o) for f, o in _list_in_processes(store, pool, list(episode_of_folder)))
-    else:
-        listings = run_bounded(lambda e: list_objects(store, folders[e]), folders, min(store.workers, 16))
-    for episode_id, outcome in listings:
+    for episode_id, folder in folders.items():
+        outcome = outcomes[folder]
         if isinstance(outcome, BaseException):
             errors[episode_id] = str(outcome)
             continue
-        start = len(folders[episode_id])
-        keys, details = outcome
-        rows.extend(
-            (episode_id, key[start:-4], *details[key])
-            for key in keys
-            if key.endswith(".jpg") and "/" not in key[start:]
+        names = pc.utf8_slice_codeunits(outcome["path"], len(folder))
+        frames = pc.and_(pc.ends_with(names, ".jpg"), pc.invert(pc.match_substring(names, "/")))
+        frame_names = pc.utf8_slice_codeunits(names.filter(frames), 0, -4)
+        parts.append(
+            pa.table(
+                {
+                    "episode_id": pa.repeat(pa.scalar(episode_id, pa.string()), len(frame_names)),
+                    "frame": frame_names,
+                    "etag": outcome["e_tag"].filter(frames),
+                    "size": outcome["size"].filter(frames).cast(pa.int64()),
+                }
+            )
         )
-    return pd.DataFrame(rows, columns=["episode_id", "frame", "etag", "size"]), errors
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "size" else "str") for c in SOURCE_COLUMNS}), errors
+    return pa.concat_tables(parts).to_pandas(), errors
 
 
-def list_datasets(store: S3Bucket, layout: KeyLayout, with_sizes: bool = False, expected_keys: int = 0) -> Inventory:
-    """List the ML prefix once: discover folders with '/' listings, then each rarity folder in parallel.
-
-    A progress bar counts the listed objects on a terminal. `with_sizes` also records each key's size.
-    Without it, and with `expected_keys` >= PROCESS_MIN_KEYS, the worker processes list, if the bucket has them.
-    """
+def list_datasets(store: S3Bucket, layout: KeyLayout, with_sizes: bool = False) -> Inventory:
+    """List the ML prefix once: discover folders with '/' listings (boto3), then every rarity folder (obstore,
+    in parallel). A progress bar counts the listed objects on a terminal. `with_sizes` also records each key's
+    size."""
     top_keys, dataset_folders = list_page_keys(store, layout.ml_prefix, "/")
     unexpected = list(top_keys)
     known = {f"{layout.ml_prefix}{d}/" for d in layout.datasets}
@@ -150,29 +197,23 @@ def list_datasets(store: S3Bucket, layout: KeyLayout, with_sizes: bool = False, 
                 leaves.append(sub)
             else:
                 unexpected.append(f"{sub} (not a rarity folder; not listed)")
-    keys: list[str] = []
-    sizes: dict[str, int] = {}
+    tables: list[pa.Table] = []
     with progress(None, "list") as bar:
-        bar_lock = threading.Lock()  # pages arrive on several threads
+        bar_lock = threading.Lock()
 
         def count(n: int) -> None:
             with bar_lock:
                 bar.update(n)
 
-        def list_leaf(folder: str) -> tuple[list[str], dict[str, int] | None]:
-            leaf_sizes: dict[str, int] | None = {} if with_sizes else None
-            return list_page_keys(store, folder, sizes=leaf_sizes, on_page=count)[0], leaf_sizes
-
-        if expected_keys >= PROCESS_MIN_KEYS and not with_sizes and (pool := store.worker_pool()) is not None:
-            for _, listed in _list_in_processes(store, pool, leaves):
-                if isinstance(listed, BaseException):
-                    raise listed
-                keys.extend(listed[0])
-                count(len(listed[0]))
-        else:
-            for _, outcome in run_bounded(list_leaf, leaves, min(store.workers, 16)):
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                keys.extend(outcome[0])
-                sizes.update(outcome[1] or {})
-    return Inventory(keys=keys, unexpected=sorted(unexpected), sizes=sizes)
+        columns = ("path", "size") if with_sizes else ("path",)  # a million ETags would be 40 MB for nothing
+        outcomes = list_folder_tables(store, leaves, count, columns) if leaves else {}
+        for folder in leaves:
+            outcome = outcomes[folder]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            tables.append(outcome)
+    listing = pa.concat_tables(tables) if tables else LIST_SCHEMA.empty_table().select(["path", "size"])
+    sizes: dict[str, int] = {}
+    if with_sizes:
+        sizes = dict(zip(listing["path"].to_pylist(), listing["size"].to_pylist(), strict=True))
+    return Inventory(keys=listing["path"].to_pandas(), unexpected=sorted(unexpected), sizes=sizes)
