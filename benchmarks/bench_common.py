@@ -308,8 +308,9 @@ class S3Bench:
         """The fewest requests a sync can make: one CopyObject per copy or move, ⌈deletes/1000⌉ DeleteObjects
         (move sources included), and per listed folder ⌈keys/1000⌉ pages (at least one): the ML prefix and each
         dataset folder ('/' listings), each rarity folder (`folders`: keys per rarity folder before the sync),
-        the source folders of the episodes with frames to copy, the manifests folder; PutObject: the run lock,
-        labels.csv when it changed, and on the `first` sync the sheets' header memory (sheet_headers.json)."""
+        the source folders of the episodes with frames to copy, the manifests folder, the dataset versions folder
+        (`_versions/`); PutObject: the run lock; when the datasets changed labels.csv, labels.parquet and the new
+        dataset version; and on the `first` sync the sheets' header memory (sheet_headers.json)."""
         copies, moves, deletes = report.total("copy"), report.total("move"), report.total("delete")
         sources = dict(self.episodes)
         need_sources = [e for e in report.counts.index if report.counts.loc[e, ["copy", "missing"]].sum() > 0]
@@ -317,11 +318,12 @@ class S3Bench:
         pages += sum(max(1, math.ceil(n / 1000)) for n in folders.values())
         pages += sum(max(1, math.ceil(sources[e] / 1000)) for e in need_sources)
         pages += 1  # the manifests folder
+        pages += 1  # the dataset versions (the latest is what the outcome is compared with)
         return {
             "copy requests": copies + moves,
             "delete requests": math.ceil((moves + deletes) / DELETE_BATCH),
             "list pages": pages,
-            "put requests": 1 + int(copies + moves + deletes > 0) + int(first),
+            "put requests": 1 + 3 * int(copies + moves + deletes > 0) + int(first),
         }
 
     @staticmethod
