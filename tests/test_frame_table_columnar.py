@@ -9,9 +9,6 @@ exactly the frames, the rejections (row, column, value, reason, frame, in order)
 
 from __future__ import annotations
 
-import csv
-import io
-
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
@@ -22,7 +19,7 @@ from season import FRAME, HEADER, JONNY, SUPERVISED, UNSUPERVISED, frame_number
 
 from tuttle_prep.core import columns as col
 from tuttle_prep.core.frame_table import FrameTable, build_frame_table
-from tuttle_prep.core.sheets import parse_csv, table_from_rows
+from tuttle_prep.core.sheets import parse_csv, parse_csv_strictly
 from tuttle_prep.errors import SheetError
 
 EPISODE = "S01E01"
@@ -130,25 +127,6 @@ def csv_texts(draw: st.DrawFn) -> str:
     return newline.join(lines) + end
 
 
-def old_parse_csv(data: bytes, where: str) -> pd.DataFrame:
-    """The reader before pyarrow's: the csv module and `table_from_rows` (issue 16)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SheetError(
-            f"{where}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); "
-            "export the sheet again as CSV (UTF-8)"
-        ) from None
-    if not text.strip():
-        raise SheetError(f"{where}: the file is empty (no header row)")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        rows = list(reader)
-    except csv.Error as exc:
-        raise SheetError(f"{where}: not a readable CSV file (line {reader.line_num}: {exc})") from None
-    return table_from_rows(rows, where)
-
-
 def read(reader, data: bytes) -> pd.DataFrame | str:
     try:
         return reader(data, "sheet.csv")
@@ -160,7 +138,7 @@ def read(reader, data: bytes) -> pd.DataFrame | str:
 @given(csv_texts(), st.booleans(), st.sampled_from([b"", b"", b"\xff", b"\xed\xa0\x80", "\u3000".encode()]))
 def test_csv_sheets_read_exactly_as_the_csv_module_reads_them(text: str, bom: bool, tail: bytes) -> None:
     data = ("\ufeff" if bom else "").encode() + text.encode() + tail
-    expected, table = read(old_parse_csv, data), read(parse_csv, data)
+    expected, table = read(parse_csv_strictly, data), read(parse_csv, data)
     if isinstance(expected, str):
         assert table == expected
         return

@@ -199,6 +199,11 @@ def parse_csv(data: bytes, where: str) -> pd.DataFrame:
         table = _read_csv_arrow(body, where)
         if table is not None:
             return table
+    return parse_csv_strictly(data, where)
+
+
+def parse_csv_strictly(data: bytes, where: str) -> pd.DataFrame:
+    """`parse_csv` without pyarrow's fast path: the csv module (strict) and `table_from_rows`, for any sheet."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
