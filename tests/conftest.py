@@ -15,6 +15,8 @@ from click.testing import CliRunner, Result
 from moto.server import ThreadedMotoServer
 from s3_fault_proxy import S3FaultProxy
 
+from tuttle_prep.core.clock import Clock
+
 _bucket_numbers = itertools.count()
 
 # Nothing a test runs may reach a real AWS account or read the developer's own settings.
@@ -134,11 +136,16 @@ def proxied(bucket: Bucket, s3_proxy: S3FaultProxy, monkeypatch: pytest.MonkeyPa
     s3_proxy.reset()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
-    """Run `data_preparation.py ARGS` in-process through click; the result has exit_code and output."""
-    from tuttle_prep.cli import main
+def run_cli(*args: str, env: dict[str, str] | None = None, clock: Clock | None = None) -> Result:
+    """Run `data_preparation.py ARGS` in-process through click; the result has exit_code and output.
 
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    `clock` is the clock the commands are handed (default: the system clock, as the entry point hands them).
+    """
+    from tuttle_prep.cli import main
+    from tuttle_prep.commands.common import Invocation
+
+    invocation = Invocation() if clock is None else Invocation(clock=clock)
+    return CliRunner().invoke(main, list(args), env=env, obj=invocation, catch_exceptions=False)
 
 
 @pytest.fixture

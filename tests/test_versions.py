@@ -15,11 +15,18 @@ import pytest
 from conftest import run_cli
 from season import FRAME, JONNY, ML_PREFIX, frame_number, put_sheet, put_sources, row, source_key, upload_season
 
+from tuttle_prep.core.clock import Clock, fixed_clock
 from tuttle_prep.core.frame_table import SHEET_HEADER, build_frame_table
 from tuttle_prep.core.labels import LABEL_COLUMNS, labels_key
 from tuttle_prep.core.plan import KeyLayout, wanted_frames
 from tuttle_prep.core.run_report import RunReport
-from tuttle_prep.core.versions import VERSION_COLUMNS, version_from_parquet, version_time, versions_prefix
+from tuttle_prep.core.versions import (
+    VERSION_COLUMNS,
+    new_version_id,
+    version_from_parquet,
+    version_time,
+    versions_prefix,
+)
 from tuttle_prep.edges import s3_versions
 from tuttle_prep.settings import Settings
 
@@ -50,9 +57,9 @@ def dataset_objects(bucket) -> set[str]:
     return {k for k in bucket.keys(ML_PREFIX) if k.endswith(".jpg")}
 
 
-def sync_ok(*args: str) -> str:
-    """Run `sync`; its stdout and stderr."""
-    result = run_cli("sync", *args)
+def sync_ok(*args: str, clock: Clock | None = None) -> str:
+    """Run `sync` (handed `clock`, default the system clock); its stdout and stderr."""
+    result = run_cli("sync", *args, clock=clock)
     assert result.exit_code == 0, result.output
     return result.output + result.stderr
 
@@ -220,11 +227,12 @@ def test_an_unchanged_rerun_writes_no_version_and_nothing_under_the_ml_prefix(bu
     [only] = version_ids(bucket)
     assert bucket.etags(ML_PREFIX) == before and f"datasets unchanged since version {only}" in output
 
-    # a reference matching no version: one sentence naming the nearest, exit 2
-    result = run_cli("versions", "show", "20270101")
+    # a reference matching no version (a day after the only one's): one sentence naming the nearest, exit 2
+    later_day = (version_time(only) + timedelta(days=1)).strftime("%Y%m%d")
+    result = run_cli("versions", "show", later_day)
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        f"no version matches '20270101'; the nearest are {only} (in s3://{bucket.name}/{VERSIONS})"
+        f"no version matches '{later_day}'; the nearest are {only} (in s3://{bucket.name}/{VERSIONS})"
     )
     assert run_cli("pull", "--version", "nope", "--dest", "x").exit_code == 2
     assert run_cli("versions", "diff", "previous").exit_code == 2  # there is only one version
@@ -260,34 +268,40 @@ def test_a_crash_between_apply_and_version_write_leaves_no_gap(bucket, season, m
 
 
 def test_retention_keeps_the_newest_the_latest_and_the_pinned(bucket, season, monkeypatch):
-    sync_ok()
+    started = datetime(2031, 6, 1, 2, 0, tzinfo=UTC)  # the first sync's clock; the later versions follow it
+    sync_ok(clock=fixed_clock(started))
     [pinned] = version_ids(bucket)
-    for day in ("20261202", "20261203", "20261204"):  # three later versions (copies: the datasets are the same)
+    assert pinned.startswith("20310601T020000Z-")  # the version id's time is the sync's start by its clock
+    for days in (1, 2, 3):  # three later versions (copies: the datasets are the same)
         copy = {"Bucket": bucket.name, "Key": f"{VERSIONS}{pinned}.parquet"}
-        bucket.client.copy_object(Bucket=bucket.name, Key=f"{VERSIONS}{day}T000000Z-copy.parquet", CopySource=copy)
+        later = f"{VERSIONS}{new_version_id(started + timedelta(days=days), 'copy')}.parquet"
+        bucket.client.copy_object(Bucket=bucket.name, Key=later, CopySource=copy)
     ids = version_ids(bucket)
     assert len(ids) == 4 and ids[0] == pinned
 
     monkeypatch.setenv("TUTTLE_VERSIONS_KEEP", "1")
-    monkeypatch.setenv("TUTTLE_VERSIONS_PINNED", f"{pinned[:15]},20991231T000000Z-nothing")
-    result = run_cli("sync")  # unchanged: only the retention deletes
+    nothing = new_version_id(started + timedelta(days=30), "nothing")
+    monkeypatch.setenv("TUTTLE_VERSIONS_PINNED", f"{pinned[:15]},{nothing}")
+    result = run_cli("sync", clock=fixed_clock(started + timedelta(days=4)))  # unchanged: only the retention deletes
     assert result.exit_code == 0, result.output
     assert version_ids(bucket) == [pinned, ids[-1]]
     for deleted in ids[1:3]:
         assert f"deleted dataset version s3://{bucket.name}/{VERSIONS}{deleted}.parquet" in result.stderr
-    assert "20991231T000000Z-nothing, which matches no version" in result.stderr
+    assert f"{nothing}, which matches no version" in result.stderr
     assert sync_ok() and version_ids(bucket) == [pinned, ids[-1]]  # nothing more to delete
 
 
 def test_a_bad_version_object_is_named_and_never_blocks_or_is_overwritten(bucket, season, tmp_path):
     sync_ok()
     [good] = version_ids(bucket)
-    garbage = f"{VERSIONS}20991231T000000Z-garbage.parquet"  # the newest by name
+    garbage_id = new_version_id(version_time(good) + timedelta(days=2), "garbage")
+    lacking_id = new_version_id(version_time(good) + timedelta(days=1), "lacking")
+    garbage = f"{VERSIONS}{garbage_id}.parquet"  # the newest by name
     bucket.put(garbage, b"not parquet at all")
     sink = io.BytesIO()
     table, _ = version_from_parquet(bucket.get(f"{VERSIONS}{good}.parquet"), good)
     pq.write_table(table.drop_columns(["rarity"]), sink)
-    lacking = f"{VERSIONS}20991230T000000Z-lacking.parquet"
+    lacking = f"{VERSIONS}{lacking_id}.parquet"
     bucket.put(lacking, sink.getvalue())
     bucket.put(f"{VERSIONS}notes.txt", b"a stranger")
     strangers = {k: v for k, v in bucket.etags(VERSIONS).items() if k != f"{VERSIONS}{good}.parquet"}
@@ -298,16 +312,16 @@ def test_a_bad_version_object_is_named_and_never_blocks_or_is_overwritten(bucket
     assert f"s3://{bucket.name}/{lacking}: not a dataset version (no column rarity)" in listed.stderr
     shown = run_cli("versions", "show", "latest")
     assert shown.exit_code == 1 and garbage in shown.stderr
-    pulled = run_cli("pull", "--version", "20991230", "--dest", str(tmp_path / "x"))
+    pulled = run_cli("pull", "--version", lacking_id[:8], "--dest", str(tmp_path / "x"))
     assert pulled.exit_code == 1 and "no column rarity" in pulled.stderr
     assert run_cli("versions", "diff", good, "latest").exit_code == 1
 
     # sync: not blocked, compares with the newest readable version, overwrites nothing
     result = run_cli("sync")
     assert result.exit_code == 0, result.output
-    assert "20991231T000000Z-garbage.parquet: not a Parquet file" in result.stderr
+    assert f"{garbage_id}.parquet: not a Parquet file" in result.stderr
     assert f"not named like one), left alone: s3://{bucket.name}/{VERSIONS}notes.txt" in result.stderr
-    assert version_ids(bucket) == sorted([good, "20991230T000000Z-lacking", "20991231T000000Z-garbage"])
+    assert version_ids(bucket) == sorted([good, lacking_id, garbage_id])
     edit(bucket, season)
     sync_ok()
     assert len(version_ids(bucket)) == 4

@@ -15,7 +15,7 @@ import click
 from dotenv import load_dotenv
 
 from .commands.alarm import alarm
-from .commands.common import fail_config
+from .commands.common import Invocation, fail_config
 from .commands.demo import demo
 from .commands.manifests import manifests
 from .commands.pull import pull
@@ -55,13 +55,16 @@ def setup_logging(verbose: int) -> None:
 @click.option("-v", "--verbose", count=True, help="More log detail (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @click.version_option(package_name=None, version=__import__("tuttle_prep").__version__, prog_name="tuttle-prep")
-def main(env_file: Path | None, verbose: int, quiet: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, env_file: Path | None, verbose: int, quiet: bool) -> None:
     """Keep the Tuttle Twins rarity datasets in S3 in sync with the episode sheets.
 
     Reads the season manifests in S3, each episode's sheet, picks each frame's most trusted rarity,
     gives every frame a stable train/validate/test dataset and brings the dataset folders in line.
     Settings come from the environment and .env (see .env.example).
     """
+    if not isinstance(ctx.obj, Invocation):  # a caller (a test) may hand its own clock
+        ctx.obj = Invocation()
     if env_file is not None:
         if not env_file.is_file():
             fail_config(f"--env-file {env_file} does not exist")

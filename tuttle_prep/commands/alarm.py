@@ -25,6 +25,7 @@ from ..edges.alarms import (
 )
 from ..edges.aws import describe
 from ..edges.cloudwatch import NAMESPACE
+from .common import invocation_clock
 
 
 @contextmanager
@@ -130,5 +131,5 @@ def setup(
 def test_alarm(topic: str) -> None:
     """Send a test message through the alarm topic to every subscribed phone."""
     with _aws_errors("alarm test"):
-        topic_arn, message_id = send_test_message(topic)
+        topic_arn, message_id = send_test_message(topic, invocation_clock()())
     click.echo(f"sent test message {message_id} through {topic_arn}")

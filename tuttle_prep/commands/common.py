@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from ..core.clock import Clock
 from ..core.plan import KeyLayout
 from ..core.run_report import EXIT_CONFIG
 from ..edges import aws
@@ -22,6 +25,21 @@ from ..settings import Settings
 
 _SEASON = re.compile(r"^S\d{2}$", re.I)
 _EPISODE = re.compile(r"^S\d{2}E\d{2}$", re.I)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the process hands every command (click's context object): the clock. The entry point passes the
+    system clock; tests pass their own, so nothing a command records depends on the day it runs."""
+
+    clock: Clock = time.time
+
+
+def invocation_clock() -> Clock:
+    """The clock of the command being run (the system clock outside a click context)."""
+    ctx = click.get_current_context(silent=True)
+    invocation = ctx.find_object(Invocation) if ctx is not None else None
+    return invocation.clock if invocation is not None else time.time
 
 
 def fail_config(message: str) -> NoReturn:

@@ -23,6 +23,7 @@ import pandas as pd
 from ..core.frame_table import RARITIES, SHEET_HEADER
 from ..core.run_report import RunReport
 from ..settings import Settings
+from .common import invocation_clock
 from .sync import SyncOptions, build_context, run_sync
 
 _FRAME_JPEG_B64 = (
@@ -95,9 +96,12 @@ def _dataset_counts(client, settings: Settings) -> str:
 def _sync(settings: Settings, options: SyncOptions, title: str) -> RunReport:
     click.secho(f"\n== {title}", bold=True)
     report = RunReport(
-        dry_run=options.dry_run, seed_fingerprint=settings.seed_fingerprint, split_mode=settings.split_mode
+        dry_run=options.dry_run,
+        seed_fingerprint=settings.seed_fingerprint,
+        split_mode=settings.split_mode,
+        clock=invocation_clock(),
     )
-    report = run_sync(settings, options, build_context(settings, options), report)
+    report = run_sync(settings, options, build_context(settings, options, report.run_id, report.clock), report)
     click.echo(report.table())
     for message in report.warnings + report.errors:
         click.echo(f"  note: {message}")

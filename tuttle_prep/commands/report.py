@@ -9,12 +9,12 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..core.clock import utc
 from ..core.dataset_report import DatasetReport, build_dataset_report, leakage_csv, rarity_shares_csv, table_csv
 from ..core.labels import is_job_key
 from ..core.manifests import collect_episodes
@@ -28,6 +28,7 @@ from ..settings import Settings
 from .common import (
     episode_option,
     fail_config,
+    invocation_clock,
     key_layout,
     leak_seconds_option,
     load_settings,
@@ -108,7 +109,7 @@ def report(
         record: dict[str, Any] = {
             "bucket": settings.bucket,
             "ml_prefix": settings.ml_prefix,
-            "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "generated": utc(invocation_clock()()).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "selection": list(seasons + episodes),
             **report.to_json(),
             "files": {name: str(path) for name, path in files.items()},

@@ -30,7 +30,14 @@ from ..edges import aws
 from ..edges.s3_objects import read_manifests
 from ..errors import ConfigError, InventoryError
 from ..settings import Settings
-from .common import episode_option, fail_config, leak_seconds_option, load_settings, season_option
+from .common import (
+    episode_option,
+    fail_config,
+    invocation_clock,
+    leak_seconds_option,
+    load_settings,
+    season_option,
+)
 from .sync import SyncOptions, build_context, load_frames
 
 log = logging.getLogger("tuttle_prep")
@@ -199,7 +206,7 @@ def _read_frames(
     settings: Settings, seasons: tuple[str, ...], episodes: tuple[str, ...]
 ) -> tuple[pd.DataFrame, RunReport]:
     """The classified frames of the selected episodes' sheets; problems go into the returned report."""
-    report = RunReport(dry_run=True)
+    report = RunReport(dry_run=True, clock=invocation_clock())
     context = build_context(settings, SyncOptions(seasons=seasons, episodes=episodes, workers=SHEET_WORKERS))
     try:
         aws.check_bucket(context.store.client, settings.bucket)

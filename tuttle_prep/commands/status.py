@@ -6,7 +6,6 @@ Exit status: 0 everything could be read, 1 some part could not (it says which), 
 
 from __future__ import annotations
 
-import time
 from datetime import UTC
 
 import click
@@ -19,7 +18,7 @@ from ..edges.alarms import DID_NOT_RUN_ALARM, RUN_FAILED_ALARM, alarm_states
 from ..edges.cloudwatch import recent_run_summaries
 from ..edges.s3_lock import S3Lock
 from ..errors import LockError
-from .common import load_settings
+from .common import invocation_clock, load_settings
 
 
 @click.command("status")
@@ -63,8 +62,9 @@ def _show_runs(log_group: str, count: int) -> int:
 
 def _show_lock(bucket: str, key: str, stale_seconds: int) -> int:
     url = f"s3://{bucket}/{key}"
+    clock = invocation_clock()
     try:
-        current = S3Lock(aws.make_client("s3", max_attempts=1), bucket, key, stale_seconds).peek()
+        current = S3Lock(aws.make_client("s3", max_attempts=1), bucket, key, stale_seconds, clock=clock).peek()
     except LockError as exc:
         click.echo(f"run lock: {exc}")
         return 1
@@ -72,7 +72,7 @@ def _show_lock(bucket: str, key: str, stale_seconds: int) -> int:
         click.echo(f"run lock {url}: free (no sync is running)")
         return 0
     holder, stale = current
-    click.echo(f"run lock {url}: held by {holder.describe(time.time())}")
+    click.echo(f"run lock {url}: held by {holder.describe(clock())}")
     if stale:
         click.echo(f"  stale, the next run takes it over: {stale}")
     return 0

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -25,6 +26,7 @@ import click
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..core.clock import Clock
 from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
 from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
@@ -55,7 +57,7 @@ from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_
 from ..edges.s3_versions import VersionStore, record_version
 from ..errors import ConfigError, InventoryError, LockError, SheetContentError, SheetError
 from ..settings import Settings
-from .common import episode_option, season_option
+from .common import episode_option, invocation_clock, season_option
 
 log = logging.getLogger(__name__)
 #: the run's outcome is logged under the package's own name, as every command's is
@@ -117,7 +119,9 @@ class LazyGoogleSource:
         return self._source.read(location, title=title, episode_id=episode_id)
 
 
-def build_context(settings: Settings, options: SyncOptions, run_id: str | None = None) -> SyncContext:
+def build_context(
+    settings: Settings, options: SyncOptions, run_id: str | None = None, clock: Clock = time.time
+) -> SyncContext:
     """The bucket (a boto3 client, and the obstore data plane built from the same session), the sheet sources
     (Google first when configured), the run lock."""
     session = aws.new_session()
@@ -126,7 +130,9 @@ def build_context(settings: Settings, options: SyncOptions, run_id: str | None =
     sources: list[SheetSource] = [CsvFileSource(), CsvS3Source(partial(fetch_object, client))]
     if settings.google_credentials_file is not None:
         sources.insert(0, LazyGoogleSource(settings))
-    lock = partial(S3Lock, client, settings.bucket, settings.lock_key, settings.lock_stale_seconds, run_id)
+    lock = partial(
+        S3Lock, client, settings.bucket, settings.lock_key, settings.lock_stale_seconds, run_id, clock=clock
+    )
     return SyncContext(store=store, reader=SheetReader(sources), lock=lock)
 
 
@@ -585,14 +591,14 @@ def sync(
         strict=strict,
         findings_out=findings_out,
     )
-    report = RunReport(dry_run=dry_run, strict=strict)
+    report = RunReport(dry_run=dry_run, strict=strict, clock=invocation_clock())
     # invalid settings are reported inside: a real run's exit 2 must reach the logs and RunFailed too
     with observed_run(report, log_group_from_env(os.environ), publish_metrics=not dry_run):
         try:
             settings = Settings.from_env()
             report.seed_fingerprint = settings.seed_fingerprint
             report.split_mode = settings.split_mode
-            context = build_context(settings, options, report.run_id)
+            context = build_context(settings, options, report.run_id, report.clock)
             run_sync(settings, options, context, report)
             if findings_out is not None:
                 write_findings_csv(report, findings_out)
@@ -606,9 +612,7 @@ def sync(
 
 def print_report(report: RunReport) -> int:
     """Print the table, the problems and the outcome; return the exit code."""
-    import time
-
-    report.finished = report.finished or time.time()
+    report.finished = report.finished or report.clock()
     if report.config_error:
         click.echo(f"configuration error: {report.config_error}", err=True)
         return report.exit_code

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from .clock import Clock
 from .findings import (
     MISSING_SOURCE,
     ORPHANS,
@@ -44,7 +45,10 @@ class RunReport:
     dry_run: bool = False
     host: str = field(default_factory=lambda: platform.node() or "unknown-host")
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    started: float = field(default_factory=time.time)
+    #: the clock the command was handed (the system clock from the entry point; tests pass their own)
+    clock: Clock = field(default=time.time, repr=False, compare=False)
+    #: when the run started by `clock` (0: read from `clock` on creation); the dataset version id's time
+    started: float = 0.0
     finished: float | None = None
     #: per episode: COUNT_COLUMNS (plus 'status')
     counts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COUNT_COLUMNS))
@@ -93,6 +97,10 @@ class RunReport:
     seed_fingerprint: str | None = None
     #: how frames are split besides the seed: "stratify=rarity, group seconds=0" (None until the settings are read)
     split_mode: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.started:
+            self.started = self.clock()
 
     def error(self, message: str) -> None:
         """A job failure: the job could not do part of its work."""
@@ -238,7 +246,7 @@ class RunReport:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready record of the run (for logs and metrics)."""
-        finished = self.finished or time.time()
+        finished = self.finished or self.clock()
         return {
             "run_id": self.run_id,
             "dry_run": self.dry_run,

@@ -6,9 +6,10 @@ from __future__ import annotations
 import platform
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from ..core.clock import utc
 from . import aws
 from .cloudwatch import NAMESPACE
 
@@ -179,8 +180,9 @@ def setup_alarms(
     return outcome
 
 
-def send_test_message(topic_name: str = DEFAULT_TOPIC) -> tuple[str, str]:
-    """Publish a short test text through the alarm topic; return (topic ARN, message id).
+def send_test_message(topic_name: str, now: float) -> tuple[str, str]:
+    """Publish a short test text (saying when: `now`, seconds since the epoch) through the alarm topic; return
+    (topic ARN, message id).
 
     Raises LookupError if the topic does not exist (run `alarm setup` first).
     """
@@ -188,7 +190,7 @@ def send_test_message(topic_name: str = DEFAULT_TOPIC) -> tuple[str, str]:
     topic_arn = find_topic(sns, topic_name)
     if topic_arn is None:
         raise LookupError(f"no SNS topic '{topic_name}' in {sns.meta.region_name}; run `alarm setup` first")
-    sent = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    sent = utc(now).strftime("%Y-%m-%d %H:%M UTC")
     message = f"tuttle-prep test alert from {platform.node() or 'unknown host'} at {sent}. Alerts reach this phone."
     response = sns.publish(TopicArn=topic_arn, Subject="tuttle-prep test alert", Message=message)
     return topic_arn, response["MessageId"]

@@ -12,7 +12,6 @@ import logging
 import platform
 import re
 import signal
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -235,7 +234,7 @@ def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: b
             report.error(f"the run stopped early: {type(exc).__name__}: {exc}")
         raise
     finally:
-        report.finished = report.finished or time.time()
+        report.finished = report.finished or report.clock()
         try:
             if shipper is not None:
                 shipper.send_outcome(report)

@@ -30,6 +30,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..core.clock import Clock
 from ..errors import ConfigError, LockError, LockHeld
 from .aws import describe, error_code
 
@@ -51,8 +52,9 @@ class LockHolder:
     renewed: float | None = None
 
     @classmethod
-    def for_this_process(cls, run_id: str | None = None) -> LockHolder:
-        return cls(socket.gethostname(), os.getpid(), run_id or uuid.uuid4().hex[:12], time.time())
+    def for_this_process(cls, run_id: str | None, now: float) -> LockHolder:
+        """This process as a holder that took the lock at `now` (seconds since the epoch)."""
+        return cls(socket.gethostname(), os.getpid(), run_id or uuid.uuid4().hex[:12], now)
 
     @classmethod
     def parse(cls, body: bytes) -> LockHolder | None:
@@ -119,7 +121,7 @@ class S3Lock:
         key: str,
         stale_seconds: float,
         run_id: str | None = None,
-        clock: Any = time.time,
+        clock: Clock = time.time,
         renew_seconds: float | None = None,
     ) -> None:
         self.client = client
@@ -128,7 +130,7 @@ class S3Lock:
         self.stale_seconds = stale_seconds
         self.clock = clock
         self.renew_seconds = stale_seconds / 4 if renew_seconds is None else renew_seconds
-        self.holder = LockHolder.for_this_process(run_id)
+        self.holder = LockHolder.for_this_process(run_id, clock())
         self._etag: str | None = None
         #: why the lock is no longer ours (taken over while this run worked), naming the new holder
         self.lost: str | None = None

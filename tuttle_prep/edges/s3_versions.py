@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..core.clock import utc
 from ..core.plan import KeyLayout
 from ..core.run_report import RunReport
 from ..core.versions import (
@@ -192,6 +193,7 @@ def record_version(
     """Write `<ML prefix>_versions/<time>-<run id>.parquet` unless the datasets (`labels`: this run's labels
     index) match the latest readable version; then delete the versions beyond TUTTLE_VERSIONS_KEEP.
 
+    The version id's time is `now`, by default the run's start (`report.started`, from the command's clock).
     `sources` is this run's source listing. Failures are errors on `report` (exit 1): the next run compares
     what it finds with the latest version, so a version not written now is written then, and no change is
     missing from the history.
@@ -267,7 +269,7 @@ def _record(
         change = diff_versions(baseline, table).counts
     else:
         change = dict.fromkeys(CHANGE_KINDS, 0) | {"added": table.num_rows}
-    when = now or datetime.now(UTC)
+    when = now or utc(report.started)  # the sync's start time, from the clock the command was handed
     if baseline_info is not None and new_version_id(when, report.run_id) <= baseline_info.id:
         # ids sort by time: a clock set back, or two runs in one second, must not put this one before the latest
         when = version_time(baseline_info.id) + timedelta(seconds=1)
