@@ -365,7 +365,7 @@ def test_a_clock_set_back_still_puts_the_new_version_last(bucket, season):
 
     versions = s3_versions.VersionStore(bucket.client, bucket.name, ML_PREFIX)
     layout = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
-    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    long_ago = version_time(first) - timedelta(days=400)  # before the first, whatever today is
     s3_versions.record_version(versions, no_listing, layout, Settings(), labels, None, report, now=long_ago)
     assert not report.errors and report.version and version_ids(bucket) == [first, report.version]
     assert version_time(report.version) == version_time(first) + timedelta(seconds=1)
