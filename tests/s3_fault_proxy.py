@@ -61,12 +61,14 @@ class Request:
 
     @property
     def params(self) -> dict[str, Any]:
-        """The request as boto3 API parameters (Key, Prefix, ContinuationToken, CopySource, Delete)."""
+        """The request as boto3 API parameters (Key, Prefix, ContinuationToken, MaxKeys, CopySource, Delete)."""
         if self.operation in ("ListObjectsV2", "ListObjects"):
             params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.query.get("prefix", "")}
             for name, field_name in (("continuation-token", "ContinuationToken"), ("delimiter", "Delimiter")):
                 if name in self.query:
                     params[field_name] = self.query[name]
+            if "max-keys" in self.query:
+                params["MaxKeys"] = int(self.query["max-keys"])
             return params
         if self.operation == "DeleteObjects":
             return {"Bucket": self.bucket, "Delete": {"Objects": [{"Key": k} for k in self.delete_keys()]}}

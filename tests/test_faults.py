@@ -558,9 +558,27 @@ def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _moved_permanently(request: Request) -> Answer | None:
     # botocore follows one redirect to the named region; a store that redirects again is reported
-    if request.operation == "HeadBucket":
+    if request.operation == "HeadBucket" or (request.key == "" and request.method == "GET"):
         return Answer(301, headers={"x-amz-bucket-region": "eu-west-1"})
     return None
+
+
+def _listing_without_a_prefix_denied(request: Request) -> Answer | None:
+    # docs/deploy.md's policy: s3:ListBucket only with `StringLike` on s3:prefix, so a HeadBucket or a listing
+    # without a prefix is denied, as AWS denies it
+    if request.key == "" and request.method in ("GET", "HEAD") and not request.query.get("prefix"):
+        return s3_error(403, "AccessDenied", "no s3:prefix")
+    return None
+
+
+def test_sync_works_under_a_policy_that_denies_a_listing_without_a_prefix(
+    bucket: Bucket, faults: S3FaultProxy
+) -> None:
+    upload_season(bucket, {"S01E01": season_rows("S01E01", 3)})
+    faults.fail = _listing_without_a_prefix_denied
+    result = run_cli("sync")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert len([k for k in snapshot(bucket, ML_PREFIX) if k.endswith(".jpg")]) == 3
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ bad version objects and faults. Assertions are on the bucket and the local folde
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -25,6 +26,7 @@ from tuttle_prep.core.versions import (
     new_version_id,
     version_from_parquet,
     version_time,
+    version_to_parquet,
     versions_prefix,
 )
 from tuttle_prep.edges import s3_versions
@@ -272,10 +274,13 @@ def test_retention_keeps_the_newest_the_latest_and_the_pinned(bucket, season, mo
     sync_ok(clock=fixed_clock(started))
     [pinned] = version_ids(bucket)
     assert pinned.startswith("20310601T020000Z-")  # the version id's time is the sync's start by its clock
-    for days in (1, 2, 3):  # three later versions (copies: the datasets are the same)
-        copy = {"Bucket": bucket.name, "Key": f"{VERSIONS}{pinned}.parquet"}
-        later = f"{VERSIONS}{new_version_id(started + timedelta(days=days), 'copy')}.parquet"
-        bucket.client.copy_object(Bucket=bucket.name, Key=later, CopySource=copy)
+    table, info = version_from_parquet(bucket.get(f"{VERSIONS}{pinned}.parquet"), pinned)
+    store = s3_versions.VersionStore(bucket.client, bucket.name, ML_PREFIX)
+    for days in (1, 2, 3):  # three later versions of the same datasets, each readable as itself
+        later = new_version_id(started + timedelta(days=days), "copy")
+        when = version_time(later).strftime("%Y-%m-%dT%H:%M:%SZ")
+        again = dataclasses.replace(info, id=later, run_id="copy", time=when)
+        store.write(again, version_to_parquet(table, again))
     ids = version_ids(bucket)
     assert len(ids) == 4 and ids[0] == pinned
 
@@ -369,3 +374,30 @@ def test_a_clock_set_back_still_puts_the_new_version_last(bucket, season):
     s3_versions.record_version(versions, no_listing, layout, Settings(), labels, None, report, now=long_ago)
     assert not report.errors and report.version and version_ids(bucket) == [first, report.version]
     assert version_time(report.version) == version_time(first) + timedelta(seconds=1)
+
+
+def test_retention_never_counts_or_deletes_an_object_it_cannot_read_as_a_version(bucket, season, monkeypatch):
+    sync_ok()
+    [good] = version_ids(bucket)
+    garbage_id = new_version_id(version_time(good) + timedelta(days=1), "garbage")  # newer than good by name
+    garbage = f"{VERSIONS}{garbage_id}.parquet"
+    bucket.put(garbage, b"not parquet at all")
+    monkeypatch.setenv("TUTTLE_VERSIONS_KEEP", "1")
+
+    edit(bucket, season)
+    result = run_cli("sync")
+    assert result.exit_code == 0, result.output
+    written = result.stderr.split("dataset version ", 1)[1].split(" written", 1)[0].rsplit("/", 1)[-1]
+    new = written.removesuffix(".parquet")
+    assert new not in (good, garbage_id)
+    # the new version is the one kept; the older good one goes; the garbage is never deleted nor counted
+    assert version_ids(bucket) == sorted([new, garbage_id])
+    assert bucket.get(garbage) == b"not parquet at all"
+    assert f"deleted dataset version s3://{bucket.name}/{VERSIONS}{good}.parquet" in result.stderr
+    assert f"s3://{bucket.name}/{garbage}: not a Parquet file" in result.stderr
+
+    before = bucket.etags(VERSIONS)
+    again = run_cli("sync")  # unchanged: nothing written, nothing deleted
+    assert again.exit_code == 0, again.output
+    assert bucket.etags(VERSIONS) == before and "deleted dataset version" not in again.stderr
+    assert f"s3://{bucket.name}/{garbage}" in again.stderr

@@ -203,6 +203,14 @@ def test_retention_keeps_the_newest_the_latest_and_the_pinned() -> None:
     assert versions_to_delete(ids, 2, pinned=[ids[0], "20261103"]) == [ids[1], ids[3]]
 
 
+def test_retention_neither_counts_nor_deletes_an_unreadable_version() -> None:
+    ids = [f"2026110{i}T000000Z-run{i}" for i in range(1, 7)]
+    # the two newest are not readable: the newest readable one is kept, the unreadable ones are never deleted
+    assert versions_to_delete(ids, 1, unreadable=ids[4:]) == ids[:3]
+    assert versions_to_delete(ids, 2, pinned=[ids[0]], unreadable=[ids[1], ids[5]]) == [ids[2]]
+    assert versions_to_delete(ids, 1, unreadable=ids) == []
+
+
 def test_diff_from_or_to_an_empty_version() -> None:
     diff = diff_versions(version([]), version(BASE))
     assert diff.counts["added"] == 4 and diff.counts["removed"] == 0

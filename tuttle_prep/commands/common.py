@@ -61,7 +61,7 @@ def open_bucket(settings: Settings, workers: int) -> S3Bucket:
     session = aws.new_session()
     client = aws.make_client("s3", max_pool=workers, session=session)
     try:
-        aws.check_bucket(client, settings.bucket)
+        aws.check_bucket(client, settings.bucket, settings.manifests_prefix)
     except ConfigError as exc:
         fail_config(str(exc))
     return S3Bucket(client, settings.bucket, workers, session=session)

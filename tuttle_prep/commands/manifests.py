@@ -354,7 +354,7 @@ def push(
     """
     files, ignored_locally = read_directory(directory)
     client = client or s3_client()
-    aws.check_bucket(client, settings.bucket)
+    aws.check_bucket(client, settings.bucket, settings.manifests_prefix)
     prefix = settings.manifests_prefix
     listing = _list_manifests(client, settings)
     local = {name for name, _ in files}
@@ -450,7 +450,7 @@ def list_remote(settings: Settings, *, client: Any = None) -> RemoteListing:
 
     Messages name each file by its full key (s3://bucket/key)."""
     client = client or s3_client()
-    aws.check_bucket(client, settings.bucket)
+    aws.check_bucket(client, settings.bucket, settings.manifests_prefix)
     listing = _list_manifests(client, settings)
     contents: list[tuple[str, bytes]] = []
     by_where: dict[str, RemoteManifest] = {}

@@ -209,7 +209,7 @@ def _read_frames(
     report = RunReport(dry_run=True, clock=invocation_clock())
     context = build_context(settings, SyncOptions(seasons=seasons, episodes=episodes, workers=SHEET_WORKERS))
     try:
-        aws.check_bucket(context.store.client, settings.bucket)
+        aws.check_bucket(context.store.client, settings.bucket, settings.manifests_prefix)
         ignored: list[str] = []
         files, read_errors = read_manifests(context.store, settings.manifests_prefix, ignored)
     except ConfigError as exc:

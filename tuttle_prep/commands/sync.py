@@ -252,7 +252,7 @@ def run_sync(
     """Run one sync (or dry run) and return its report. ConfigError propagates (exit 2)."""
     report = report or RunReport(dry_run=options.dry_run)
     store = context.store
-    aws.check_bucket(store.client, settings.bucket)
+    aws.check_bucket(store.client, settings.bucket, settings.manifests_prefix)
     layout = KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
 
     with ExitStack() as held:

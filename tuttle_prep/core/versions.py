@@ -520,12 +520,16 @@ def _transitions(pairs: pa.Table) -> pd.DataFrame:
 # ---- retention -------------------------------------------------------------------------------------
 
 
-def versions_to_delete(ids: Sequence[str], keep: int | None, pinned: Collection[str] = ()) -> list[str]:
+def versions_to_delete(
+    ids: Sequence[str], keep: int | None, pinned: Collection[str] = (), unreadable: Collection[str] = ()
+) -> list[str]:
     """The ids beyond the newest `keep` (None keeps all), never the latest, never a pinned one; oldest first.
 
-    A pinned entry may be an id or a prefix of ids: everything it could mean is kept.
+    A pinned entry may be an id or a prefix of ids: everything it could mean is kept. An id in `unreadable`
+    (an object named like a version that is not readable as one) is neither counted among the kept nor deleted.
     """
-    ordered = sorted(ids)
+    skipped = set(unreadable)
+    ordered = sorted(v for v in ids if v not in skipped)
     if keep is None or not ordered:
         return []
     kept = set(ordered[-max(keep, 1) :])

@@ -91,10 +91,14 @@ def describe(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def check_bucket(client: Any, bucket: str) -> None:
-    """Fail early with one sentence if credentials, region or bucket are wrong (ConfigError)."""
+def check_bucket(client: Any, bucket: str, prefix: str) -> None:
+    """Fail early with one sentence if credentials, region or bucket are wrong (ConfigError).
+
+    The check lists one key under `prefix` (a prefix the job lists anyway): a HeadBucket, like a listing
+    without a prefix, needs an s3:ListBucket the deploy policy denies.
+    """
     try:
-        client.head_bucket(Bucket=bucket)
+        client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
     except (NoCredentialsError, PartialCredentialsError):
         raise ConfigError(
             "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "

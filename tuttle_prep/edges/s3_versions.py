@@ -45,6 +45,7 @@ from ..core.versions import (
 from ..errors import InventoryError
 from ..settings import Settings
 from .aws import describe, error_code
+from .s3_bucket import run_bounded
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 _EXISTS = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 #: keys under the versions folder not named like a version that a sync names in its warnings
 STRAYS_SHOWN = 20
+#: HEADs in flight when retention checks which versions are readable
+HEAD_WORKERS = 16
 
 
 class VersionExists(Exception):
@@ -206,10 +209,17 @@ def record_version(
         report.error(f"dataset version not written: {exc}; the next run writes it")
 
 
-def _unchanged(versions: VersionStore, version_id: str, ids: list[str], settings: Settings, report: RunReport) -> None:
+def _unchanged(
+    versions: VersionStore,
+    version_id: str,
+    ids: list[str],
+    settings: Settings,
+    report: RunReport,
+    readable: dict[str, bool],
+) -> None:
     report.version_unchanged = version_id
     log.info("datasets unchanged since version %s: no version written", version_id)
-    apply_retention(versions, ids, settings, report)
+    apply_retention(versions, ids, settings, report, readable)
 
 
 def _record(
@@ -231,19 +241,23 @@ def _record(
     # the newest readable version is the one to compare with; an unusable object is named and passed over
     baseline: pa.Table | None = None
     baseline_info: VersionInfo | None = None
+    readable: dict[str, bool] = {}  # what this search learned, for the retention (an unreadable one is named here)
     for version_id in reversed(listing.ids):
         fields = versions.head(version_id)
         if fields is None:
+            readable[version_id] = False
             continue
         if fields.get(DIGEST_FIELD) == digest:
-            return _unchanged(versions, version_id, listing.ids, settings, report)
+            return _unchanged(versions, version_id, listing.ids, settings, report, readable)
         try:
             baseline, baseline_info = versions.read(version_id)
         except VersionError as exc:
             report.warn(f"{exc}; left alone, compared with the version before it")
+            readable[version_id] = False
             continue
+        readable[version_id] = True
         if outcome_digest(baseline) == digest:  # e.g. written without the S3 metadata
-            return _unchanged(versions, version_id, listing.ids, settings, report)
+            return _unchanged(versions, version_id, listing.ids, settings, report, readable)
         break
 
     if baseline is not None:  # frames whose source was not listed this run keep the recorded ETag and size
@@ -301,17 +315,50 @@ def _record(
         change["reclassified"],
         change["metadata"],
     )
-    apply_retention(versions, [*listing.ids, version_id], settings, report)
+    apply_retention(versions, [*listing.ids, version_id], settings, report, readable | {version_id: True})
 
 
-def apply_retention(versions: VersionStore, ids: list[str], settings: Settings, report: RunReport) -> None:
-    """Delete the versions beyond TUTTLE_VERSIONS_KEEP, never the latest, never a pinned one; log each."""
+def unreadable_versions(
+    versions: VersionStore, ids: list[str], report: RunReport, known: dict[str, bool] | None = None
+) -> set[str]:
+    """The ids whose object cannot be read as that version (a HEAD, the body if it has no job metadata), each
+    warned about by key unless `known` (id -> readable, what the caller already learned and named) says so."""
+    known = known or {}
+    unreadable = {v for v in ids if known.get(v) is False}
+    unknown = [v for v in ids if v not in known]
+    for version_id, outcome in run_bounded(versions.summary, unknown, HEAD_WORKERS):
+        if isinstance(outcome, VersionError):
+            problem = str(outcome)
+        elif isinstance(outcome, (ClientError, BotoCoreError)):
+            problem = f"{versions.url(version_id)}: cannot read ({describe(outcome)})"
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            continue
+        unreadable.add(version_id)
+        report.warn(f"{problem}; not a readable dataset version: never deleted, not counted in TUTTLE_VERSIONS_KEEP")
+    return unreadable
+
+
+def apply_retention(
+    versions: VersionStore,
+    ids: list[str],
+    settings: Settings,
+    report: RunReport,
+    known: dict[str, bool] | None = None,
+) -> None:
+    """Delete the versions beyond TUTTLE_VERSIONS_KEEP, never the latest, never a pinned one; log each.
+
+    Only readable versions count and are deleted: an object named like a version that is not readable as one
+    (`known`: id -> readable, what the caller learned; the others are checked) is named and left alone.
+    """
     if settings.versions_keep is None:
         return
     for pin in settings.versions_pinned:
         if not any(v.startswith(pin) for v in ids):
             report.warn(f"TUTTLE_VERSIONS_PINNED names {pin}, which matches no version in {versions.folder_url}")
-    for version_id in versions_to_delete(ids, settings.versions_keep, settings.versions_pinned):
+    unreadable = unreadable_versions(versions, ids, report, known)
+    for version_id in versions_to_delete(ids, settings.versions_keep, settings.versions_pinned, unreadable):
         versions.delete(version_id)
         report.versions_deleted.append(version_id)
         log.info(
