@@ -213,11 +213,14 @@ def test_versions_per_change_diff_list_show_and_pull_of_the_first_after_moves(bu
     assert list(parquet.columns) == LABEL_COLUMNS and len(parquet) == 20
     # a rerun fetches nothing and rewrites nothing; with --delete it removes what is not in the version
     before = {p: p.stat().st_mtime_ns for p in rebuilt.rglob("*") if p.is_file()}
-    stray = rebuilt / "train" / "Common" / "not-in-the-version.jpg"
+    stray = rebuilt / "train" / "Common" / f"{frame_number(E2, 77)}.jpg"  # a dataset file not in the version
     stray.write_bytes(b"stray")
+    mine = rebuilt / "train" / "Common" / "not-a-frame.jpg"  # not a name the job places: left alone
+    mine.write_bytes(b"mine")
     again = run_cli("pull", "--version", first, "--dest", str(rebuilt), "--delete")
     assert again.exit_code == 0 and "downloaded 0 " in again.output and "labels.csv unchanged" in again.output
-    assert not stray.exists() and {p: p.stat().st_mtime_ns for p in rebuilt.rglob("*") if p.is_file()} == before
+    assert not stray.exists() and mine.read_bytes() == b"mine"
+    assert {p: p.stat().st_mtime_ns for p in rebuilt.rglob("*") if p.is_file() and p != mine} == before
 
 
 def test_an_unchanged_rerun_writes_no_version_and_nothing_under_the_ml_prefix(bucket, season):

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 from typing import NoReturn
 
 import click
@@ -33,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..core.frame_table import FRAME_PATTERN, RARITIES
 from ..core.labels import (
     LABELS_NAME,
     PARQUET_NAME,
@@ -44,15 +47,17 @@ from ..core.labels import (
 )
 from ..core.plan import KeyLayout
 from ..core.run_report import EXIT_ERRORS, EXIT_OK
-from ..core.versions import version_labels
+from ..core.versions import check_version_rows, shown, version_labels
 from ..edges.aws import describe, error_code
+from ..edges.pull_index import INDEX_NAME, IndexEntry, index_bytes, is_single_part, md5_of, read_index
 from ..edges.s3_apply import Failure
 from ..edges.s3_bucket import S3Bucket, progress, run_bounded
 from ..edges.s3_labels import read_labels_object
 from ..edges.s3_listing import list_datasets
-from ..edges.s3_objects import PART_SUFFIX, SourceChanged, download_object, download_source
+from ..edges.s3_objects import PART_SUFFIX, SourceChanged, SourceDownloaded, download_object, download_source
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
+from ..settings import IMG_SIZES
 from .common import key_layout, load_settings, make_folder, open_bucket
 from .versions import list_ids, read_or_exit, resolve_or_exit
 
@@ -246,16 +251,34 @@ def write_labels(dest: Path, labels: pd.DataFrame) -> bool:
 # ---- pull --version ------------------------------------------------------------------------------
 
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+#: a dataset file's name in a rarity folder: `<FRAME NUMBER>.jpg`, ASCII digits, the whole name
+_FRAME_FILE = re.compile(f"{FRAME_PATTERN}\\.jpg", re.ASCII)
+
+
+class UnsafePath(Exception):
+    """A local path that would leave DEST (a folder or file under it resolves elsewhere): nothing is done."""
 
 
 @dataclass
 class SourceDownload:
-    """One source frame to fetch for a version: where it goes, its recorded ETag and size."""
+    """One source frame to fetch for a version: where it goes (`name` relative to DEST), its recorded ETag
+    and size, and the MD5 of the local file of that size it replaces (None if there was none)."""
 
     key: str
     path: Path
+    name: str
     etag: str
     size: int
+    local_md5: str | None = None
+
+
+@dataclass
+class _Check:
+    """A local file of the recorded size to verify by content: its stat before reading, its index entry."""
+
+    item: SourceDownload
+    stat: os.stat_result
+    entry: IndexEntry | None
 
 
 @dataclass
@@ -267,6 +290,16 @@ class VersionPullResult:
     downloaded_bytes: int = 0
     up_to_date: int = 0
     deleted: int = 0
+    #: local files of the recorded size whose content was hashed (not known from the index to be unchanged)
+    hashed: int = 0
+    #: (path relative to DEST, its MD5, the source's MD5) of local files whose bytes differed from the source's
+    #: (downloaded again), sorted
+    corrupted: list[tuple[str, str, str]] = field(default_factory=list)
+    #: local files of the recorded size with no MD5 to check them against (a multipart or SSE-KMS ETag and no
+    #: record in the index) that were downloaded again and had the source's bytes
+    unverifiable: int = 0
+    #: why the local index was ignored, if it was
+    index_note: str | None = None
     #: source keys that are gone (or had no source when the version was written), sorted
     missing_sources: list[str] = field(default_factory=list)
     #: (source key, recorded ETag, current ETag) of the sources changed since the version, sorted
@@ -284,27 +317,103 @@ class VersionPullResult:
         return EXIT_ERRORS if self.failures or self.missing_sources or unfaithful else EXIT_OK
 
 
-def plan_source_downloads(dest: Path, rows: pa.Table) -> tuple[list[SourceDownload], int, list[str]]:
-    """The version's rows missing locally or of another size than the recorded source; the count up to date;
-    the source keys the version has no ETag for (their source was missing when it was written)."""
+def checked_folder(dest_root: Path, folder: Path) -> Path:
+    """`folder` if it resolves (symlinks followed) to a folder under `dest_root` (DEST resolved) other than
+    DEST itself; UnsafePath otherwise."""
+    resolved = folder.resolve()
+    if resolved == dest_root or not resolved.is_relative_to(dest_root):
+        raise UnsafePath(f"{shown(str(folder))} resolves to {shown(str(resolved))}, not a folder under {dest_root}")
+    return folder
+
+
+def _local_stat(dest_root: Path, path: Path) -> os.stat_result | None:
+    """The stat of a dataset file under DEST (None if absent); UnsafePath if it is a link leading out of DEST."""
+    try:
+        stat = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if S_ISLNK(stat.st_mode):
+        resolved = path.resolve()
+        if not resolved.is_relative_to(dest_root):
+            raise UnsafePath(f"{shown(str(path))} is a link to {shown(str(resolved))}, outside {dest_root}")
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return None
+    return stat if S_ISREG(stat.st_mode) else None
+
+
+def plan_source_downloads(
+    dest: Path, rows: pa.Table, index: dict[str, IndexEntry]
+) -> tuple[list[SourceDownload], list[_Check], dict[str, IndexEntry], list[str]]:
+    """Split the version's rows: downloads (missing locally or of another size than the recorded source), files
+    of that size to check by content, the entries of files the index shows unchanged since they were verified
+    against the recorded ETag (up to date without reading them), and the source keys the version has no ETag
+    for (their source was missing when it was written). UnsafePath, before anything is written, if a folder
+    or file the rows lead to resolves outside DEST."""
+    dest_root = dest.resolve()
     downloads: list[SourceDownload] = []
-    up_to_date = 0
+    checks: list[_Check] = []
+    verified: dict[str, IndexEntry] = {}
     unrecorded: list[str] = []
+    folders: dict[tuple[str, str], Path] = {}
     names = ("dataset", "rarity", "frame", "source_key", "source_etag", "source_size")
     for dataset, rarity, frame, key, etag, size in zip(*(rows[n].to_pylist() for n in names), strict=True):
         if etag is None or size is None:
             unrecorded.append(key)
             continue
-        path = dest / dataset / rarity / f"{frame}.jpg"
-        try:
-            local_size: int | None = path.stat().st_size
-        except FileNotFoundError:
-            local_size = None
-        if local_size == size:
-            up_to_date += 1
+        folder = folders.get((dataset, rarity))
+        if folder is None:
+            folder = folders[(dataset, rarity)] = checked_folder(dest_root, dest / dataset / rarity)
+        name = f"{dataset}/{rarity}/{frame}.jpg"
+        item = SourceDownload(key, folder / f"{frame}.jpg", name, etag, size)
+        stat = _local_stat(dest_root, item.path)
+        if stat is None or stat.st_size != size:
+            downloads.append(item)
+            continue
+        entry = index.get(name)
+        if entry is not None and entry.still(stat, etag):
+            verified[name] = entry
         else:
-            downloads.append(SourceDownload(key, path, etag, size))
-    return downloads, up_to_date, unrecorded
+            checks.append(_Check(item, stat, entry))
+    return downloads, checks, verified, unrecorded
+
+
+def _content_verified(check: _Check, md5: str) -> bool:
+    """A file of the recorded size holds the source's bytes: its MD5 is the single-part ETag, or is the MD5 the
+    index recorded when this file was verified (downloaded) against the same ETag."""
+    etag = check.item.etag
+    if is_single_part(etag) and md5 == etag.lower():
+        return True
+    return check.entry is not None and check.entry.etag == etag and check.entry.md5 == md5
+
+
+def delete_unplaced_files(dest: Path, datasets: Sequence[str], wanted: set[str]) -> int:
+    """Remove the dataset files under DEST the job would place (`<dataset>/<rarity>/<FRAME NUMBER>.jpg` of
+    `datasets`, the five rarities) that are not in `wanted` (paths relative to DEST), then the rarity folders
+    left empty; return the count. Any other file or folder is left alone, and so is DEST itself; UnsafePath
+    if a rarity folder resolves outside DEST (nothing deleted there)."""
+    dest_root = dest.resolve()
+    deleted = 0
+    for dataset in datasets:
+        for rarity in RARITIES:
+            folder = checked_folder(dest_root, dest / dataset / rarity)
+            if not folder.is_dir():
+                continue
+            with os.scandir(folder) as entries:
+                extra = [
+                    e.path
+                    for e in entries
+                    if _FRAME_FILE.fullmatch(e.name)
+                    and (e.is_symlink() or e.is_file(follow_symlinks=False))
+                    and f"{dataset}/{rarity}/{e.name}" not in wanted
+                ]
+            for path in extra:
+                os.unlink(path)
+                deleted += 1
+            if extra and not os.listdir(folder):
+                os.rmdir(folder)
+    return deleted
 
 
 def pull_version(
@@ -315,17 +424,46 @@ def pull_version(
     delete: bool = False,
     workers: int = 16,
     accept_changed: bool = False,
+    layout: KeyLayout | None = None,
 ) -> VersionPullResult:
-    """Bring `dest` in line with the `datasets` of a version (its rows in `table`), downloading from the source
-    frames; failed downloads and changed or missing sources are collected, not raised."""
+    """Bring `dest` in line with the `datasets` of a version (its rows in `table`, checked by the caller against
+    the layout's rules), downloading from the source frames; failed downloads and changed or missing sources
+    are collected, not raised. A local file of the recorded size is kept only if its content is the source's
+    (MD5, or the local index shows it unchanged since it was verified); UnsafePath, before anything is
+    written, if a path would leave DEST. `layout` (default: `datasets`) names the datasets whose entries the
+    local index may hold."""
     result = VersionPullResult(accepted_changed=accept_changed)
     rows = table.filter(pc.is_in(table["dataset"], value_set=pa.array(list(datasets), type=pa.string())))
     result.files = rows.num_rows
-    downloads, result.up_to_date, result.missing_sources = plan_source_downloads(dest, rows)
-    log.info("%d files in the version, %d to download", rows.num_rows, len(downloads))
+    index_layout = layout or KeyLayout("", "", "", tuple(datasets))
+    index, result.index_note = read_index(dest, index_layout)
+    downloads, checks, verified, result.missing_sources = plan_source_downloads(dest, rows, index)
+    if delete:  # before anything is written: every rarity folder --delete would clean stays under DEST
+        for dataset in datasets:
+            for rarity in RARITIES:
+                checked_folder(dest.resolve(), dest / dataset / rarity)
 
-    def fetch(item: SourceDownload) -> tuple[int, str | None]:
-        return download_source(store, item.key, item.path, item.etag, accept_changed)
+    with progress(len(checks), "verify") as bar:
+        for check, outcome in run_bounded(lambda c: md5_of(c.item.path), checks, workers):
+            bar.update(1)
+            if isinstance(outcome, FileNotFoundError):
+                downloads.append(check.item)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            elif _content_verified(check, outcome):
+                verified[check.item.name] = IndexEntry.of(check.stat, check.item.etag, outcome)
+            else:
+                check.item.local_md5 = outcome
+                downloads.append(check.item)
+    result.hashed = len(checks)
+    result.up_to_date = len(verified)
+    log.info(
+        "%d files in the version, %d checked by content, %d to download", rows.num_rows, len(checks), len(downloads)
+    )
+
+    def fetch(item: SourceDownload) -> tuple[SourceDownloaded, os.stat_result]:
+        done = download_source(store, item.key, item.path, item.etag, accept_changed)
+        return done, os.stat(item.path)
 
     with progress(len(downloads), "download") as bar:
         for item, outcome in run_bounded(fetch, downloads, workers):
@@ -339,16 +477,26 @@ def pull_version(
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
-                written, changed = outcome
+                done, stat = outcome
                 result.downloaded += 1
-                result.downloaded_bytes += written
-                if changed is not None:
-                    result.changed_sources.append((item.key, item.etag, changed))
+                result.downloaded_bytes += done.written
+                verified[item.name] = IndexEntry.of(stat, done.changed or item.etag, done.md5)
+                if done.changed is not None:
+                    result.changed_sources.append((item.key, item.etag, done.changed))
+                elif item.local_md5 is not None and item.local_md5 != done.md5:
+                    result.corrupted.append((item.name, item.local_md5, done.md5))
+                elif item.local_md5 is not None:
+                    result.unverifiable += 1
     result.missing_sources.sort()
     result.changed_sources.sort()
+    result.corrupted.sort()
     if delete:
         places = zip(*(rows[n].to_pylist() for n in ("dataset", "rarity", "frame")), strict=True)
-        result.deleted = delete_extra_files(dest, datasets, {dest / d / r / f"{f}.jpg" for d, r, f in places})
+        result.deleted = delete_unplaced_files(dest, datasets, {f"{d}/{r}/{f}.jpg" for d, r, f in places})
+    # the index keeps what this run verified, and the entries of datasets it did not pull
+    pulled = tuple(f"{d}/" for d in datasets)
+    kept = {name: entry for name, entry in index.items() if not name.startswith(pulled)}
+    write_if_changed(dest / INDEX_NAME, index_bytes({**kept, **verified}.items()))
     # as for `pull`, the index lists the files on disk: not those whose source is gone or changed (unless taken)
     absent = set(result.missing_sources) | {failure.key for failure in result.failures}
     if not accept_changed:
@@ -467,6 +615,27 @@ def pull(
     sys.exit(EXIT_ERRORS if result.failed else EXIT_OK)
 
 
+def refuse_unsound_version(url: str, table: pa.Table, counts: dict, layout: KeyLayout) -> None:
+    """Exit 1 naming the version object, row, column and value if a row breaks the layout's rules (or its
+    metadata counts files of a dataset not configured); nothing has been written or deleted then."""
+    problems = check_version_rows(table, layout, IMG_SIZES)
+    strangers = [d for d, n in counts.items() if n and d not in layout.datasets]
+    if not problems and not strangers:
+        return
+    for name in strangers[:SHOWN]:
+        outcome_log.error("%s: its metadata counts files of %s, not a dataset of TUTTLE_SPLIT", url, shown(name))
+    for problem in problems[:SHOWN]:
+        outcome_log.error("%s: %s", url, problem.describe())
+    if len(problems) > SHOWN:
+        outcome_log.error("... and %d more problems in %s", len(problems) - SHOWN, url)
+    outcome_log.error(
+        "version %s refused: %d values break the dataset layout; nothing written or deleted",
+        url,
+        len(problems) + len(strangers),
+    )
+    sys.exit(EXIT_ERRORS)
+
+
 def pull_version_command(
     reference: str, datasets: tuple[str, ...], dest: Path, delete: bool, workers: int, accept_changed: bool
 ) -> NoReturn:
@@ -476,19 +645,47 @@ def pull_version_command(
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
     version_id = resolve_or_exit(list_ids(versions), reference, versions)
     table, info = read_or_exit(versions, version_id)
-    known = list(dict.fromkeys([*info.split, *info.datasets]))
+    layout = key_layout(settings)
+    known = [d for d in dict.fromkeys([*info.split, *info.datasets]) if isinstance(d, str)]
     for name in datasets:
+        if name not in layout.datasets:
+            raise click.BadParameter(
+                f"'{name}' is not a dataset of TUTTLE_SPLIT ({', '.join(layout.datasets)})", param_hint="--dataset"
+            )
         if name not in known:
             raise click.BadParameter(
-                f"'{name}' is not a dataset of version {version_id} ({', '.join(known)})", param_hint="--dataset"
+                f"'{name}' is not a dataset of version {version_id} ({', '.join(map(shown, known))})",
+                param_hint="--dataset",
             )
+    # the version object is read back from S3: every row is checked against the layout before anything is done
+    refuse_unsound_version(versions.url(version_id), table, info.datasets, layout)
     chosen = tuple(dict.fromkeys(datasets)) or tuple(d for d in known if info.datasets.get(d))
     make_folder(dest, "--dest")
     try:
-        result = pull_version(store, table, chosen, dest, delete, workers, accept_changed)
+        result = pull_version(store, table, chosen, dest, delete, workers, accept_changed, layout)
+    except UnsafePath as exc:
+        outcome_log.error("version %s refused: %s; nothing written or deleted", version_id, exc)
+        sys.exit(EXIT_ERRORS)
     except OSError as exc:
         outcome_log.error("cannot write under %s: %s", dest, exc.strerror or exc)
         sys.exit(EXIT_ERRORS)
+    if result.index_note:
+        outcome_log.warning(
+            "%s; the local index is ignored (files of the right size are hashed again)", result.index_note
+        )
+    for name, local, source in result.corrupted[:SHOWN]:
+        outcome_log.warning(
+            "local file %s differed from its source frame in version %s (MD5 %s, the source's %s); downloaded again",
+            *(dest / name, version_id, local, source),
+        )
+    if len(result.corrupted) > SHOWN:
+        outcome_log.warning("... and %d more local files that differed", len(result.corrupted) - SHOWN)
+    if result.unverifiable:
+        outcome_log.info(
+            "%d local files of the right size had no MD5 to check against (multipart or SSE-KMS ETags, not in "
+            "the local index): downloaded again, they held the source's bytes",
+            result.unverifiable,
+        )
     where = f"s3://{settings.bucket}"
     for key in result.missing_sources[:SHOWN]:
         outcome_log.error("source frame %s/%s of version %s is gone; its file was not rebuilt", where, key, version_id)
@@ -517,7 +714,8 @@ def pull_version_command(
     labels = "written" if result.labels_written else "unchanged"
     click.echo(
         f"pulled version {version_id} ({', '.join(chosen)}) to {dest}: {result.files:,} files; downloaded "
-        f"{result.downloaded:,} ({_size(result.downloaded_bytes)}), {result.up_to_date:,} up to date{deleted}; "
+        f"{result.downloaded:,} ({_size(result.downloaded_bytes)}), {result.up_to_date:,} up to date "
+        f"({result.hashed:,} hashed), {len(result.corrupted):,} differed from the source{deleted}; "
         f"sources missing {len(result.missing_sources):,}, changed {len(result.changed_sources):,}; "
         f"failed {len(result.failures):,}; labels.csv {labels} ({result.labels_rows:,} rows)"
     )

@@ -14,7 +14,7 @@ import io
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .frame_table import RARITIES
+from . import columns as col
+from .frame_table import FRAME_PATTERN, RARITIES
 from .plan import KeyLayout
 
 VERSION_COLUMNS = [
@@ -404,6 +405,118 @@ def version_labels(table: pa.Table, datasets: Collection[str] | None = None) -> 
     labels = table.select(["frame", "episode_id", "dataset", "rarity", "metadata", "dataset_key"]).to_pandas()
     labels = labels.rename(columns={"dataset_key": "s3_key"})
     return labels.sort_values("s3_key", kind="stable").reset_index(drop=True)
+
+
+# ---- checking a version read back ------------------------------------------------------------------
+
+#: a whole frame number of ASCII digits only, in RE2 (`$` is the end of the text: no final newline passes)
+_FRAME_ASCII_RE2 = "^" + FRAME_PATTERN.replace(r"\d", "[0-9]") + "$"
+#: an S3 ETag as a version stores it: 32 hex digits, `-<parts>` for a multipart upload
+_ETAG_RE2 = r"^[0-9A-Fa-f]{32}(-[0-9]{1,5})?$"
+#: the columns a row is checked on, in the order problems are named
+CHECKED_COLUMNS = [
+    "frame",
+    "episode_id",
+    "dataset",
+    "rarity",
+    "dataset_key",
+    "source_key",
+    "source_etag",
+    "source_size",
+]
+
+
+def shown(value: object) -> str:
+    """A value read back from S3, safe to print: `ascii()` of it (quotes, control and non-ASCII characters
+    escaped: `'..'`, `'a\\nb'`, `'\\u0661'`), cut to 120 characters."""
+    text = ascii(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One value of a version's row that the layout's rules refuse; `row` counts from 0 in the object."""
+
+    row: int
+    column: str
+    value: object
+    reason: str
+
+    def describe(self) -> str:
+        return f"row {self.row}, column {self.column}: {shown(self.value)} {self.reason}"
+
+
+def check_version_rows(table: pa.Table, layout: KeyLayout, img_sizes: Collection[str]) -> list[RowProblem]:
+    """Every value of a version read back that breaks the layout's rules, by row then CHECKED_COLUMNS order.
+
+    A row is sound when its dataset is one of `layout.datasets`, its rarity one of the five, its frame a whole
+    frame number of ASCII digits, its episode_id the frame's, its dataset_key exactly the layout's key of that
+    dataset, rarity and frame, its source_key exactly the layout's source key of that frame for one of
+    `img_sizes` (a version keeps the size it was written with), its source_etag empty or an S3 ETag, its
+    source_size empty or not negative, and no other row has its frame. A key is compared only when the values
+    it is built from are sound (the bad value is named instead). Vectorised: no Python per sound row.
+    """
+    n = table.num_rows
+    if n == 0:
+        return []
+
+    def strings(name: str) -> pa.ChunkedArray:
+        return table[name].cast(col.TYPE)
+
+    frame, episode_id, dataset, rarity = (strings(c) for c in ("frame", "episode_id", "dataset", "rarity"))
+    ok: dict[str, np.ndarray] = {
+        "frame": col.mask(pc.match_substring_regex(frame, _FRAME_ASCII_RE2)),
+        "dataset": col.mask(pc.is_in(dataset, value_set=pa.array(list(layout.datasets), col.TYPE))),
+        "rarity": col.mask(pc.is_in(rarity, value_set=pa.array(list(RARITIES), col.TYPE))),
+    }
+    reasons = {
+        "frame": "is not a frame number like TT_S01_E01_FRM-00-00-08-12 (ASCII digits)",
+        "dataset": f"is not a dataset of TUTTLE_SPLIT ({', '.join(layout.datasets)})",
+        "rarity": f"is not one of the rarities ({', '.join(RARITIES)})",
+    }
+    # the frame's episode: `TT_S01_E01_...` -> S01E01 (byte slices are exact on a sound, ASCII frame)
+    frame_bytes = frame.cast(pa.large_binary())
+    frames_episode = col.concat(
+        pc.binary_slice(frame_bytes, 3, 6).cast(col.TYPE), pc.binary_slice(frame_bytes, 7, 10).cast(col.TYPE)
+    )
+    ok["episode_id"] = ~ok["frame"] | col.mask(pc.equal(episode_id, frames_episode))
+    reasons["episode_id"] = "is not the episode of the row's frame"
+    placed = ok["frame"] & ok["dataset"] & ok["rarity"]
+    built = col.concat(layout.ml_prefix, dataset, "/", rarity, "/", frame, ".jpg")
+    ok["dataset_key"] = ~placed | col.mask(pc.equal(strings("dataset_key"), built))
+    reasons["dataset_key"] = "is not the layout's key of the row's dataset, rarity and frame"
+    sourced = ok["frame"] & ok["episode_id"]
+    source_key = strings("source_key")
+    same_source = np.zeros(n, dtype=bool)
+    for size in img_sizes:
+        keys = source_keys_of(replace(layout, img_size=size), episode_id, frame).cast(col.TYPE)
+        same_source |= col.mask(pc.equal(source_key, keys))
+    ok["source_key"] = ~sourced | same_source
+    reasons["source_key"] = f"is not the layout's source key of the row's frame (image sizes {', '.join(img_sizes)})"
+    etag = strings("source_etag")
+    ok["source_etag"] = col.mask(pc.is_null(etag)) | col.mask(pc.match_substring_regex(etag, _ETAG_RE2))
+    reasons["source_etag"] = "is not an S3 ETag (32 hex digits, -N for a multipart upload)"
+    size = table["source_size"].cast(pa.int64())
+    ok["source_size"] = col.mask(pc.is_null(size)) | col.mask(pc.greater_equal(size, 0))
+    reasons["source_size"] = "is a negative size"
+    # one row per frame: two rows of one frame would be two files, or one local path written twice
+    frames = pd.Series(frame.to_numpy(zero_copy_only=False), dtype=object)
+    repeated = frames.duplicated(keep="first").to_numpy() & ok["frame"]
+    first_row: dict[str, int] = {}
+    if repeated.any():
+        for row, value in enumerate(frames.tolist()):
+            first_row.setdefault(value, row)
+    problems: list[RowProblem] = []
+    bad = ~np.logical_and.reduce([ok[c] for c in CHECKED_COLUMNS]) | repeated
+    for row in np.flatnonzero(bad).tolist():
+        for name in CHECKED_COLUMNS:
+            if not ok[name][row]:
+                problems.append(RowProblem(row, name, table[name][row].as_py(), reasons[name]))
+        if repeated[row]:
+            value = frame[row].as_py()
+            reason = f"is also the frame of row {first_row[value]} (one row per frame)"
+            problems.append(RowProblem(row, "frame", value, reason))
+    return problems
 
 
 # ---- diffs -----------------------------------------------------------------------------------------

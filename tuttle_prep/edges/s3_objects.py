@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +63,31 @@ def download_object(store: S3Bucket, key: str, path: Path) -> int:
     return _write_body(store.client.get_object(Bucket=store.bucket, Key=key)["Body"], path)
 
 
-def download_source(store: S3Bucket, key: str, path: Path, etag: str, accept_changed: bool) -> tuple[int, str | None]:
-    """Download a source frame a dataset version recorded with `etag`: (bytes written, its ETag now if that
-    differs). SourceChanged, and nothing written, if it differs and `accept_changed` is false."""
+@dataclass
+class SourceDownloaded:
+    """A source frame written to its local path: bytes written, the MD5 of what was written, the object's ETag
+    now if it differs from the recorded one."""
+
+    written: int
+    md5: str
+    changed: str | None
+
+
+def download_source(store: S3Bucket, key: str, path: Path, etag: str, accept_changed: bool) -> SourceDownloaded:
+    """Download a source frame a dataset version recorded with `etag`. SourceChanged, and nothing written, if
+    the object's ETag now differs and `accept_changed` is false."""
     response = store.client.get_object(Bucket=store.bucket, Key=key)
     current = normalize_etag(response.get("ETag")) or ""
     changed = current if current != etag else None
     if changed is not None and not accept_changed:
         response["Body"].close()
         raise SourceChanged(key, etag, current)
-    return _write_body(response["Body"], path), changed
+    digest = hashlib.md5(usedforsecurity=False)
+    written = _write_body(response["Body"], path, digest)
+    return SourceDownloaded(written, digest.hexdigest(), changed)
 
 
-def _write_body(body: Any, path: Path) -> int:
+def _write_body(body: Any, path: Path, digest: Any = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + PART_SUFFIX)
     written = 0
@@ -82,6 +96,8 @@ def _write_body(body: Any, path: Path) -> int:
             for chunk in body.iter_chunks(_CHUNK):
                 out.write(chunk)
                 written += len(chunk)
+                if digest is not None:
+                    digest.update(chunk)
         os.replace(part, path)
     except BaseException:
         part.unlink(missing_ok=True)
