@@ -107,8 +107,9 @@ def test_a_version_with_an_odd_value_is_refused_and_nothing_is_written_or_delete
     before = tree(area.parent)
 
     result = run_cli("pull", "--version", version, "--dest", str(area / "box"), "--delete")
-    assert result.exit_code == 1, result.output
-    assert tree(area.parent) == before  # DEST, its sibling, the folder around it: not a byte written or deleted
+    after = tree(area.parent)  # DEST, its sibling, the folder around it: not a byte written or deleted
+    assert sorted(before.keys() - after.keys()) == [] and sorted(after.keys() - before.keys()) == []
+    assert after == before and result.exit_code == 1, result.output
     assert f"{VERSIONS}{version}.parquet: row 0, column {column}: {ascii(value)}" in result.stderr
     assert f"version s3://{bucket.name}/{VERSIONS}{version}.parquet refused" in result.stderr
     assert "nothing written or deleted" in result.stderr
@@ -185,10 +186,8 @@ def test_a_corrupted_local_frame_of_the_same_size_is_downloaded_again_and_named(
 ) -> None:
     dest = tmp_path / "box"
     first = run_cli("pull", "--version", version, "--dest", str(dest))
-    assert first.exit_code == 0 and "(0 hashed)" in first.output and (dest / INDEX).is_file()
     again = run_cli("pull", "--version", version, "--dest", str(dest))
-    assert again.exit_code == 0
-    assert "downloaded 0 " in again.output and "16 up to date (0 hashed)" in again.output  # nothing re-read
+    assert first.exit_code == again.exit_code == 0 and "downloaded 0 " in again.output
 
     victim = sorted(dest.rglob("*.jpg"))[3]
     stat = victim.stat()
@@ -201,6 +200,9 @@ def test_a_corrupted_local_frame_of_the_same_size_is_downloaded_again_and_named(
     assert result.exit_code == 0, result.output
     assert victim.read_bytes() == bucket.get(source_key(victim.stem)) == data
     assert f"local file {victim} differed from its source frame in version {version}" in result.stderr
+    # the index: the first pull hashed nothing (it downloaded), the rerun read no file (16 known unchanged)
+    assert "(0 hashed)" in first.output and (dest / INDEX).is_file()
+    assert "16 up to date (0 hashed)" in again.output
     assert "downloaded 1 " in summary(result.output) and "(1 hashed), 1 differed" in summary(result.output)
     for path in dest.rglob("*.jpg"):
         assert path.read_bytes() == bucket.get(source_key(path.stem))
@@ -236,9 +238,9 @@ def test_an_unreadable_or_odd_local_index_is_ignored_and_everything_hashed(
 
     result = run_cli("pull", "--version", version, "--dest", str(dest))
     assert result.exit_code == 0, result.output
+    assert victim.read_bytes() == bucket.get(source_key(victim.stem))
     assert f"{dest / INDEX}" in result.stderr and "the local index is ignored" in result.stderr
     assert "(16 hashed), 1 differed" in result.output and "downloaded 1 " in result.output
-    assert victim.read_bytes() == bucket.get(source_key(victim.stem))
     again = run_cli("pull", "--version", version, "--dest", str(dest))
     assert "(0 hashed)" in again.output and "ignored" not in again.stderr  # rewritten whole
 
@@ -269,8 +271,8 @@ def test_a_multipart_source_is_checked_against_what_the_index_recorded(bucket, t
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     result = run_cli("pull", "--version", "latest", "--dest", str(dest))
     assert result.exit_code == 0, result.output
-    assert "(1 hashed), 1 differed" in result.output and f"local file {victim} differed" in result.stderr
     assert victim.read_bytes() == bucket.get(source_key(victim.stem))
+    assert "(1 hashed), 1 differed" in result.output and f"local file {victim} differed" in result.stderr
 
     # without the index, a file of the right size has nothing to be checked against: fetched again, not blamed
     (dest / INDEX).unlink()
