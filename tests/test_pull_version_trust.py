@@ -15,7 +15,8 @@ import pytest
 from conftest import run_cli
 from season import ML_PREFIX, frame_number, row, source_key, upload_season
 
-from tuttle_prep.core.versions import version_from_parquet, version_to_parquet, versions_prefix
+from tuttle_prep.core.plan import KeyLayout
+from tuttle_prep.core.versions import check_version_rows, version_from_parquet, version_to_parquet, versions_prefix
 
 VERSIONS = versions_prefix(ML_PREFIX)
 INDEX = ".tuttle-pull-index.parquet"
@@ -279,3 +280,43 @@ def test_a_multipart_source_is_checked_against_what_the_index_recorded(bucket, t
     result = run_cli("pull", "--version", "latest", "--dest", str(dest))
     assert result.exit_code == 0 and "downloaded 3 " in result.output and "0 differed" in result.output
     assert "had no MD5 to check against" in result.stderr
+
+
+# ---- the pure check --------------------------------------------------------------------------------
+
+
+def test_check_version_rows_names_each_bad_value_and_passes_sound_rows() -> None:
+    layout = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
+    frames = [frame_number("S01E01", i) for i in range(8)]
+
+    def sound(frame: str, size: str = "thumbnails") -> dict[str, object]:
+        return {
+            "frame": frame,
+            "episode_id": "S01E01",
+            "dataset": "train",
+            "rarity": "Rare",
+            "metadata": "[Emily]",
+            "dataset_key": f"{ML_PREFIX}train/Rare/{frame}.jpg",
+            "source_key": source_key(frame, size),
+            "source_etag": "0123456789abcdef0123456789abcdef",
+            "source_size": 10,
+        }
+
+    rows = [sound(f) for f in frames]
+    rows[1] = sound(frames[1], "mid_res")  # a version written with another image size: sound
+    rows[2]["source_key"] = source_key(frames[2], "huge_res")
+    rows[3]["episode_id"] = "S01E02"
+    rows[4]["source_size"] = -1
+    rows[5]["source_etag"] = "0123456789abcdef0123456789abcdef\n"
+    rows[6]["source_etag"], rows[6]["source_size"] = None, None  # no source when written: sound
+    rows[7]["rarity"] = None
+    table = pa.Table.from_pylist(rows)
+    found = [(p.row, p.column, p.value) for p in check_version_rows(table, layout, ["thumbnails", "mid_res"])]
+    assert found == [
+        (2, "source_key", source_key(frames[2], "huge_res")),
+        (3, "episode_id", "S01E02"),
+        (4, "source_size", -1),
+        (5, "source_etag", "0123456789abcdef0123456789abcdef\n"),
+        (7, "rarity", None),
+    ]
+    assert check_version_rows(table.slice(0, 2), layout, ["thumbnails", "mid_res"]) == []

@@ -488,7 +488,9 @@ def check_version_rows(table: pa.Table, layout: KeyLayout, img_sizes: Collection
     sourced = ok["frame"] & ok["episode_id"]
     source_key = strings("source_key")
     same_source = np.zeros(n, dtype=bool)
-    for size in img_sizes:
+    for size in dict.fromkeys([layout.img_size, *img_sizes]):  # today's size first: usually every row has it
+        if (same_source | ~sourced).all():
+            break
         keys = source_keys_of(replace(layout, img_size=size), episode_id, frame).cast(col.TYPE)
         same_source |= col.mask(pc.equal(source_key, keys))
     ok["source_key"] = ~sourced | same_source
@@ -500,10 +502,11 @@ def check_version_rows(table: pa.Table, layout: KeyLayout, img_sizes: Collection
     ok["source_size"] = col.mask(pc.is_null(size)) | col.mask(pc.greater_equal(size, 0))
     reasons["source_size"] = "is a negative size"
     # one row per frame: two rows of one frame would be two files, or one local path written twice
-    frames = pd.Series(frame.to_numpy(zero_copy_only=False), dtype=object)
-    repeated = frames.duplicated(keep="first").to_numpy() & ok["frame"]
+    repeated = np.zeros(n, dtype=bool)
     first_row: dict[str, int] = {}
-    if repeated.any():
+    if len(pc.unique(frame)) < n:  # the usual case, every frame once, costs one hash pass
+        frames = pd.Series(frame.to_numpy(zero_copy_only=False), dtype=object)
+        repeated = frames.duplicated(keep="first").to_numpy() & ok["frame"]
         for row, value in enumerate(frames.tolist()):
             first_row.setdefault(value, row)
     problems: list[RowProblem] = []
