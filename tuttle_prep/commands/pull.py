@@ -12,9 +12,14 @@ jpg under its real name. `--delete` removes every other file under `DEST/<datase
 (and then-empty folders); nothing outside them is touched.
 Metadata comes from the labels index the sync writes (`<ML prefix>labels.csv`), when there is one.
 
-`pull --version V` takes the files of version V from the source frames instead (a file is fetched when
-missing locally or of another size than the recorded source, and checked against the recorded ETag); its
-index is the version's rows of the pulled datasets whose file is on disk, with the version's metadata.
+`pull --version V` takes the files of version V from the source frames instead. The version object is read
+back as untrusted: every row is checked against the layout (`check_version_rows`) and every local folder must
+resolve under DEST before anything is written; a version that fails is refused, exit 1. A file is fetched
+when missing locally, of another size than the recorded source, or of that size with other content (MD5
+against the ETag, or against what `DEST/.tuttle-pull-index.parquet` recorded; the index spares a rerun the
+hashing), and checked against the recorded ETag; `--delete` removes only `<dataset>/<rarity>/<frame>.jpg`
+files. Its labels index is the version's rows of the pulled datasets whose file is on disk, with the
+version's metadata.
 """
 
 from __future__ import annotations
@@ -562,8 +567,10 @@ def pull(
     as they are on disk, the files of other datasets pulled earlier into DEST. Metadata comes from the labels
     index a real sync keeps in S3. A rerun with nothing changed downloads nothing. With --version V the files of
     that dataset version come from the source frames, each checked against the ETag the version recorded, so a
-    version can be rebuilt after the datasets moved on. Exit status: 0 done, 1 a listing or download failed
-    (with --version also: a source deleted or changed since the version), 2 usage or configuration error.
+    version can be rebuilt after the datasets moved on; local files are kept only if their content (MD5) is
+    the source's, and a version whose rows break the dataset layout is refused. Exit status: 0 done, 1 a
+    listing or download failed (with --version also: a source deleted or changed since the version, or a
+    version refused), 2 usage or configuration error.
     """
     if version is not None:
         pull_version_command(version, datasets, dest, delete, workers, accept_changed_sources)
