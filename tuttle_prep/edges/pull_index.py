@@ -23,10 +23,11 @@ import io
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..core.frame_table import FRAME_PATTERN, RARITIES
@@ -50,8 +51,7 @@ _SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):
     """A local file as it was when verified, and what it was verified against."""
 
     size: int
@@ -88,9 +88,11 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _path_pattern(layout: KeyLayout) -> re.Pattern[str]:
+def _path_pattern(layout: KeyLayout) -> str:
+    """A whole dataset file's path under DEST in RE2 (`[0-9]`: ASCII digits; `$` is the end of the text)."""
     datasets = "|".join(re.escape(d) for d in layout.datasets)
-    return re.compile(f"(?:{datasets})/(?:{'|'.join(RARITIES)})/{FRAME_PATTERN}\\.jpg", re.ASCII)
+    frame = FRAME_PATTERN.replace(r"\d", "[0-9]")
+    return f"^(?:{datasets})/(?:{'|'.join(RARITIES)})/{frame}\\.jpg$"
 
 
 def read_index(dest: Path, layout: KeyLayout) -> tuple[dict[str, IndexEntry], str | None]:
@@ -108,27 +110,31 @@ def read_index(dest: Path, layout: KeyLayout) -> tuple[dict[str, IndexEntry], st
         return {}, f"{path} is not a Parquet file ({exc})"
     if table.schema.remove_metadata() != _SCHEMA:
         return {}, f"{path} does not have the index's columns ({', '.join(table.column_names)})"
-    pattern = _path_pattern(layout)
-    entries: dict[str, IndexEntry] = {}
-    for row, (name, *fields) in enumerate(zip(*(table[c].to_pylist() for c in _SCHEMA.names), strict=True)):
-        entry = None if None in fields else IndexEntry(*fields)
-        if not isinstance(name, str) or pattern.fullmatch(name) is None:
-            return {}, f"{path} row {row}: {ascii(name)} is not a dataset file's path"
-        if entry is None or entry.size < 0 or not _ETAG.fullmatch(entry.etag) or not _MD5.fullmatch(entry.md5):
-            return {}, f"{path} row {row}: a value of {name} is empty or of the wrong form"
-        if name in entries:
-            return {}, f"{path} row {row}: {name} is listed twice"
-        entries[name] = entry
+    checks = {
+        "path": pc.match_substring_regex(table["path"], _path_pattern(layout)),
+        "size": pc.greater_equal(table["size"], 0),
+        "etag": pc.match_substring_regex(table["etag"], _ETAG.pattern.join("^$")),
+        "md5": pc.match_substring_regex(table["md5"], _MD5.pattern.join("^$")),
+        **{c: pc.is_valid(table[c]) for c in ("mtime_ns", "ctime_ns", "ino", "dev")},
+    }
+    for column, ok in checks.items():
+        bad = pc.index(pc.fill_null(ok, False), False).as_py()
+        if bad != -1:
+            value = table[column][bad].as_py()
+            return {}, f"{path} row {bad}: {column} {ascii(value)} is not of the index's form"
+    names = table["path"].to_pylist()
+    fields = (table[c].to_pylist() for c in _SCHEMA.names[1:])
+    entries = dict(zip(names, map(IndexEntry._make, zip(*fields, strict=True)), strict=True))
+    if len(entries) < len(names):
+        return {}, f"{path}: a path is listed twice"
     return entries, None
 
 
 def index_bytes(entries: Iterable[tuple[str, IndexEntry]]) -> bytes:
     """The index file's content for `entries` (relative path, entry), sorted by path."""
-    rows = sorted((name, *astuple(entry)) for name, entry in entries)
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in _SCHEMA.names]
-    table = pa.Table.from_arrays(
-        [pa.array(c, type=f.type) for c, f in zip(columns, _SCHEMA, strict=True)], schema=_SCHEMA
-    )
+    rows = sorted(entries)
+    columns = [[name for name, _ in rows], *([e[i] for _, e in rows] for i in range(len(IndexEntry._fields)))]
+    arrays = [pa.array(c, type=f.type) for c, f in zip(columns, _SCHEMA, strict=True)]
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(pa.Table.from_arrays(arrays, schema=_SCHEMA), sink, compression="zstd")
     return sink.getvalue()
