@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import run_cli
-from season import ML_PREFIX, frame_number, put_sheet, row, upload_season
+from season import FRAME, HEADER, JONNY, ML_PREFIX, UNSUPERVISED, frame_number, put_sheet, row, sheet_csv, upload_season
 
 from tuttle_prep.core.listing_check import MAX_MISSING, MIN_LISTED_SHARE, ListingVerdict, check_listing
 from tuttle_prep.core.plan import KeyLayout
@@ -139,6 +139,26 @@ def test_a_listing_without_the_dataset_folders_stops_the_run_and_changes_nothing
     )
     # the version was read once, before planning was over
     assert [r.key for r in proxied.of("GetObject") if r.key.startswith(VERSIONS)] == [f"{VERSIONS}{version}.parquet"]
+
+
+def test_a_run_that_stops_does_not_write_the_sheet_header_memory_either(bucket, proxied):
+    without_jonny = [c for c in HEADER if c != JONNY]
+    sheets = {
+        eid: [{FRAME: frame_number(eid, i), UNSUPERVISED: RARITIES[i % 5]} for i in range(10)] for eid in (E1, E2)
+    }
+    upload_season(bucket, sheets)
+    for eid, rows in sheets.items():
+        put_sheet(bucket, eid, sheet_csv(rows, without_jonny))
+    assert run_cli("sync").exit_code == 0
+    for eid, rows in sheets.items():  # the sheets gain a rarity column: the header memory would change
+        put_sheet(bucket, eid, sheet_csv(rows))
+    before = bucket.etags(ML_PREFIX)
+    proxied.reset()
+    hide_dataset_folders(proxied)
+    result = run_cli("sync")
+    assert result.exit_code == 1 and "holds 0 of the 20 dataset objects" in result.stderr, result.output
+    assert writes(proxied) == []
+    assert bucket.etags(ML_PREFIX) == before
 
 
 def test_one_dataset_folder_hidden_stops_the_run(bucket, synced, proxied):

@@ -368,9 +368,7 @@ def _check_listing(
         return
     if baseline.table is None or baseline.info is None:
         if baseline.listing.ids:
-            report.warn(
-                f"no readable dataset version in {versions.folder_url}: the listing is not checked against one"
-            )
+            report.warn(f"no readable dataset version in {versions.folder_url}: the listing is not checked against one")
         return
     verdict = check_listing(baseline.info.id, baseline.table["dataset_key"], current["key"], folders, layout)
     log.info(
@@ -457,6 +455,8 @@ def _plan_run(
         _record_counts(report, None, [e.episode_id for e in episodes])
         return None
     current, unexpected = layout.parse_dataset_keys(inventory.every_key())
+    baseline = latest.result()
+    _check_listing(settings, options, layout, versions, baseline, current, inventory.folders, report)
 
     # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
     # sheets added no frame lists the dataset folders alone
@@ -475,7 +475,8 @@ def _plan_run(
     if len(unexpected) > 20:
         report.warn(f"... and {len(unexpected) - 20:,} more keys under {settings.ml_prefix} left alone")
 
-    if seen is not None and seen != seen_before and not options.dry_run:  # only once the listings succeeded
+    # only once the listings succeeded, and agree with the latest version: a run that stops changes nothing
+    if seen is not None and seen != seen_before and not options.dry_run and not report.listing_stop:
         try:
             write_seen_headers(store, memory_key, seen)
         except (ClientError, BotoCoreError) as exc:
@@ -523,8 +524,6 @@ def _plan_run(
     _record_counts(report, plan, [e.episode_id for e in episodes if e.episode_id not in report.skipped])
     if options.plan_out is not None:
         write_plan_csv(plan, options.plan_out)
-    baseline = latest.result()
-    _check_listing(settings, options, layout, versions, baseline, current, inventory.folders, report)
     return plan, baseline
 
 
