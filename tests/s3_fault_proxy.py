@@ -11,6 +11,8 @@ DeleteObjects, ...), records it (`requests`), and lets a test answer it instead 
 
 `fail(request)` returns None (forward to moto) or an `Answer` (status, body, headers), e.g. from `s3_error`.
 `delay` (seconds per request, by operation) slows chosen operations down, so a test can stop a run mid-copy.
+`hide_prefixes(prefix)` removes the common prefixes it returns True for from moto's ListObjects(V2) answers
+(a store whose '/'-delimited listing does not name some folders), for boto3's and obstore's listings alike.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 from xml.sax.saxutils import escape
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 #: headers of one connection (and `Expect`, which the proxy answers itself), not forwarded
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 _HOP_BY_HOP |= {"expect"}
+_COMMON_PREFIX = re.compile(rb"<CommonPrefixes>\s*<Prefix>(.*?)</Prefix>\s*</CommonPrefixes>", re.DOTALL)
 
 
 @dataclass
@@ -143,6 +146,8 @@ class S3FaultProxy:
         self.delay: dict[str, float] = {}
         #: when set, ListObjectsV2 pages hold at most this many keys (many pages from a small bucket)
         self.page_size: int | None = None
+        #: when set, the common prefixes (as S3 names them, decoded) it returns True for leave listing answers
+        self.hide_prefixes: Callable[[str], bool] | None = None
         self._lock = threading.Lock()
         self._attempts: dict[tuple[str, str, str], int] = {}
         self._local = threading.local()
@@ -191,6 +196,7 @@ class S3FaultProxy:
         self.fail = None
         self.delay = {}
         self.page_size = None
+        self.hide_prefixes = None
 
     def of(self, operation: str) -> list[Request]:
         with self._lock:
@@ -237,6 +243,8 @@ class S3FaultProxy:
         answer = self.fail(request) if self.fail is not None else None
         if answer is None:
             status, reply_headers, reply = self._forward(handler, request, body)
+            if self.hide_prefixes is not None and status == 200 and request.operation.startswith("ListObjects"):
+                reply = self._without_prefixes(reply, request, self.hide_prefixes)
         else:
             if answer.delay:
                 time.sleep(answer.delay)
@@ -252,6 +260,17 @@ class S3FaultProxy:
                 handler.wfile.write(reply)
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
+
+    @staticmethod
+    def _without_prefixes(reply: bytes, request: Request, hide: Callable[[str], bool]) -> bytes:
+        """The listing answer without the `<CommonPrefixes>` entries `hide` names (url-encoded ones decoded)."""
+        url_encoded = request.query.get("encoding-type") == "url"
+
+        def keep_or_drop(found: re.Match[bytes]) -> bytes:
+            name = ET.fromstring(b"<P>" + found.group(1) + b"</P>").text or ""
+            return b"" if hide(unquote_plus(name) if url_encoded else name) else found.group(0)
+
+        return _COMMON_PREFIX.sub(keep_or_drop, reply)
 
     def _forward(
         self, handler: BaseHTTPRequestHandler, request: Request, body: bytes

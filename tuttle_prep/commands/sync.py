@@ -31,6 +31,7 @@ from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
 from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
 from ..core.labels import is_job_key, labels_key
+from ..core.listing_check import check_listing
 from ..core.manifests import Episode, collect_episodes, filter_episodes
 from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
@@ -54,7 +55,7 @@ from ..edges.s3_listing import list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
 from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
-from ..edges.s3_versions import VersionStore, record_version
+from ..edges.s3_versions import Baseline, VersionStore, find_baseline, record_version
 from ..errors import ConfigError, InventoryError, LockError, SheetContentError, SheetError
 from ..settings import Settings
 from .common import episode_option, invocation_clock, season_option
@@ -263,9 +264,12 @@ def run_sync(
             except LockError as exc:
                 report.error(str(exc))
                 return report
-        plan = _plan_run(settings, options, context, layout, report)
-        if plan is None:
+        planned = _plan_run(settings, options, context, layout, report)
+        if planned is None:
             return report
+        plan, baseline = planned
+        if report.listing_stop and not options.dry_run:
+            return report  # the listing contradicts the latest version: nothing is applied (a job failure)
         # checked in a dry run too, so it tells whether the real run would refuse
         guard = delete_guard(plan.deletes_leaving(), plan.current_count, options.max_delete) or episode_delete_guard(
             plan.deletes_leaving_by_episode(), options.max_delete
@@ -278,7 +282,8 @@ def run_sync(
         if plan.writes == 0:
             report.applied = True
             # a version may be due with nothing to apply: a run that crashed after its apply wrote none
-            _record_version(settings, store, layout, plan, update_labels_index(store, layout, plan, report), report)
+            labels = update_labels_index(store, layout, plan, report)
+            _record_version(settings, store, layout, plan, labels, report, baseline)
             return report
         log.info(
             "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
@@ -310,27 +315,89 @@ def run_sync(
             )
             return report  # and writes no version: the next run writes the version of what it finds
         labels = update_labels_index(store, layout, plan, report, result)
-        _record_version(settings, store, layout, plan, labels, report)
+        _record_version(settings, store, layout, plan, labels, report, baseline)
     return report
 
 
 def _record_version(
-    settings: Settings, store: S3Bucket, layout: KeyLayout, plan: Plan, labels: pd.DataFrame | None, report: RunReport
+    settings: Settings,
+    store: S3Bucket,
+    layout: KeyLayout,
+    plan: Plan,
+    labels: pd.DataFrame | None,
+    report: RunReport,
+    baseline: Baseline | None = None,
 ) -> None:
     """The dataset version of what the run left, unless the labels index could not be worked out (that error is
-    reported; the next run writes the version)."""
+    reported; the next run writes the version). `baseline`: the latest version as read before applying."""
     if labels is None:
         return
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
 
     # a listing of sources for the version is needed only for a first version (or after a crash or an
     # image-size change): on threads, whatever spreads out the sync's own listing
-    record_version(versions, partial(list_sources, store), layout, settings, labels, plan.sources, report)
+    record_version(
+        versions, partial(list_sources, store), layout, settings, labels, plan.sources, report, baseline=baseline
+    )
+
+
+def _latest_version(versions: VersionStore, report: RunReport) -> Baseline | None:
+    """The newest readable dataset version, read whole once per run (the version write reuses it); None, with a
+    warning, when the versions folder cannot be listed or read."""
+    try:
+        return find_baseline(versions, report)
+    except (ClientError, BotoCoreError, InventoryError) as exc:
+        problem = describe(exc) if isinstance(exc, (ClientError, BotoCoreError)) else str(exc)
+        report.warn(f"{versions.folder_url}: not read ({problem}); the listing is not checked against a version")
+        return None
+
+
+def _check_listing(
+    settings: Settings,
+    options: SyncOptions,
+    layout: KeyLayout,
+    versions: VersionStore,
+    baseline: Baseline | None,
+    current: pd.DataFrame,
+    folders: list[str],
+    report: RunReport,
+) -> None:
+    """Stop the run (a job failure, `report.listing_stop`) when the ML listing contradicts the latest readable
+    version (`core.listing_check`); with --force, warn and go on. No version yet (a first run): no check."""
+    if baseline is None:
+        return
+    if baseline.table is None or baseline.info is None:
+        if baseline.listing.ids:
+            report.warn(f"no readable dataset version in {versions.folder_url}: the listing is not checked against one")
+        return
+    verdict = check_listing(baseline.info.id, baseline.table["dataset_key"], current["key"], folders, layout)
+    log.info(
+        "listing check: %d of the %d dataset objects of version %s listed, %d of its folders missing",
+        verdict.listed,
+        verdict.recorded,
+        verdict.version_id,
+        len(verdict.missing_folders),
+    )
+    if not verdict.contradicts:
+        return
+    message = verdict.describe(f"s3://{settings.bucket}/{settings.ml_prefix}", versions.url(verdict.version_id))
+    if options.force:
+        report.warn(f"{message}; applied anyway (--force)")
+        return
+    report.listing_stop = verdict.version_id
+    if options.dry_run:
+        report.error(f"{message}; a real run stops before applying and changes nothing (--force applies anyway)")
+    else:
+        report.error(
+            f"{message}; stopped before applying: nothing was copied, moved or deleted, no labels index or version "
+            "was written (check the store, the prefix and the permissions; --force applies anyway)"
+        )
 
 
 def _plan_run(
     settings: Settings, options: SyncOptions, context: SyncContext, layout: KeyLayout, report: RunReport
-) -> Plan | None:
+) -> tuple[Plan, Baseline | None] | None:
+    """Read, list and plan; also check the listing against the latest dataset version. None: nothing planned."""
     store = context.store
     try:
         ignored: list[str] = []
@@ -378,6 +445,9 @@ def _plan_run(
         settings.split_stratify,
     )
 
+    # the latest dataset version is read while the ML prefix is listed, to check the listing against it
+    versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
+    latest = InBackground(_latest_version, versions, report)
     try:
         inventory = list_datasets(store, layout)
     except InventoryError as exc:
@@ -385,6 +455,8 @@ def _plan_run(
         _record_counts(report, None, [e.episode_id for e in episodes])
         return None
     current, unexpected = layout.parse_dataset_keys(inventory.every_key())
+    baseline = latest.result()
+    _check_listing(settings, options, layout, versions, baseline, current, inventory.folders, report)
 
     # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
     # sheets added no frame lists the dataset folders alone
@@ -403,7 +475,8 @@ def _plan_run(
     if len(unexpected) > 20:
         report.warn(f"... and {len(unexpected) - 20:,} more keys under {settings.ml_prefix} left alone")
 
-    if seen is not None and seen != seen_before and not options.dry_run:  # only once the listings succeeded
+    # only once the listings succeeded, and agree with the latest version: a run that stops changes nothing
+    if seen is not None and seen != seen_before and not options.dry_run and not report.listing_stop:
         try:
             write_seen_headers(store, memory_key, seen)
         except (ClientError, BotoCoreError) as exc:
@@ -451,7 +524,7 @@ def _plan_run(
     _record_counts(report, plan, [e.episode_id for e in episodes if e.episode_id not in report.skipped])
     if options.plan_out is not None:
         write_plan_csv(plan, options.plan_out)
-    return plan
+    return plan, baseline
 
 
 _MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
@@ -535,7 +608,12 @@ def write_plan_csv(plan: Plan, path: Path) -> None:
     help="Refuse plain deletes above N files or P% of the planned episodes' dataset files, and above P% of any "
     "one episode's files [default: refuse above 10% when more than 100, run-wide and per episode].",
 )
-@click.option("--force", is_flag=True, help="Apply the plain deletes even above --max-delete.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Apply the plain deletes even above --max-delete, and apply a plan whose listing contradicts the latest "
+    "dataset version (far fewer of its objects listed, or a dataset folder of it missing).",
+)
 @click.option("--allow-empty", is_flag=True, help="Sync an episode whose sheet has no classified frames (empties it).")
 @click.option("--prune-orphans", is_flag=True, help="Delete dataset files of episodes that are in no manifest.")
 @click.option(
@@ -568,11 +646,11 @@ def sync(
 
     Two kinds of findings are reported apart. Job failures (a setting, S3 or Google failing, a sheet
     that cannot be opened, a broken manifest, failed copies or deletes, refused deletes, a lost run
-    lock) exit 1 and raise the RunFailed alarm. Data findings (rejected rows, a sheet without FRAME
-    NUMBER or without classified rows, missing source frames, orphans) are printed, leave the files
-    they concern as they are, and go to the sheet owners in the data digest (`alarm setup
-    --digest-email`); they exit 0 unless --strict. Exit status 2: usage or configuration error; 143
-    stopped by SIGTERM (130 by Ctrl-C).
+    lock, a listing that contradicts the latest dataset version) exit 1 and raise the RunFailed
+    alarm. Data findings (rejected rows, a sheet without FRAME NUMBER or without classified rows,
+    missing source frames, orphans) are printed, leave the files they concern as they are, and go to
+    the sheet owners in the data digest (`alarm setup --digest-email`); they exit 0 unless --strict.
+    Exit status 2: usage or configuration error; 143 stopped by SIGTERM (130 by Ctrl-C).
     """
     try:
         limit = DeleteLimit.parse(max_delete)

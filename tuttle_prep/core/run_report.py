@@ -89,6 +89,8 @@ class RunReport:
     version: str | None = None
     #: the latest version, when the datasets still match it (so none was written)
     version_unchanged: str | None = None
+    #: the latest dataset version the ML listing contradicts (listing_check), when that stopped the run
+    listing_stop: str | None = None
     #: versions deleted by the retention (TUTTLE_VERSIONS_KEEP)
     versions_deleted: list[str] = field(default_factory=list)
     #: the exit code the process returns when the run was stopped before it finished (SIGTERM: 143)
@@ -229,10 +231,12 @@ class RunReport:
             return f"configuration error: {self.config_error}"
         if self.dry_run:
             deletes = "refuse the deletes" if self.refused else f"delete {self.total('delete'):,}"
-            return (
-                f"dry run: would copy {self.total('copy'):,}, move {self.total('move'):,}, "
-                f"{deletes}; nothing was changed"
-            )
+            line = f"dry run: would copy {self.total('copy'):,}, move {self.total('move'):,}, {deletes}"
+            if self.listing_stop:
+                line = f"dry run: would stop: the listing contradicts dataset version {self.listing_stop}"
+            return f"{line}; nothing was changed"
+        if self.listing_stop:
+            return f"stopped: the listing contradicts dataset version {self.listing_stop}; nothing was applied"
         if not self.applied:
             return "nothing was applied"
         line = f"done: copied {self.copied:,}, moved {self.moved:,}, deleted {self.deleted:,}; failed {self.failed:,}"
@@ -240,8 +244,10 @@ class RunReport:
             line += f"; {self.deletes_held_back:,} deletes held back"
         if self.version:
             line += f"; dataset version {self.version} written"
-        elif self.version_unchanged:
+        elif self.version_unchanged and not (self.copied or self.moved or self.deleted):
             line += f"; datasets unchanged since version {self.version_unchanged}"
+        elif self.version_unchanged:  # objects were written or deleted, yet the outcome is the version's
+            line += f"; the datasets' outcome matches version {self.version_unchanged}, so no version was written"
         return line
 
     def summary(self) -> dict[str, Any]:
@@ -263,6 +269,7 @@ class RunReport:
             "orphans": self.orphans,
             "unexpected_keys": self.unexpected,
             "version": self.version,
+            "listing_stop": self.listing_stop,
             "versions_deleted": list(self.versions_deleted),
             "split_seed_fingerprint": self.seed_fingerprint,
             "split_mode": self.split_mode,

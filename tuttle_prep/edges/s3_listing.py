@@ -48,6 +48,8 @@ class Inventory:
     unexpected: list[str]
     #: size in bytes of each key in `keys` (only when listed with `with_sizes=True`)
     sizes: dict[str, int] = field(default_factory=dict)
+    #: the rarity folders (`<ML>/<dataset>/<rarity>/`) the '/'-delimited discovery listings named
+    folders: list[str] = field(default_factory=list)
 
     def every_key(self) -> pd.Series:
         """`keys` and then `unexpected`, for the key parser (the keys' Arrow buffers are not copied)."""
@@ -216,4 +218,4 @@ def list_datasets(store: S3Bucket, layout: KeyLayout, with_sizes: bool = False) 
     sizes: dict[str, int] = {}
     if with_sizes:
         sizes = dict(zip(listing["path"].to_pylist(), listing["size"].to_pylist(), strict=True))
-    return Inventory(keys=listing["path"].to_pandas(), unexpected=sorted(unexpected), sizes=sizes)
+    return Inventory(keys=listing["path"].to_pandas(), unexpected=sorted(unexpected), sizes=sizes, folders=leaves)

@@ -183,6 +183,46 @@ def listed_sources(sources: pd.DataFrame | None, layout: KeyLayout) -> pa.Table:
     return known_sources_table(layout, *columns)
 
 
+@dataclass
+class Baseline:
+    """The newest readable dataset version (`table`, `info`; None if there is none) and what finding it learned."""
+
+    listing: VersionListing
+    #: the HEAD fields of the versions passed on the way, newest first, up to the baseline itself
+    heads: list[tuple[str, dict[str, str]]]
+    #: version id -> readable, for those read or found missing (each unreadable one is warned about by key)
+    readable: dict[str, bool]
+    table: pa.Table | None = None
+    info: VersionInfo | None = None
+
+
+def find_baseline(versions: VersionStore, report: RunReport, digest: str | None = None) -> Baseline:
+    """List the versions and read the newest readable one (whole); an object that is no usable version is named
+    in a warning and passed over for the one before it. With `digest`, the search stops at a version whose HEAD
+    says it has that outcome digest, without reading a body. Raises InventoryError, ClientError, BotoCoreError."""
+    listing = versions.list()
+    for key in listing.strays[:STRAYS_SHOWN]:
+        report.warn(f"not a dataset version (not named like one), left alone: s3://{versions.bucket}/{key}")
+    found = Baseline(listing, [], {})
+    for version_id in reversed(listing.ids):
+        fields = versions.head(version_id)
+        if fields is None:
+            found.readable[version_id] = False
+            continue
+        found.heads.append((version_id, fields))
+        if digest is not None and fields.get(DIGEST_FIELD) == digest:
+            return found
+        try:
+            found.table, found.info = versions.read(version_id)
+        except VersionError as exc:
+            report.warn(f"{exc}; left alone, compared with the version before it")
+            found.readable[version_id] = False
+            continue
+        found.readable[version_id] = True
+        break
+    return found
+
+
 def record_version(
     versions: VersionStore,
     list_sources: ListSources,
@@ -192,6 +232,7 @@ def record_version(
     sources: pd.DataFrame | None,
     report: RunReport,
     now: datetime | None = None,
+    baseline: Baseline | None = None,
 ) -> None:
     """Write `<ML prefix>_versions/<time>-<run id>.parquet` unless the datasets (`labels`: this run's labels
     index) match the latest readable version; then delete the versions beyond TUTTLE_VERSIONS_KEEP.
@@ -199,10 +240,11 @@ def record_version(
     The version id's time is `now`, by default the run's start (`report.started`, from the command's clock).
     `sources` is this run's source listing. Failures are errors on `report` (exit 1): the next run compares
     what it finds with the latest version, so a version not written now is written then, and no change is
-    missing from the history.
+    missing from the history. `baseline`: what `find_baseline` found earlier in the run (the lock held since),
+    so the versions are not listed nor the latest one read again.
     """
     try:
-        _record(versions, list_sources, layout, settings, labels, sources, report, now)
+        _record(versions, list_sources, layout, settings, labels, sources, report, now, baseline)
     except (ClientError, BotoCoreError) as exc:
         report.error(f"dataset version not written to {versions.folder_url}: {describe(exc)}; the next run writes it")
     except (InventoryError, VersionExists) as exc:
@@ -231,37 +273,21 @@ def _record(
     sources: pd.DataFrame | None,
     report: RunReport,
     now: datetime | None,
+    baseline: Baseline | None,
 ) -> None:
     table = build_version_table(labels, layout, listed_sources(sources, layout))
     digest = outcome_digest(table)
-    listing = versions.list()
-    for key in listing.strays[:STRAYS_SHOWN]:
-        report.warn(f"not a dataset version (not named like one), left alone: s3://{versions.bucket}/{key}")
-
-    # the newest readable version is the one to compare with; an unusable object is named and passed over
-    baseline: pa.Table | None = None
-    baseline_info: VersionInfo | None = None
-    readable: dict[str, bool] = {}  # what this search learned, for the retention (an unreadable one is named here)
-    for version_id in reversed(listing.ids):
-        fields = versions.head(version_id)
-        if fields is None:
-            readable[version_id] = False
-            continue
+    found = baseline if baseline is not None else find_baseline(versions, report, digest)
+    listing, readable = found.listing, dict(found.readable)
+    for version_id, fields in found.heads:  # a HEAD that tells the same outcome: no body compared
         if fields.get(DIGEST_FIELD) == digest:
             return _unchanged(versions, version_id, listing.ids, settings, report, readable)
-        try:
-            baseline, baseline_info = versions.read(version_id)
-        except VersionError as exc:
-            report.warn(f"{exc}; left alone, compared with the version before it")
-            readable[version_id] = False
-            continue
-        readable[version_id] = True
-        if outcome_digest(baseline) == digest:  # e.g. written without the S3 metadata
-            return _unchanged(versions, version_id, listing.ids, settings, report, readable)
-        break
+    baseline_table, baseline_info = found.table, found.info
+    if baseline_table is not None and baseline_info is not None and outcome_digest(baseline_table) == digest:
+        return _unchanged(versions, baseline_info.id, listing.ids, settings, report, readable)  # no S3 metadata
 
-    if baseline is not None:  # frames whose source was not listed this run keep the recorded ETag and size
-        table = with_sources(table, baseline.select(KNOWN_COLUMNS))
+    if baseline_table is not None:  # frames whose source was not listed this run keep the recorded ETag and size
+        table = with_sources(table, baseline_table.select(KNOWN_COLUMNS))
     missing = rows_without_source(table)
     if missing.num_rows:
         episodes = sorted(set(missing["episode_id"].to_pylist()))
@@ -279,8 +305,8 @@ def _record(
                 "`pull --version` will report them"
             )
 
-    if baseline is not None:
-        change = diff_versions(baseline, table).counts
+    if baseline_table is not None:
+        change = diff_versions(baseline_table, table).counts
     else:
         change = dict.fromkeys(CHANGE_KINDS, 0) | {"added": table.num_rows}
     when = now or utc(report.started)  # the sync's start time, from the clock the command was handed
