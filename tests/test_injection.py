@@ -55,14 +55,24 @@ def test_a_title_with_newlines_forges_no_line_of_the_digest_or_the_log(bucket: B
     assert "Tuttle Twins S01E01\\nIMPORTANT: sign in at https://evil.example/login\\r\\n" in digest
     assert "\\x1b[2J" in digest and "\\x85" in digest and "\\u2028" in digest and "\\u202e" in digest
 
-    # a second episode whose link carries the forged line: its error is logged, on one line
-    bad_link = f"s3://{bucket.name}/sheets/S01E02{FORGED}.csv"
+    for text in (digest, result.stdout, result.stderr):
+        assert lines_starting(text, "IMPORTANT") == []
+        assert not any(c in text for c in ("\r", "\x1b", "\x85", "\u2028", "\u202e"))
+
+
+def test_a_sheet_link_with_newlines_forges_no_line_of_the_log(bucket: Bucket):
+    good = frame_number(E01, 0)
+    put_sources(bucket, [good])
+    entry = manifest_entry(E01, put_sheet(bucket, E01, sheet_csv([row(good, "Common")])))
+    bad_link = f"/nowhere/S01E02{FORGED}" + "".join(CONTROLS) + ".csv"  # a path: kept whole in the message
     put_manifest(bucket, "S01", [entry, manifest_entry("S01E02", bad_link)])
+
     failed = run_cli("sync")
 
     assert failed.exit_code == 1, failed.output  # S01E02's sheet cannot be read: a job failure
-    assert "S01E02" in failed.stderr and "IMPORTANT: sign in" in failed.stderr  # said, on the line it belongs to
-    for text in (digest, result.stdout, result.stderr, failed.stdout, failed.stderr):
+    # said, on the line it belongs to
+    assert "S01E02\\nIMPORTANT: sign in at https://evil.example/login\\r\\n\\r\\x1b[2J" in failed.stderr
+    for text in (failed.stdout, failed.stderr):
         assert lines_starting(text, "IMPORTANT") == []
         assert not any(c in text for c in ("\r", "\x1b", "\x85", "\u2028", "\u202e"))
 
