@@ -57,9 +57,9 @@ def csv_cell(text: str) -> str:
 
 def _map_cells(table: pd.DataFrame, pattern: str, func) -> pd.DataFrame:  # noqa: ANN001 - a str -> str function
     """`table` with `func` applied to the text cells matching `pattern` (found with Arrow, not per cell)."""
-    out = table.copy()
-    for name in out.columns:
-        series = out[name]
+    out = table  # copied on the first column that changes: most tables need nothing
+    for name in table.columns:
+        series = table[name]
         if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
             continue
         try:
@@ -69,6 +69,8 @@ def _map_cells(table: pd.DataFrame, pattern: str, func) -> pd.DataFrame:  # noqa
         hits = col.mask(pc.match_substring_regex(texts, pattern))
         if not hits.any():
             continue
+        if out is table:
+            out = table.copy()
         values = series.to_numpy(dtype=object).copy()
         for index in hits.nonzero()[0]:
             values[index] = func(values[index])
@@ -77,13 +79,14 @@ def _map_cells(table: pd.DataFrame, pattern: str, func) -> pd.DataFrame:  # noqa
 
 
 def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `table` whose text cells are `csv_cell`ed: for CSVs written for people (findings, diffs, plans)."""
+    """`table` with its text cells `csv_cell`ed (a copy if any changes): for CSVs written for people (findings,
+    diffs, plans, reports)."""
     return _map_cells(table, _NEEDS_CELL_WORK, csv_cell)
 
 
 def csv_data_safe(table: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `table` for a CSV the job reads back: a `'` before each text cell that starts with a formula
-    character or with `'` (undone by `csv_data_read`); nothing else changes."""
+    """`table` for a CSV the job reads back (a copy if any cell changes): a `'` before each text cell that starts
+    with a formula character or with `'` (undone by `csv_data_read`); nothing else changes."""
     return _map_cells(table, _NEEDS_DATA_WORK, lambda text: "'" + text)
 
 
