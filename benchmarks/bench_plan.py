@@ -136,7 +136,7 @@ def plan_child(frames: int) -> dict[str, Any]:
     wall, cpu = wall0, cpu0
     by_episode: dict[str, pd.DataFrame] = {}
     held: set[str] = set()
-    reader = CsvFileSource()
+    reader = CsvFileSource(sheet_folder.resolve())  # the sheets folder, as TUTTLE_LOCAL_SHEETS_DIR names it
     for episode_id, path in sheets.items():  # read one by one, as sync's sheet sources hand them over
         table = build_frame_table(reader.read(str(path)), episode_id, f"{episode_id} sheet")
         held |= table.held_frames

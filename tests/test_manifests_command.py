@@ -187,7 +187,8 @@ def test_check_sheets_opens_every_sheet(fake: FakeGoogle, tmp_path: Path, monkey
     assert "4 episodes: 2 error(s)" in out
 
 
-def test_check_sheets_reads_csv_exports_without_google(tmp_path: Path) -> None:
+def test_check_sheets_reads_csv_exports_without_google(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TUTTLE_LOCAL_SHEETS_DIR", str(tmp_path))
     csv_path = tmp_path / "S01E01.csv"
     csv_path.write_bytes(
         sheet_csv([{"FRAME NUMBER": "TT_S01_E01_FRM-00-00-00-00", "SUPERVISED CLASSIFICATION": "Rare"}])
@@ -202,6 +203,7 @@ def test_check_sheets_reads_csv_exports_without_google(tmp_path: Path) -> None:
 
 
 def test_check_sheets_reports_a_renamed_rarity_header_as_sync_would(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TUTTLE_LOCAL_SHEETS_DIR", str(tmp_path))
     csv_path = tmp_path / "S01E01.csv"
     csv_path.write_text(
         "FRAME NUMBER,SUPERVISED CLASSIFICATION,JONNY RECLASSIFICATION\nTT_S01_E01_FRM-00-00-00-00,Rare,Trash\n",

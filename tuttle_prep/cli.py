@@ -24,7 +24,17 @@ from .commands.split_preview import split
 from .commands.status import status
 from .commands.sync import sync
 from .commands.versions import versions
+from .core.text import escape_control
 from .errors import RunStopped
+
+
+class EscapingFormatter(logging.Formatter):
+    """A formatter that escapes the control characters of each message: one record, one line (a traceback,
+    formatted apart, keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
 
 
 def setup_logging(verbose: int) -> None:
@@ -34,7 +44,7 @@ def setup_logging(verbose: int) -> None:
     handler = next((h for h in root.handlers if getattr(h, "_tuttle", False)), None)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
         handler._tuttle = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     else:

@@ -26,6 +26,12 @@ class SheetContentError(SheetError):
     a data finding for the sheet's owners, not a job failure."""
 
 
+class LocalSheetRefused(SheetError):
+    """A manifest names a local sheet outside TUTTLE_LOCAL_SHEETS_DIR (or the setting is unset): the file is never
+    opened; the episode is skipped as a sheet not read (a job failure: a manifest pointing at a host file needs an
+    operator)."""
+
+
 class InventoryError(TuttlePrepError):
     """An S3 listing failed, so nothing may be planned from it."""
 

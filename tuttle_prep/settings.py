@@ -105,6 +105,28 @@ def _pinned(text: str) -> tuple[str, ...]:
     return tuple(pins)
 
 
+def _local_sheets_dir(text: str) -> Path | None:
+    """TUTTLE_LOCAL_SHEETS_DIR resolved (symlinks, `..`); None if unset; ConfigError if it is not a folder."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        folder = Path(text).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ConfigError(f"TUTTLE_LOCAL_SHEETS_DIR: '{text}' does not exist") from None
+    if not folder.is_dir():
+        raise ConfigError(f"TUTTLE_LOCAL_SHEETS_DIR: '{text}' is not a folder")
+    if folder == Path(folder.anchor):
+        raise ConfigError(f"TUTTLE_LOCAL_SHEETS_DIR: '{text}' is the root of the file system; name the sheets' folder")
+    return folder
+
+
+def local_sheets_dir_from_env(env: Mapping[str, str] | None = None) -> Path | None:
+    """TUTTLE_LOCAL_SHEETS_DIR alone (for `manifests validate`, which needs no other setting)."""
+    env = os.environ if env is None else env
+    return _local_sheets_dir(env.get("TUTTLE_LOCAL_SHEETS_DIR", ""))
+
+
 def seed_fingerprint(seed: str) -> str:
     """The first 8 hex digits of the SHA-256 of `seed` (the seed itself is never printed)."""
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:8]
@@ -133,6 +155,8 @@ class Settings:
     versions_pinned: tuple[str, ...] = ()
     #: rarity columns an episode sheet may lack (any other missing or renamed rarity column skips the episode)
     sheet_optional_columns: tuple[str, ...] = ()
+    #: the only folder (resolved) local CSV sheets named by a manifest may be read from; None: no local sheets
+    local_sheets_dir: Path | None = None
 
     @property
     def seed_fingerprint(self) -> str:
@@ -185,4 +209,5 @@ class Settings:
             versions_keep=env_number(env, "TUTTLE_VERSIONS_KEEP", None, int, 1),
             versions_pinned=_pinned(env.get("TUTTLE_VERSIONS_PINNED", "")),
             sheet_optional_columns=parse_optional_columns(env.get("TUTTLE_SHEET_OPTIONAL_COLUMNS", "")),
+            local_sheets_dir=_local_sheets_dir(env.get("TUTTLE_LOCAL_SHEETS_DIR", "")),
         )

@@ -18,6 +18,7 @@ import click
 from ..core.clock import Clock
 from ..core.plan import KeyLayout
 from ..core.run_report import EXIT_CONFIG
+from ..core.text import escape_control
 from ..edges import aws
 from ..edges.s3_bucket import S3Bucket
 from ..errors import ConfigError
@@ -44,7 +45,7 @@ def invocation_clock() -> Clock:
 
 def fail_config(message: str) -> NoReturn:
     """One sentence on stderr, exit 2."""
-    click.echo(f"configuration error: {message}", err=True)
+    click.echo(escape_control(f"configuration error: {message}"), err=True)
     sys.exit(EXIT_CONFIG)
 
 

@@ -18,7 +18,6 @@ import functools
 import hashlib
 import inspect
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -43,11 +42,12 @@ from ..core.manifests import (
 )
 from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
 from ..core.sheets import SheetReader, SheetSource, is_google_location, location_kind, sheet_location_problem
+from ..core.text import escape_control
 from ..edges import aws
-from ..edges.csv_sheets import CsvFileSource, CsvS3Source
+from ..edges.csv_sheets import CsvFileSource, CsvS3Source, local_path_exists
 from ..edges.google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
 from ..errors import ConfigError, InventoryError, SheetError, TuttlePrepError
-from ..settings import Settings
+from ..settings import Settings, local_sheets_dir_from_env
 
 KNOWN_KEYS = ("season_code", "episode_code", "google_spreadsheet_title", *LOCATION_KEYS)
 _SEASON_FILE = re.compile(rf"^(S\d{{2}}){re.escape(MANIFEST_SUFFIX)}$")
@@ -90,9 +90,15 @@ def read_directory(directory: Path) -> tuple[list[tuple[str, bytes]], list[str]]
     return files, ignored
 
 
-def validate_files(files: Sequence[tuple[str, bytes | str]]) -> Findings:
-    """Check manifest files (name, content): everything `collect_episodes` checks, plus link forms and names."""
-    manifests = collect_episodes(files, os.path.exists)
+def validate_files(
+    files: Sequence[tuple[str, bytes | str]], path_exists: Callable[[str], bool] | None = None
+) -> Findings:
+    """Check manifest files (name, content): everything `collect_episodes` checks, plus link forms and names.
+
+    `path_exists` answers whether a local sheet path exists (default: `local_path_exists(None)`, which looks at
+    no file); the commands pass `local_path_exists(settings.local_sheets_dir)`."""
+    path_exists = path_exists or local_path_exists(None)
+    manifests = collect_episodes(files, path_exists)
     found = Findings(files=list(manifests.files), episodes=list(manifests.episodes), errors=list(manifests.errors))
     for name, data in files:
         try:
@@ -106,12 +112,19 @@ def validate_files(files: Sequence[tuple[str, bytes | str]]) -> Findings:
         season_of_file = _SEASON_FILE.match(name.rsplit("/", 1)[-1])
         for index, item in enumerate(items):
             if isinstance(item, dict):
-                _check_item(found, name, index, item, season_of_file.group(1) if season_of_file else None)
+                _check_item(found, name, index, item, season_of_file.group(1) if season_of_file else None, path_exists)
     _check_shared_sheets(found)
     return found
 
 
-def _check_item(found: Findings, name: str, index: int, item: dict[str, Any], file_season: str | None) -> None:
+def _check_item(
+    found: Findings,
+    name: str,
+    index: int,
+    item: dict[str, Any],
+    file_season: str | None,
+    path_exists: Callable[[str], bool],
+) -> None:
     season = str(item.get("season_code") or "").strip().upper()
     episode_id = season + str(item.get("episode_code") or "").strip().upper()
     where = f"{name}: episode {episode_id or '#' + str(index + 1)}"
@@ -142,7 +155,7 @@ def _check_item(found: Findings, name: str, index: int, item: dict[str, Any], fi
             else:
                 keys[location_key] = spreadsheet_key(value)
         # the chosen link was checked on parsing
-        elif location_key != chosen and (problem := sheet_location_problem(value, os.path.exists)):
+        elif location_key != chosen and (problem := sheet_location_problem(value, path_exists)):
             found.errors.append(f"{where}: {location_key} '{value}' is {problem}")
     if len(set(keys.values())) > 1:
         found.errors.append(
@@ -173,7 +186,7 @@ def _check_shared_sheets(found: Findings) -> None:
 # ------------------------------------------------------------------------------------ sheet checks
 def sheet_reader(settings: Settings, episodes: Sequence[Episode], client: Any = None) -> SheetReader:
     """Sources for these episodes' sheets: Google (ConfigError without a usable key), S3 and local CSV."""
-    sources: list[SheetSource] = [CsvFileSource()]
+    sources: list[SheetSource] = [CsvFileSource(settings.local_sheets_dir)]
     if any(location_kind(e.sheet_location) == "s3" for e in episodes):
         client = client or s3_client()
 
@@ -261,7 +274,8 @@ def validate_directory(
 ) -> tuple[Findings, list[tuple[str, bytes]]]:
     """Validate a local folder (and, with `check_sheets_too`, every sheet); return findings and the files."""
     files, ignored = read_directory(directory)
-    found = validate_files(files)
+    local_dir = settings.local_sheets_dir if settings is not None else local_sheets_dir_from_env()
+    found = validate_files(files, local_path_exists(local_dir))
     found.warnings[:0] = ignored
     if not files:
         found.errors.append(f"no manifest files (*{MANIFEST_SUFFIX}) in {directory}")
@@ -360,7 +374,7 @@ def push(
     local = {name for name, _ in files}
     only_in_s3 = [m for m in listing.manifests if m.name not in local]
     live, read_errors = _live_after_push(client, settings, files, [] if delete_missing else only_in_s3)
-    findings = validate_files(live)
+    findings = validate_files(live, local_path_exists(settings.local_sheets_dir))
     findings.warnings[:0] = ignored_locally
     findings.errors[:0] = read_errors
     if not files:
@@ -461,7 +475,7 @@ def list_remote(settings: Settings, *, client: Any = None) -> RemoteListing:
             contents.append((where, client.get_object(Bucket=settings.bucket, Key=manifest.key)["Body"].read()))
         except (ClientError, BotoCoreError) as exc:
             manifest.errors.append(f"{where}: cannot read ({aws.describe(exc)})")
-    collected = collect_episodes(contents, os.path.exists)
+    collected = collect_episodes(contents, local_path_exists(settings.local_sheets_dir))
     for episode in collected.episodes:
         by_where[episode.manifest].episodes.append(episode)
     for message in collected.errors:
@@ -498,22 +512,27 @@ def _exit_codes(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except ConfigError as exc:
-            click.echo(f"configuration error: {exc}", err=True)
+            _echo(f"configuration error: {exc}", err=True)
             sys.exit(EXIT_CONFIG)
         except TuttlePrepError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _echo(f"error: {exc}", err=True)
             sys.exit(EXIT_ERRORS)
 
     return wrapper  # type: ignore[return-value]
 
 
+def _echo(text: str, err: bool = False) -> None:
+    """`click.echo` of one line whose manifest, sheet or key text has its control characters escaped."""
+    click.echo(escape_control(text), err=err)
+
+
 def _print_findings(findings: Findings) -> None:
     for line in findings.sheets:
-        click.echo(f"  sheet  {line}")
+        _echo(f"  sheet  {line}")
     for message in findings.warnings:
-        click.echo(f"warning: {message}")
+        _echo(f"warning: {message}")
     for message in findings.errors:
-        click.echo(f"ERROR: {message}")
+        _echo(f"ERROR: {message}")
 
 
 def _summary(findings: Findings) -> str:
@@ -596,18 +615,18 @@ def push_command(directory: Path, check_sheets: bool, dry_run: bool, delete_miss
     target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
     verb = "would upload" if dry_run else "uploaded"
     for name in result.uploaded:
-        click.echo(f"{verb}  {name} -> {settings.manifests_prefix}{name}")
+        _echo(f"{verb}  {name} -> {settings.manifests_prefix}{name}")
     for name in result.unchanged:
-        click.echo(f"unchanged  {name}")
+        _echo(f"unchanged  {name}")
     for key in result.only_in_s3:
         if key in result.deleted:
-            click.echo(f"{'would delete' if dry_run else 'deleted'} (only in S3)  {key}")
+            _echo(f"{'would delete' if dry_run else 'deleted'} (only in S3)  {key}")
         elif not delete_missing:
-            click.echo(f"only in S3 (left alone; --delete-missing deletes it)  {key}")
+            _echo(f"only in S3 (left alone; --delete-missing deletes it)  {key}")
     for key, why in result.ignored:
-        click.echo(f"ignored  {key}: {why}")
+        _echo(f"ignored  {key}: {why}")
     for message in result.errors:
-        click.echo(f"ERROR: {message}")
+        _echo(f"ERROR: {message}")
     deleted = f", {len(result.deleted)} {'would delete' if dry_run else 'deleted'}" if delete_missing else ""
     click.echo(
         f"{target}: {len(result.uploaded)} {verb}, {len(result.unchanged)} unchanged{deleted}"
@@ -629,9 +648,9 @@ def list_command() -> None:
     remote = listing.manifests
     target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
     for key, why in listing.ignored:
-        click.echo(f"ignored  {key}: {why}")
+        _echo(f"ignored  {key}: {why}")
     if not remote:
-        click.echo(f"{target}: no manifest files (*{MANIFEST_SUFFIX})")
+        _echo(f"{target}: no manifest files (*{MANIFEST_SUFFIX})")
         sys.exit(EXIT_ERRORS)
     click.echo(target)
     problems = 0
@@ -639,12 +658,12 @@ def list_command() -> None:
         seasons = ", ".join(sorted({e.season_code for e in manifest.episodes})) or "?"
         when = f", updated {manifest.last_modified:%Y-%m-%d %H:%M %Z}".rstrip() if manifest.last_modified else ""
         count = len(manifest.episodes)
-        click.echo(f"{manifest.key}  season {seasons}: {count} episode{'s' * (count != 1)}{when}")
+        _echo(f"{manifest.key}  season {seasons}: {count} episode{'s' * (count != 1)}{when}")
         for episode in manifest.episodes:
-            click.echo(f"  {episode.episode_id}  {episode.title or '(no google_spreadsheet_title)'}")
+            _echo(f"  {episode.episode_id}  {episode.title or '(no google_spreadsheet_title)'}")
         for message in manifest.errors:
-            click.echo(f"  ERROR: {message}")
+            _echo(f"  ERROR: {message}")
         problems += len(manifest.errors)
     episodes = sum(len(m.episodes) for m in remote)
-    click.echo(f"{len(remote)} manifest files, {episodes} episodes" + (f", {problems} error(s)" if problems else ""))
+    _echo(f"{len(remote)} manifest files, {episodes} episodes" + (f", {problems} error(s)" if problems else ""))
     sys.exit(EXIT_ERRORS if problems else EXIT_OK)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from ..core.dataset_report import DatasetReport, build_dataset_report, leakage_c
 from ..core.labels import is_job_key
 from ..core.manifests import collect_episodes
 from ..core.run_report import EXIT_ERRORS, EXIT_OK
+from ..edges.csv_sheets import local_path_exists
 from ..edges.s3_bucket import S3Bucket
 from ..edges.s3_listing import list_datasets
 from ..edges.s3_objects import read_manifests
@@ -148,7 +148,7 @@ def _manifest_episodes(store: S3Bucket, settings: Settings) -> set[str] | None:
         return None
     for message in ignored:
         log.warning(message)
-    manifests = collect_episodes(files, os.path.exists)
+    manifests = collect_episodes(files, local_path_exists(settings.local_sheets_dir))
     for message in read_errors + manifests.errors:
         log.warning(message)
     if not files:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,6 +26,7 @@ from ..core.sheets import is_google_location
 from ..core.split import STRATIFY_CHOICES
 from ..core.split_quality import leakage_table, rarity_shares
 from ..edges import aws
+from ..edges.csv_sheets import local_path_exists
 from ..edges.s3_objects import read_manifests
 from ..errors import ConfigError, InventoryError
 from ..settings import Settings
@@ -223,7 +223,7 @@ def _read_frames(
         report.error(message)
     if not files and not read_errors:
         report.error(f"no manifests (*-episodes.json) under s3://{settings.bucket}/{settings.manifests_prefix}")
-    manifests = collect_episodes(files, os.path.exists)
+    manifests = collect_episodes(files, local_path_exists(settings.local_sheets_dir))
     for message in manifests.errors:
         report.error(message)
     selected = filter_episodes(manifests.episodes, seasons, episodes)

@@ -36,10 +36,11 @@ from ..core.manifests import Episode, collect_episodes, filter_episodes
 from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
+from ..core.text import csv_safe, escape_control
 from ..edges import aws
 from ..edges.aws import describe
 from ..edges.cloudwatch import log_group_from_env, observed_run
-from ..edges.csv_sheets import CsvFileSource, CsvS3Source
+from ..edges.csv_sheets import CsvFileSource, CsvS3Source, local_path_exists
 from ..edges.data_digest import (
     DATA_TOPIC,
     describe_failure,
@@ -56,7 +57,7 @@ from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
 from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
 from ..edges.s3_versions import Baseline, VersionStore, find_baseline, record_version
-from ..errors import ConfigError, InventoryError, LockError, SheetContentError, SheetError
+from ..errors import ConfigError, InventoryError, LocalSheetRefused, LockError, SheetContentError, SheetError
 from ..settings import Settings
 from .common import episode_option, invocation_clock, season_option
 
@@ -128,7 +129,10 @@ def build_context(
     session = aws.new_session()
     client = aws.make_client("s3", max_pool=2 * BOTO3_THREADS, session=session)
     store = S3Bucket(client, settings.bucket, options.workers, session=session)
-    sources: list[SheetSource] = [CsvFileSource(), CsvS3Source(partial(fetch_object, client))]
+    sources: list[SheetSource] = [
+        CsvFileSource(settings.local_sheets_dir),
+        CsvS3Source(partial(fetch_object, client)),
+    ]
     if settings.google_credentials_file is not None:
         sources.insert(0, LazyGoogleSource(settings))
     lock = partial(
@@ -183,6 +187,10 @@ def load_frames(
             if isinstance(outcome, SheetContentError):
                 report.finding(f"{eid}: {outcome}; skipped, its dataset files are kept")
                 report.skip(eid, "sheet not usable", data=True)
+                continue
+            if isinstance(outcome, LocalSheetRefused):  # a host file named by a manifest: never opened
+                report.error(f"{episode.manifest}: episode {eid}: {outcome}; skipped, its dataset files are kept")
+                report.skip(eid, "sheet not read")
                 continue
             if isinstance(outcome, SheetError):
                 report.error(f"{eid}: {outcome}")
@@ -412,7 +420,7 @@ def _plan_run(
     if not files and not read_errors:
         report.error(f"no manifests (*-episodes.json) under s3://{settings.bucket}/{settings.manifests_prefix}")
         return None
-    manifests = collect_episodes(files, os.path.exists)
+    manifests = collect_episodes(files, local_path_exists(settings.local_sheets_dir))
     for message in manifests.errors:
         report.error(message)
     episodes = filter_episodes(manifests.episodes, options.seasons, options.episodes)
@@ -580,7 +588,7 @@ def doubtful_episodes(manifest_problems: list[str], listed: pd.Series) -> set[st
 def write_plan_csv(plan: Plan, path: Path) -> None:
     """`action,episode_id,frame,src_key,dst_key`, one row per frame decision."""
     try:
-        plan.to_csv_frame().to_csv(path, index=False)
+        csv_safe(plan.to_csv_frame()).to_csv(path, index=False)
     except OSError as exc:
         raise ConfigError(f"cannot write --plan-out {path}: {exc.strerror or exc}") from None
 
@@ -692,7 +700,7 @@ def print_report(report: RunReport) -> int:
     """Print the table, the problems and the outcome; return the exit code."""
     report.finished = report.finished or report.clock()
     if report.config_error:
-        click.echo(f"configuration error: {report.config_error}", err=True)
+        click.echo(escape_control(f"configuration error: {report.config_error}"), err=True)
         return report.exit_code
     click.echo(report.table())
     for message in report.warnings:
@@ -771,6 +779,6 @@ def _send_data_digest(settings: Settings, options: SyncOptions, store: S3Bucket,
 def write_findings_csv(report: RunReport, path: Path) -> None:
     """`--findings-out`: every data finding of the run, FINDING_COLUMNS, one row each."""
     try:
-        report.data_findings().to_csv(path, index=False)
+        csv_safe(report.data_findings()).to_csv(path, index=False)
     except OSError as exc:
         raise ConfigError(f"cannot write --findings-out {path}: {exc.strerror or exc}") from None

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.dataset_report import build_dataset_report
 from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
+from ..core.text import csv_safe
 from ..core.versions import (
     DIFF_INPUT_COLUMNS,
     VersionError,
@@ -199,7 +200,7 @@ def diff_command(a: str, b: str, out: Path | None) -> None:
     click.echo("\n".join(lines))
     if out is not None:
         try:
-            diff.changes.to_csv(out, index=False, lineterminator="\n")
+            csv_safe(diff.changes).to_csv(out, index=False, lineterminator="\n")
         except OSError as exc:
             click.echo(f"cannot write --out {out}: {exc.strerror or exc}", err=True)
             sys.exit(EXIT_CONFIG)

@@ -25,6 +25,7 @@ from .split_quality import (
     leakage_table,
     rarity_shares,
 )
+from .text import csv_safe
 
 OVERALL, SEASON, EPISODE = "overall", "season", "episode"
 ALL = "all"
@@ -311,14 +312,14 @@ def build_dataset_report(
 
 def table_csv(report: DatasetReport) -> str:
     """REPORT_COLUMNS as CSV (shares rounded to 4 decimals)."""
-    return report.table.round({"share": 4, "target": 4}).to_csv(index=False, lineterminator="\n")
+    return csv_safe(report.table.round({"share": 4, "target": 4})).to_csv(index=False, lineterminator="\n")
 
 
 def rarity_shares_csv(report: DatasetReport) -> str:
     """RARITY_SHARE_COLUMNS as CSV (shares and deviations rounded to 6 decimals)."""
-    return report.rarity_shares.round(6).to_csv(index=False, lineterminator="\n")
+    return csv_safe(report.rarity_shares.round(6)).to_csv(index=False, lineterminator="\n")
 
 
 def leakage_csv(report: DatasetReport) -> str:
     """LEAKAGE_COLUMNS as CSV (shares rounded to 6 decimals)."""
-    return report.leakage.round({"share": 6}).to_csv(index=False, lineterminator="\n")
+    return csv_safe(report.leakage.round({"share": 6})).to_csv(index=False, lineterminator="\n")

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 
+from .text import escape_control
+
 #: one row per data finding; `where` is a link to the cell (Google) or the file and row (CSV)
 FINDING_COLUMNS = ["episode_id", "kind", "row", "column", "value", "reason", "where"]
 #: the columns that define a finding (its link may change without the finding changing)
@@ -278,7 +280,7 @@ def render_digest(
     else:
         subject = "tuttle-prep: no data findings remain"
     subject = subject[:SNS_MAX_SUBJECT]
-    head = [context, ""]
+    head = [escape_control(context), ""]
     if total:
         head += [
             f"{summarize(table)}. The job did everything else; the rows and frames below keep their dataset",
@@ -307,10 +309,11 @@ def render_digest(
         block = ""
         if episode_id != current:
             ref = sheets.get(episode_id)
-            title = f" — {ref.title}" if ref is not None and ref.title else ""
-            link = f"\n  sheet: {ref.link}" if ref is not None else ""
-            block += f"\n{episode_id}{title}{link}\n"
-        block += "\n".join(_finding_lines(values)) + "\n"
+            # sheet and manifest text is escaped: a title with a newline must not forge a line of the email
+            title = f" — {escape_control(ref.title)}" if ref is not None and ref.title else ""
+            link = f"\n  sheet: {escape_control(ref.link)}" if ref is not None else ""
+            block += f"\n{escape_control(episode_id)}{title}{link}\n"
+        block += "\n".join(escape_control(line) for line in _finding_lines(values)) + "\n"
         size = _utf8(block)
         remaining_after = total - shown - 1
         budget = max_bytes - used - (reserve if remaining_after else 0)

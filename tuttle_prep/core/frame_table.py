@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ..errors import SheetError
 from . import columns as col
+from .text import quote_header
 
 RARITIES = ("Legendary", "Rare", "Uncommon", "Common", "Trash")
 _RARITY_LOOKUP = {r.casefold(): r for r in RARITIES} | {"junk": "Trash"}
@@ -124,7 +125,7 @@ def _find_columns(table: pd.DataFrame, where: str, optional_columns: Collection[
         if actual is not None:
             found[wanted] = actual
     if FRAME_COLUMN not in found:
-        headers = ", ".join(repr(str(c)) for c in table.columns) or "none"
+        headers = quote_header(list(table.columns)) if len(table.columns) else "none"
         raise SheetError(f"{where}: no '{FRAME_COLUMN}' column in the header row (found: {headers})")
     optional = {normalize_header(c) for c in optional_columns}
     known = {normalize_header(c) for c in SHEET_HEADER}
@@ -136,9 +137,9 @@ def _find_columns(table: pd.DataFrame, where: str, optional_columns: Collection[
         closest = max(ratios, key=ratios.__getitem__)
         if ratios[closest] >= CLOSE_HEADER_RATIO and closest not in optional:
             raise SheetError(
-                f"{where}: header '{column}' looks like a renamed '{rarity_names[closest]}'; the episode is "
-                "skipped (its files stay as they are) rather than planned from the less trusted columns; fix the "
-                "header, or name the column in TUTTLE_SHEET_OPTIONAL_COLUMNS if the sheet may lack it"
+                f"{where}: header {quote_header([column])} looks like a renamed '{rarity_names[closest]}'; the "
+                "episode is skipped (its files stay as they are) rather than planned from the less trusted columns; "
+                "fix the header, or name the column in TUTTLE_SHEET_OPTIONAL_COLUMNS if the sheet may lack it"
             )
     return found
 

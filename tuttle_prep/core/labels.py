@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from . import columns as col
 from .plan import INVENTORY_COLUMNS, KeyLayout, Plan
+from .text import csv_data_read, csv_data_safe
 from .versions import versions_prefix
 
 LABEL_COLUMNS = ["frame", "episode_id", "dataset", "rarity", "metadata", "s3_key"]
@@ -65,7 +66,7 @@ def build_labels(inventory: pd.DataFrame, metadata: pd.DataFrame | None = None) 
 
 def labels_csv(labels: pd.DataFrame) -> bytes:
     """The index as UTF-8 CSV bytes (deterministic for equal tables)."""
-    return labels[LABEL_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8")
+    return csv_data_safe(labels[LABEL_COLUMNS]).to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
 def labels_parquet(labels: pd.DataFrame) -> bytes:
@@ -85,7 +86,7 @@ def parse_labels_csv(data: bytes, where: str) -> pd.DataFrame:
     missing = [c for c in LABEL_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{where}: not a labels index (no column {', '.join(missing)})")
-    return table[LABEL_COLUMNS]
+    return csv_data_read(table[LABEL_COLUMNS])
 
 
 def catalogue_after_apply(plan: Plan, layout: KeyLayout, plain_deletes_done: bool = True) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from .findings import (
     findings_table,
 )
 from .frame_table import REJECTION_COLUMNS
+from .text import escape_control
 
 #: the job did all it could; only data findings (printed) remain
 EXIT_OK = 0
@@ -105,15 +106,16 @@ class RunReport:
             self.started = self.clock()
 
     def error(self, message: str) -> None:
-        """A job failure: the job could not do part of its work."""
-        self.errors.append(message)
+        """A job failure: the job could not do part of its work (control characters escaped, as in every message)."""
+        self.errors.append(escape_control(message))
 
     def finding(self, message: str) -> None:
-        """A data finding worth a log line (the structured lists hold the details)."""
-        self.findings.append(message)
+        """A data finding worth a log line (the structured lists hold the details); control characters escaped."""
+        self.findings.append(escape_control(message))
 
     def warn(self, message: str) -> None:
-        self.warnings.append(message)
+        """Worth reading, neither a failure nor a data finding; control characters escaped."""
+        self.warnings.append(escape_control(message))
 
     def skip(self, episode_id: str, reason: str, *, data: bool = False) -> None:
         """The episode is not planned this run; its dataset files are left as they are.

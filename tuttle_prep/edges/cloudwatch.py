@@ -22,6 +22,7 @@ import watchtower
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.run_report import COUNT_COLUMNS, EXIT_OK, RunReport
+from ..core.text import escape_control
 from ..errors import RunStopped
 from . import aws
 
@@ -82,6 +83,11 @@ class _CloudWatchFormatter(logging.Formatter):
         if getattr(record, "structured", False):
             return record.getMessage()
         return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """The line with the message's control characters escaped (text from sheets cannot forge a record)."""
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
 
 
 @dataclass

@@ -48,6 +48,7 @@ from gspread.utils import absolute_range_name
 
 from ..core.frame_table import FRAME_COLUMN, RARITY_COLUMNS, normalize_header
 from ..core.sheets import is_google_location, table_from_rows
+from ..core.text import quote_header
 from ..errors import ConfigError, SheetContentError, SheetError
 from ..settings import Settings, env_number
 
@@ -110,8 +111,8 @@ def header_problems(columns: Sequence[str]) -> list[str]:
     present = {normalize_header(c) for c in columns}
     problems = []
     if normalize_header(FRAME_COLUMN) not in present:
-        shown = ", ".join(repr(str(c)) for c in columns[:12]) + (", ..." if len(columns) > 12 else "")
-        problems.append(f"the header has no '{FRAME_COLUMN}' column (header: {shown or 'empty'})")
+        shown = quote_header(columns) if columns else "empty"
+        problems.append(f"the header has no '{FRAME_COLUMN}' column (header: {shown})")
     if not any(normalize_header(h) in present for h in RARITY_COLUMNS):
         problems.append("the header has none of the rarity columns " + ", ".join(f"'{h}'" for h in RARITY_COLUMNS))
     return problems
