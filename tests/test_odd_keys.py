@@ -8,7 +8,9 @@ asserts the bucket's final state. The property test at the end lists odd keys th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+import pytest
 from conftest import Bucket, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,11 +29,16 @@ from season import (
 )
 from test_faults import expected_state
 
-from tuttle_prep.core.frame_table import RARITIES
+from tuttle_prep.core.delete_guard import DeleteLimit
+from tuttle_prep.core.frame_table import RARITIES, parse_frame
 from tuttle_prep.core.plan import KeyLayout
+from tuttle_prep.core.versions import version_id_of
+from tuttle_prep.edges.alarms import check_phone_numbers
 from tuttle_prep.edges.aws import make_client
 from tuttle_prep.edges.s3_bucket import S3Bucket
 from tuttle_prep.edges.s3_listing import list_datasets, list_sources
+from tuttle_prep.errors import ConfigError
+from tuttle_prep.settings import _pinned
 
 ARABIC_ONE = "\u0661"  # ١: str.isdigit(), Python's \d and RE2's \p{Nd} all take it for a digit
 LAYOUT = KeyLayout(ML_PREFIX, "tuttle_twins/", "thumbnails", ("train", "validate", "test"))
@@ -191,6 +198,34 @@ def test_a_manifest_episode_code_with_a_non_ascii_digit_is_no_episode(bucket: Bu
     assert "1 manifest files, 1 episodes, 1 selected" in result.output
     assert dataset_keys(bucket) == expected_state({"S01E01": rows})
     assert not [k for k in bucket.keys(ML_PREFIX) if ARABIC_ONE in k]
+
+
+def _raises(call: Callable[[], object], error: type[Exception]) -> bool:
+    try:
+        call()
+    except error:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        lambda: parse_frame(f"TT_S01_E01_FRM-00-00-00-0{ARABIC_ONE}") is None,
+        lambda: version_id_of(f"ML/_versions/2099123{ARABIC_ONE}T000000Z-abc.parquet", "ML/_versions/") is None,
+        lambda: _raises(lambda: _pinned(f"2026120{ARABIC_ONE}"), ConfigError),
+        lambda: _raises(lambda: DeleteLimit.parse(f"5{ARABIC_ONE}0"), ValueError),
+        lambda: _raises(lambda: check_phone_numbers([f"+1555555012{ARABIC_ONE}"]), ValueError),
+    ],
+    ids=["frame", "version-object-key", "versions-pinned", "delete-limit", "phone-number"],
+)
+def test_text_with_a_non_ascii_digit_is_refused_by_every_parser(refused: Callable[[], bool]) -> None:
+    assert refused()
+
+
+def test_an_episode_option_with_a_non_ascii_digit_is_a_usage_error(bucket: Bucket) -> None:
+    result = run_cli("split", "preview", "--episode", f"S01E0{ARABIC_ONE}")
+    assert result.exit_code == 2, result.output
 
 
 # ---- property: odd keys through the real listing ------------------------------------------------------------
