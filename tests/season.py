@@ -17,10 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from tuttle_prep.core.frame_table import SHEET_HEADER
+from tuttle_prep.core.frame_table import RARITIES, SHEET_HEADER
 
 HEADER = list(SHEET_HEADER)
 FRAME = "FRAME NUMBER"
@@ -34,6 +35,8 @@ SOURCE_PREFIX = "tuttle_twins/"
 IMG_SIZE = "thumbnails"
 SHEETS_PREFIX = "tuttle_twins/test_sheets/"
 JPEG = b"\xff\xd8\xff\xe0jpeg\xff\xd9"
+#: a frame number, ASCII digits only (written out here, not taken from the code under test)
+_FRAME = re.compile(r"TT_S[0-9]{2}_E[0-9]{2}_FRM-[0-9]{2}-[0-5][0-9]-[0-5][0-9]-(?:[01][0-9]|2[0-3])")
 
 Row = dict[str, str]
 
@@ -163,21 +166,35 @@ def upload_season(
     return locations
 
 
-def dataset_keys(bucket: BucketLike, ml_prefix: str = ML_PREFIX) -> dict[str, tuple[str, str]]:
+def dataset_keys(
+    bucket: BucketLike, ml_prefix: str = ML_PREFIX, strangers: set[str] | None = None
+) -> dict[str, tuple[str, str]]:
     """The bucket's dataset objects (`<dataset>/<rarity>/<frame>.jpg`) as {frame: (dataset, rarity)}.
 
-    Other keys under the prefix (the job's labels.csv, strangers' files) are ignored; look at them with
-    `bucket.keys(ML_PREFIX)`. Raises AssertionError if a frame is in more than one dataset folder.
+    The job's own files right under the prefix (labels.csv, ...) and its `_...` folders (`_versions/`) are not
+    looked at. Every other key under the prefix that is not, as a whole, `<dataset>/<rarity>/<frame>.jpg` (a key
+    ending in '/', with `//`, in a sub-folder, with a non-ASCII digit, ...) is a stranger: it is added to
+    `strangers` if that is given, and raises AssertionError otherwise, so no odd key hides from an assertion.
+    Raises AssertionError if a frame is in more than one dataset folder.
     """
     found: dict[str, tuple[str, str]] = {}
+    odd: set[str] = set()
     for key in sorted(bucket.keys(ml_prefix)):
-        parts = key[len(ml_prefix) :].split("/")
-        if len(parts) != 3 or not parts[2].endswith(".jpg"):
+        relative = key[len(ml_prefix) :]
+        if "/" not in relative or relative.startswith("_"):
             continue
-        dataset, rarity, name = parts
-        frame = name[: -len(".jpg")]
+        parts = relative.split("/")
+        frame = parts[2][: -len(".jpg")] if len(parts) == 3 and parts[2].endswith(".jpg") else ""
+        if not (parts[0] and parts[1] in RARITIES and _FRAME.fullmatch(frame)):
+            odd.add(key)
+            continue
+        dataset, rarity, _ = parts
         assert frame not in found, f"{frame} is in two dataset folders: {found[frame]} and {(dataset, rarity)}"
         found[frame] = (dataset, rarity)
+    if strangers is None:
+        assert not odd, f"keys under {ml_prefix} that are no dataset object: {sorted(odd)!r} (pass strangers=set())"
+    else:
+        strangers.update(odd)
     return found
 
 

@@ -83,13 +83,26 @@ ODD_ML_KEYS = [
     f"{ML_PREFIX}test/",  # a folder marker of a dataset folder
     f"{ML_PREFIX}train/Uncommon/",  # a folder marker of a rarity folder: obstore names it without its '/'
     f"{ML_PREFIX}train/Trash/old/",  # a folder marker inside a rarity folder
+    # not empty, each alone in its folder: obstore lists `<frame>.jpg/` as `<frame>.jpg`, refuses nothing
+    f"{ML_PREFIX}train/Legendary/{frame_number('S01E01', 20)}.jpg/",
+    f"{ML_PREFIX}validate/Rare/{frame_number('S01E01', 21)}.jpg//",
+    f"{ML_PREFIX}test/Trash/{frame_number('S01E01', 22)[:-1]}\u0661.jpg",  # a non-ASCII digit (١)
+    f"{ML_PREFIX}validate/Legendary/{frame_number('S01E01', 23)}\x07.jpg",  # a control character
 ]
+#: the odd keys that are 0-byte folder markers (the others have a body)
+MARKERS = {f"{ML_PREFIX}test/", f"{ML_PREFIX}train/Uncommon/", f"{ML_PREFIX}train/Trash/old/"}
+
+
 def frames_placed(bucket: Bucket) -> dict[str, tuple[str, str]]:
-    """The dataset objects of frames (the odd keys left out: `train//x.jpg` would read as a frame `x`)."""
-    return {frame: place for frame, place in dataset_keys(bucket).items() if frame.startswith("TT_")}
+    """The dataset objects of frames; AssertionError if the odd keys are not exactly the strangers."""
+    strangers: set[str] = set()
+    placed = dataset_keys(bucket, strangers=strangers)
+    assert strangers == set(ODD_ML_KEYS)
+    return placed
 
 
 ODD_SOURCE_KEYS = [f"{SOURCES}/q.jpg", f"{SOURCES}./r.jpg", SOURCES]
+MARKERS.add(SOURCES)
 
 
 def test_keys_obstore_cannot_name_are_reported_as_named_and_left_byte_identical(
@@ -104,7 +117,7 @@ def test_keys_obstore_cannot_name_are_reported_as_named_and_left_byte_identical(
     for i in (16, 17):
         bucket.put(dataset_key("train", "Rare", frame_number("S01E01", i)), JPEG)
     for n, key in enumerate(ODD_ML_KEYS + ODD_SOURCE_KEYS):
-        bucket.put(key, b"" if key.endswith("/") else f"odd {n}".encode())
+        bucket.put(key, b"" if key in MARKERS else f"odd {n}".encode())
     edited = rows[:12] + [{**r, UNSUPERVISED: "Legendary"} for r in rows[12:15]]  # three moves
     upload_season(bucket, {"S01E01": edited})
     odd_before = state(bucket, ODD_ML_KEYS + ODD_SOURCE_KEYS)

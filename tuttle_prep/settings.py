@@ -22,7 +22,7 @@ DEFAULT_SEED = "tuttle-twins-2022"
 IMG_SIZES = ("high_res", "mid_res", "low_res", "thumbnails")
 _FOLDER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: a version id or a prefix of one (at least the date): 20261201, 20261201T0230, 20261201T023005Z-4f1c9a02b7e1
-_VERSION_PIN = re.compile(r"^\d{8}(T\d{0,6}(Z(-[A-Za-z0-9]*)?)?)?$")
+_VERSION_PIN = re.compile(r"^[0-9]{8}(T[0-9]{0,6}(Z(-[A-Za-z0-9]*)?)?)?$")
 
 
 def parse_split(text: str, variable: str = "TUTTLE_SPLIT") -> dict[str, float]:

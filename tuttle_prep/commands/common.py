@@ -24,8 +24,8 @@ from ..edges.s3_bucket import S3Bucket
 from ..errors import ConfigError
 from ..settings import Settings
 
-_SEASON = re.compile(r"^S\d{2}$", re.I)
-_EPISODE = re.compile(r"^S\d{2}E\d{2}$", re.I)
+_SEASON = re.compile(r"^S[0-9]{2}$", re.I)
+_EPISODE = re.compile(r"^S[0-9]{2}E[0-9]{2}$", re.I)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from ..errors import ConfigError, InventoryError, SheetError, TuttlePrepError
 from ..settings import Settings, local_sheets_dir_from_env
 
 KNOWN_KEYS = ("season_code", "episode_code", "google_spreadsheet_title", *LOCATION_KEYS)
-_SEASON_FILE = re.compile(rf"^(S\d{{2}}){re.escape(MANIFEST_SUFFIX)}$")
+_SEASON_FILE = re.compile(rf"^(S[0-9]{{2}}){re.escape(MANIFEST_SUFFIX)}\Z")
 SHEET_THREADS = 8
 
 

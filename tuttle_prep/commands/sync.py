@@ -536,7 +536,7 @@ def _plan_run(
 
 
 _MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
-_SEASON_CODE = re.compile(r"S\d{2}\Z", re.IGNORECASE)
+_SEASON_CODE = re.compile(r"S[0-9]{2}\Z", re.IGNORECASE)
 
 
 def _concat_frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:

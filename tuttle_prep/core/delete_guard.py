@@ -21,6 +21,8 @@ class DeleteLimit:
             return None
         text = text.strip()
         try:
+            if not text.isascii():  # int() and float() also read `٥٠٠` and `５`
+                raise ValueError
             if text.endswith("%"):
                 value = float(text[:-1])
                 if not 0 <= value <= 100:

@@ -39,11 +39,13 @@ SHEET_HEADER = (
     METADATA_COLUMN,
 )
 
-FRAME_PATTERN = r"TT_S(\d{2})_E(\d{2})_FRM-(\d{2})-([0-5]\d)-([0-5]\d)-([01]\d|2[0-3])"
+#: ASCII digits only (`[0-9]`, never `\d`, which in Python and as RE2's `\p{Nd}` also matches `١` or `０`): a frame
+#: number is part of S3 keys, and the same text must mean the same frame in every pattern and every parser
+FRAME_PATTERN = r"TT_S([0-9]{2})_E([0-9]{2})_FRM-([0-9]{2})-([0-5][0-9])-([0-5][0-9])-([01][0-9]|2[0-3])"
 #: whole cells only: `$` would also match before a final newline
 _FRAME_RE = re.compile(f"{FRAME_PATTERN}\\Z")
-#: the same whole-cell match in RE2 (pyarrow.compute): `$` is the end of the text; `\p{Nd}` is Python's `\d`
-_FRAME_RE2 = "^" + FRAME_PATTERN.replace(r"\d", r"\p{Nd}") + "$"
+#: the same whole-cell match in RE2 (pyarrow.compute): `$` is the end of the text
+_FRAME_RE2 = "^" + FRAME_PATTERN + "$"
 #: an unknown header this close (difflib ratio of the normalised names) to a rarity column is taken for it, renamed
 CLOSE_HEADER_RATIO = 0.8
 #: header row is sheet row 1, so data row i (0-based) is sheet row i + 2

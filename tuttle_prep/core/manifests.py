@@ -18,8 +18,8 @@ MANIFEST_SUFFIX = "-episodes.json"
 NEAR_MANIFEST = re.compile(r"episodes?\.json$", re.IGNORECASE)
 REQUIRED_KEYS = ("season_code", "episode_code")
 LOCATION_KEYS = ("google_spreadsheet_share_link", "google_spreadsheet_url")
-_SEASON = re.compile(r"^S\d{2}$")
-_EPISODE = re.compile(r"^E\d{2}$")
+_SEASON = re.compile(r"^S[0-9]{2}$")
+_EPISODE = re.compile(r"^E[0-9]{2}$")
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ INVENTORY_COLUMNS = ["key", "episode_id", "frame", "dataset", "rarity"]
 _FRAME_LENGTH = len("TT_S01_E01_FRM-00-00-08-12")
 #: `<FRAME NUMBER>.jpg`: the last characters of every dataset object key
 _FILE_LENGTH = _FRAME_LENGTH + len(".jpg")
-#: a whole dataset file name in RE2 (pyarrow.compute): `$` is the end of the text, and `\p{Nd}` is what
-#: Python's `\d` matches in a str pattern, so this accepts exactly the names the frame table's pattern does
-_DATASET_FILE_RE2 = "^" + FRAME_PATTERN.replace(r"\d", r"\p{Nd}") + r"\.jpg$"
+#: a whole dataset file name in RE2 (pyarrow.compute): `$` is the end of the text; ASCII digits only, so this
+#: accepts exactly the names the frame table's pattern does (a name with `١` is a stranger's, never deleted)
+_DATASET_FILE_RE2 = "^" + FRAME_PATTERN + r"\.jpg$"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ EMAIL_ADDRESS = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
 RUN_FAILED_ALARM = "tuttle-prep-run-failed"
 DID_NOT_RUN_ALARM = "tuttle-prep-did-not-run"
 MAX_WINDOW_HOURS = 168  # CloudWatch: Period × EvaluationPeriods ≤ 7 days
-PHONE_NUMBER = re.compile(r"^\+[1-9]\d{7,14}$")
+PHONE_NUMBER = re.compile(r"^\+[1-9][0-9]{7,14}$")
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 

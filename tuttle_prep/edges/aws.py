@@ -22,7 +22,7 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_RETRIES = 5
 
 
-_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z\Z")
+_ISO_UTC = re.compile(r"[0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,6})?Z\Z")
 #: the tzinfo botocore gives a 'Z' time on this host (dateutil says tzlocal() where local time is UTC, else tzutc())
 _UTC_AS_BOTOCORE_SAYS = parse_timestamp("2000-01-01T00:00:00Z").tzinfo
 

@@ -59,9 +59,9 @@ SCOPES = ("https://www.googleapis.com/auth/spreadsheets.readonly",)
 SHEETS_API_URL = "https://sheets.googleapis.com"
 CREDENTIALS_VARIABLE = "GOOGLE_DRIVE_CREDENTIALS_FILE"
 
-_KEY_IN_URL = re.compile(r"/spreadsheets/(?:u/\d+/)?d/([A-Za-z0-9_-]{20,})")
+_KEY_IN_URL = re.compile(r"/spreadsheets/(?:u/[0-9]+/)?d/([A-Za-z0-9_-]{20,})")
 _KEY_IN_QUERY = re.compile(r"[?&]key=([A-Za-z0-9_-]{20,})")
-_PUBLISHED_LINK = re.compile(r"/spreadsheets/(?:u/\d+/)?d/e/")
+_PUBLISHED_LINK = re.compile(r"/spreadsheets/(?:u/[0-9]+/)?d/e/")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]{25,}$")
 _REQUIRED_KEY_FIELDS = ("client_email", "private_key", "token_uri")
 _QUOTA_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"}

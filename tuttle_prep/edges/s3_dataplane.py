@@ -18,7 +18,7 @@ import atexit
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -33,8 +33,6 @@ T = TypeVar("T")
 
 #: errors of one request, reported by key (a 404, a 5xx after the retries, a timeout, a refused signature, ...)
 REQUEST_ERRORS: tuple[type[BaseException], ...] = (ObstoreError, OSError)
-#: objects per Arrow batch from a list stream (an S3 page holds 1,000)
-LIST_CHUNK = 10_000
 #: the columns kept of a listing
 LIST_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.uint64()), ("e_tag", pa.string())])
 #: how long a stopped run waits for the requests in flight before it lets them go
@@ -134,9 +132,11 @@ class DataPlane:
         """Server-side copy `src` to `dst` (CopyObject); REQUEST_ERRORS after the retries."""
         await obstore.copy_async(self.store, src, dst)
 
-    def list_batches(self, folder: str) -> AsyncIterator[Any]:
-        """Every object under `folder` (recursively), as Arrow record batches of path, size, e_tag, ..."""
-        return obstore.list(self.store, folder.rstrip("/"), chunk_size=LIST_CHUNK, return_arrow=True).__aiter__()
+    async def list_folder(self, folder: str) -> tuple[Any, list[str]]:
+        """The objects directly in `folder` (an Arrow table of path, size, e_tag, ...) and its common prefixes
+        (a '/' listing: every key with a '/' after the folder shows there, a key ending in '/' included)."""
+        listed = await obstore.list_with_delimiter_async(self.store, folder.rstrip("/"), return_arrow=True)
+        return listed["objects"], list(listed["common_prefixes"])
 
 
 def describe(exc: BaseException) -> str:
@@ -150,9 +150,15 @@ def describe(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
+class NestedKeys(Exception):
+    """A folder holds keys with a '/' after the folder: a sub-folder, or a key ending in '/'. obstore names a key
+    without its trailing '/' (`<frame>.jpg/` is listed as `<frame>.jpg`), so only S3's own names are true."""
+
+
 def unnameable(error: BaseException | None) -> bool:
-    """True for the error obstore raises on a key it cannot name (an empty, `.` or `..` segment)."""
-    return isinstance(error, InvalidPathError)
+    """True for a folder obstore cannot list exactly: a key it cannot name (an empty, `.` or `..` segment, a
+    control character: InvalidPathError) or a key with a '/' after the folder (NestedKeys)."""
+    return isinstance(error, InvalidPathError | NestedKeys)
 
 
 # ---- running async work from synchronous code ------------------------------------------------------------
@@ -208,15 +214,17 @@ async def bounded(items: Iterable[T], call: Callable[[T], Awaitable[Any]], limit
 async def _list_folder(
     plane: DataPlane, folder: str, schema: pa.Schema, on_batch: Callable[[int], Any] | None
 ) -> pa.Table:
-    batches = []
-    async for batch in plane.list_batches(folder):
-        imported = pa.record_batch(batch)
-        # a copy of the kept columns: an imported batch's buffers (all its columns) live as long as any does
-        kept = [pa.concat_arrays([imported.column(f.name)]).cast(f.type) for f in schema]
-        batches.append(pa.record_batch(kept, schema=schema))
-        if on_batch is not None:
-            on_batch(imported.num_rows)
-    return pa.Table.from_batches(batches, schema=schema)
+    # a '/' listing, not a recursive one: a recursive listing names `<frame>.jpg/` as `<frame>.jpg`, which no
+    # listed column tells apart; a '/' listing shows it (and any sub-folder) as a common prefix instead
+    objects, prefixes = await plane.list_folder(folder)
+    if prefixes:
+        raise NestedKeys(f"{folder} holds keys with a '/' after it (first: {prefixes[0]!r})")
+    imported = pa.table(objects)
+    # a copy of the kept columns: the imported table's buffers (all its columns) live as long as any does
+    kept = [pa.concat_arrays(imported.column(f.name).chunks or [pa.array([], f.type)]).cast(f.type) for f in schema]
+    if on_batch is not None:
+        on_batch(imported.num_rows)
+    return pa.Table.from_arrays(kept, schema=schema)
 
 
 def list_folders(
@@ -226,8 +234,9 @@ def list_folders(
     on_batch: Callable[[int], Any] | None = None,
     columns: Iterable[str] = LIST_SCHEMA.names,
 ) -> dict[str, pa.Table | BaseException]:
-    """Every object under each folder as an Arrow table (the `columns` of LIST_SCHEMA), several folders at once;
-    a folder whose listing failed maps to its error (REQUEST_ERRORS), and the others still complete."""
+    """Every object directly in each folder as an Arrow table (the `columns` of LIST_SCHEMA), several folders at
+    once; a folder whose listing failed maps to its error (REQUEST_ERRORS), one holding a key with a '/' after the
+    folder to NestedKeys (list it by boto3), and the others still complete."""
     schema = pa.schema([LIST_SCHEMA.field(name) for name in columns])
 
     async def work(stop: threading.Event) -> dict[str, pa.Table | BaseException]:
@@ -236,7 +245,7 @@ def list_folders(
         async def one(folder: str) -> None:
             try:
                 results[folder] = await _list_folder(plane, folder, schema, on_batch)
-            except REQUEST_ERRORS as exc:
+            except (*REQUEST_ERRORS, NestedKeys) as exc:
                 results[folder] = exc
 
         await bounded(folders, one, concurrency, stop)

@@ -5,9 +5,12 @@ object per key. Listing never hides an error as "no files": a listing that fails
 `InventoryError` (a source folder: an error for its episode), so nothing is planned from a partial view.
 
 Keys obstore cannot name exactly are listed by boto3 instead, one folder at a time: a folder with a key that
-has an empty, `.` or `..` segment (`ML/train/Rare//x.jpg`; obstore refuses the whole listing) or with an
-object of 0 bytes (what a folder marker `ML/train/Rare/` is; obstore names it without its `/`). Every key is
-then reported as S3 names it, and nothing the job did not write is touched.
+has an empty, `.` or `..` segment or a control character (`ML/train/Rare//x.jpg`; obstore refuses the whole
+listing), with any key that has a '/' after the folder (a sub-folder, a folder marker `ML/train/Rare/x/`, a
+botched upload `ML/train/Rare/<frame>.jpg/` of any size: obstore names a key without its trailing '/', so
+`<frame>.jpg/` would pass for the frame), or with an object of 0 bytes. obstore lists each folder with '/' as the
+delimiter, so every such key shows as a common prefix. Every key is then reported as S3 names it, and nothing
+the job did not write is touched.
 """
 
 from __future__ import annotations
@@ -118,8 +121,9 @@ def list_folder_tables(
     columns: tuple[str, ...] = tuple(LIST_SCHEMA.names),
 ) -> dict[str, pa.Table | InventoryError]:
     """Every object under each folder (`a/b/`, recursively) as a table of `columns` (of LIST_SCHEMA: path, size,
-    e_tag), listed by obstore, several folders at once; a folder holding a key obstore cannot name exactly is
-    listed again by boto3. A folder whose listing failed maps to an InventoryError naming it."""
+    e_tag), listed by obstore, several folders at once; a folder holding a key obstore cannot name exactly (or a
+    key with a '/' after the folder, which obstore would name without a trailing '/') is listed again by boto3.
+    A folder whose listing failed maps to an InventoryError naming it."""
     wanted = tuple(dict.fromkeys(("size", *columns)))  # the sizes show folder markers
     listed = list_folders(store.data_plane, folders, FOLDERS_AT_ONCE, on_batch, wanted)
     outcomes: dict[str, pa.Table | InventoryError] = {}
