@@ -30,7 +30,7 @@ from .commands.status import status
 from .commands.sync import sync
 from .commands.versions import versions
 from .errors import RunStopped
-from .stopping import stop_on_signal
+from .stopping import stop_on_signal  # noqa: F401 - the handler, where it always was (tests install it)
 
 #: the exit code of a job failure (and of a bug's traceback)
 EXIT_JOB_FAILED = 1
@@ -101,8 +101,7 @@ def run() -> None:
     leaves with the code the run recorded, after one line on stderr if a signal stopped it.
     """
     stopping.begin_run()
-    for signum in stopping.STOP_SIGNALS:
-        signal.signal(signum, stop_on_signal)
+    stopping.install()
     code = EXIT_JOB_FAILED
     try:
         try:
@@ -130,8 +129,8 @@ def _how_it_ended(code: int) -> str | None:
     if signum is not None and code == 128 + signum:
         name = signal.Signals(signum).name
         return (
-            f"stopped by {name}: the run ended before it finished; requests under way finished, nothing new "
-            f"started, the run lock was released (exit code {code})"
+            f"stopped by {name}: the command ended before it finished; requests under way were let finish, "
+            f"nothing new started, the run lock (if taken) was released (exit code {code})"
         )
     late = stopping.late_signal()
     if late is not None:

@@ -42,6 +42,12 @@ def begin_run() -> None:
     _state = _State()
 
 
+def install() -> None:
+    """Hand SIGTERM and SIGINT to `stop_on_signal` (only a process's own entry point may)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop_on_signal)
+
+
 def stop_on_signal(signum: int, frame: FrameType | None) -> None:
     """The SIGTERM/SIGINT handler: raise RunStopped (exit code 128 + signal) once; afterwards only remember."""
     if _state.raised is not None or _state.holding or _state.outcome is not None:

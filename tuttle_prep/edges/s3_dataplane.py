@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import re
 import threading
 import time
@@ -33,6 +34,7 @@ from obstore.store import S3Store as ObjectStore
 from ..stopping import signals_held
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: errors of one request, reported by key (a 404, a 5xx after the retries, a timeout, a refused signature, ...)
 REQUEST_ERRORS: tuple[type[BaseException], ...] = (ObstoreError, OSError)
@@ -195,7 +197,9 @@ def run_async(work: Callable[[threading.Event], Awaitable[T]]) -> T:
     except BaseException:
         stop.set()
         with signals_held():
-            finished.wait(DRAIN_SECONDS)
+            drained = finished.wait(DRAIN_SECONDS)
+        if not drained:
+            log.warning("stopping: S3 requests still in flight after %gs were let go", DRAIN_SECONDS)
         raise
     if "error" in outcome:
         raise outcome["error"]
