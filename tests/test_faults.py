@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pandas as pd
 import pytest
 from conftest import Bucket, make_s3_client, run_cli
@@ -488,32 +489,125 @@ def test_a_run_killed_mid_apply_is_converged_by_the_next_run(bucket: Bucket, tmp
     assert not bucket.keys(LOCK_KEY)
 
 
-def test_a_run_terminated_mid_apply_stops_promptly_releases_the_lock_and_deletes_nothing(
-    bucket: Bucket, tmp_path: Path
+def start_sync(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+    """`python data_preparation.py sync ARGS` in a process (the real entry point and its signal handlers);
+    its stdout and stderr go to files in `tmp_path` (returned: the stderr file)."""
+    command = [sys.executable, str(REPO / "data_preparation.py"), "sync", *args]
+    err = tmp_path / "stderr.txt"
+    with (tmp_path / "stdout.txt").open("wb") as out, err.open("wb") as errors:
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=errors, env={**os.environ, **(env or {})})
+    return process, err
+
+
+def run_summary(bucket: Bucket, log_group: str) -> dict:
+    """The run summary the (only) run shipped to `log_group` on moto (read directly, not through the proxy)."""
+    logs = boto3.client(
+        "logs",
+        endpoint_url=bucket.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    streams = [s["logStreamName"] for s in logs.describe_log_streams(logGroupName=log_group)["logStreams"]]
+    assert len(streams) == 1, streams
+    events = logs.get_log_events(logGroupName=log_group, logStreamName=streams[0], startFromHead=True)["events"]
+    records = [json.loads(e["message"]) for e in events if e["message"].startswith("{")]
+    summaries = [r for r in records if r.get("event") == "run_summary"]
+    assert len(summaries) == 1, events
+    return summaries[0]
+
+
+def wait_for_copies(proxy: S3FaultProxy, process: subprocess.Popen, count: int) -> None:
+    """Until `count` CopyObject requests reached the proxy (the run is mid-apply, copies in flight)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None and len(proxy.of("CopyObject")) < count:
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be stopped"
+
+
+def copy_destinations(proxy: S3FaultProxy) -> set[str]:
+    return {request.key for request in proxy.of("CopyObject")}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_run_stopped_mid_apply_drains_its_copies_releases_the_lock_and_deletes_nothing(
+    bucket: Bucket, proxied: S3FaultProxy, tmp_path: Path, signum: signal.Signals
 ) -> None:
     rows = season_rows("S01E01", 300)
     upload_season(bucket, {"S01E01": rows})
     stray = dataset_key("train", "Rare", frame_number("S01E01", 9999))  # a plain delete the run would make
     bucket.put(stray, JPEG)
-    command = [sys.executable, str(REPO / "data_preparation.py"), "sync", "--workers", "1"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    group = f"/tuttle-twins/stopped-{bucket.name}"
+    proxied.delay = {"CopyObject": 0.8}  # every copy is in flight 0.8 s: 8 of them at any time
+    process, stderr = start_sync(tmp_path, "--workers", "8", env={"TUTTLE_LOG_GROUP": group})
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None and len(bucket.keys(ML_PREFIX)) < 10:
-            time.sleep(0.02)
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=20)
+        wait_for_copies(proxied, process, 12)
+        process.send_signal(signum)
+        code = process.wait(timeout=30)
+        at_exit = dataset_keys(bucket)  # what the bucket holds the moment the process has ended
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert code == 128 + signal.SIGTERM
-    assert 0 < len(dataset_keys(bucket)) < 300  # stopped mid-way, queued copies cancelled
+    sent = copy_destinations(proxied)
+    time.sleep(1.0)  # a copy the process let go of would land now (the proxy forwards it after its delay)
+    # every copy sent had landed before the process ended: it waited for them (none lands after)
+    assert at_exit == dataset_keys(bucket)
+    assert {dataset_key(dataset, rarity, frame) for frame, (dataset, rarity) in at_exit.items()} == sent | {stray}
+    assert 12 <= len(sent) < 300  # stopped mid-way, queued copies never sent
+    assert code == 128 + signum
     assert stray in bucket.keys(ML_PREFIX)  # deletes come after every copy: none started
+    assert not proxied.of("DeleteObjects") and not [r for r in proxied.of("DeleteObject") if r.key != LOCK_KEY]
     assert not bucket.keys(LOCK_KEY)  # the finally ran: the next run need not wait for a takeover
+    lines = stderr.read_text().splitlines()
+    name = signal.Signals(signum).name
+    assert lines[-1].startswith(f"stopped by {name}: ") and lines[-1].endswith(f"(exit code {128 + signum})")
+    assert sum("stopped by" in line for line in lines) == 1 and "Traceback" not in stderr.read_text(), lines
+    assert "Aborted!" not in lines
+    assert run_summary(bucket, group)["exit_code"] == 128 + signum
+    proxied.delay = {}
     rerun = run_cli("sync")
     assert rerun.exit_code == 0, rerun.output
     assert dataset_keys(bucket) == expected_state({"S01E01": rows})
+
+
+def _sigterm_during(process_box: list[subprocess.Popen], marker: bytes) -> Callable[[Request], Answer | None]:
+    """A fault-proxy hook: on the first request whose body or target names `marker`, SIGTERM the run's process
+    and hold the request 0.3 s, so the signal is handled while the run is on its way out."""
+
+    def hook(request: Request) -> Answer | None:
+        named = marker in request.body or marker.decode() in request.headers.get("x-amz-target", "")
+        if named and process_box and not getattr(hook, "sent", False):
+            hook.sent = True  # type: ignore[attr-defined]
+            process_box[0].send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        return None
+
+    return hook
+
+
+@pytest.mark.parametrize("marker", [b"PutMetricData", b"run_summary"], ids=["metrics", "summary"])
+def test_a_sigterm_while_the_run_writes_its_outcome_changes_nothing(
+    bucket: Bucket, proxied: S3FaultProxy, tmp_path: Path, marker: bytes
+) -> None:
+    upload_season(bucket, {"S01E01": season_rows("S01E01", 8)})
+    group = f"/tuttle-twins/late-{bucket.name}"
+    box: list[subprocess.Popen] = []
+    proxied.fail = hook = _sigterm_during(box, marker)
+    process, stderr = start_sync(tmp_path, env={"TUTTLE_LOG_GROUP": group})
+    box.append(process)
+    try:
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert getattr(hook, "sent", False), "the run never wrote its outcome"
+    text = stderr.read_text()
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+    summary = run_summary(bucket, group)
+    assert code == summary["exit_code"] == 0, text
+    assert text.splitlines()[-1] == "SIGTERM arrived as the run was ending and changed nothing (exit code 0)"
 
 
 def test_the_copies_a_run_killed_mid_move_leaves_behind_are_removed_without_force(bucket: Bucket) -> None:

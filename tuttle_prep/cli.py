@@ -1,19 +1,24 @@
 """The command line: the click group and its global options; each command lives in `tuttle_prep.commands`.
 
 Exit codes: 0 the job did all it could (data findings, if any, are printed); 1 a job failure (or, with
-`sync --strict`, a data finding); 2 usage or configuration error.
+`sync --strict`, a data finding); 2 usage or configuration error; 128 + signal when stopped by a signal
+(143 SIGTERM, 130 Ctrl-C), with one line on stderr saying so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import click
 from dotenv import load_dotenv
 
+from . import stopping
 from .commands.alarm import alarm
 from .commands.common import Invocation, fail_config
 from .commands.demo import demo
@@ -26,6 +31,10 @@ from .commands.sync import sync
 from .commands.versions import versions
 from .core.text import escape_control
 from .errors import RunStopped
+from .stopping import stop_on_signal  # noqa: F401 - the handler, where it always was (tests install it)
+
+#: the exit code of a job failure (and of a bug's traceback)
+EXIT_JOB_FAILED = 1
 
 
 class EscapingFormatter(logging.Formatter):
@@ -95,16 +104,66 @@ main.add_command(demo)
 main.add_command(status)
 
 
-def stop_on_signal(signum: int, frame: object) -> None:
-    """The SIGTERM handler: unwind like Ctrl-C would, so the run lock is released and the run is recorded as
-    failed with exit code 128 + signal (what the process returns); copies under way finish, no delete starts."""
-    raise RunStopped(signum)
-
-
 def run() -> None:
     """The process entry point: `python data_preparation.py` and the `tuttle-prep` console script.
 
-    Installs the SIGTERM handler (only a process's own entry point may), then runs the click group.
+    Installs the SIGTERM and SIGINT handlers (only a process's own entry point may), runs the click group and
+    leaves with the code the run recorded, after one line on stderr if a signal stopped it.
     """
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    sys.exit(main())
+    stopping.begin_run()
+    stopping.install()
+    code = EXIT_JOB_FAILED
+    try:
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_JOB_FAILED)
+        finally:
+            stopping.hold_for_exit()  # no signal raises after this: the exit path runs whole
+    except RunStopped as exc:  # the one stop arrived as main() ended, before the hold
+        stopping.hold_for_exit()
+        code = int(exc.code)  # type: ignore[arg-type]
+    except BaseException:  # noqa: BLE001 - a bug: its traceback, exit 1
+        stopping.hold_for_exit()
+        traceback.print_exc()
+        code = EXIT_JOB_FAILED
+    recorded = stopping.recorded_outcome()
+    if recorded is not None:  # the run's summary said this: the process returns the same
+        code = recorded
+    _exit(code, _how_it_ended(code))
+
+
+def _how_it_ended(code: int) -> str | None:
+    signum = stopping.stopped_by()
+    if signum is not None and code == 128 + signum:
+        name = signal.Signals(signum).name
+        return (
+            f"stopped by {name}: the command ended before it finished; requests under way were let finish, "
+            f"nothing new started, the run lock (if taken) was released (exit code {code})"
+        )
+    late = stopping.late_signal()
+    if late is not None:
+        return f"{signal.Signals(late).name} arrived as the run was ending and changed nothing (exit code {code})"
+    return None
+
+
+def _exit(code: int, line: str | None) -> None:
+    """Print `line` on stderr, flush every stream and log handler, then end the process with `code`.
+
+    `os._exit` rather than `sys.exit`: the interpreter never starts finalizing, so nothing is torn down while
+    another thread still runs — obstore's tokio threads drop Python references under the GIL a moment after a
+    call returned, and one doing so during finalization aborts the process (SIGABRT/SIGSEGV after the run had
+    recorded its code). With `_exit(2)` the kernel ends every thread at once and no Python code or object is
+    touched after this point, so that is certain, not a pause that is usually long enough. What finalization
+    would have done that matters is done here by hand: stdout, stderr and the log handlers are flushed (the
+    run lock and the CloudWatch stream were closed by the run's own `finally` blocks before this).
+    """
+    with contextlib.suppress(Exception):  # a closed stream must not change the exit code
+        if line is not None:
+            sys.stderr.write(line + "\n")
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..core.frame_table import RARITIES, SHEET_HEADER
 from ..core.run_report import RunReport
+from ..errors import RunStopped
 from ..settings import Settings
 from .common import invocation_clock
 from .sync import SyncOptions, build_context, run_sync
@@ -226,7 +227,7 @@ def run_demo(keep: bool = False) -> int:
         ok = ok and rerun.copied == rerun.moved == rerun.deleted == 0
         if keep:
             click.echo(f"\nembedded S3 still running at {endpoint}; press Ctrl-C to stop")
-            with contextlib.suppress(KeyboardInterrupt):
+            with contextlib.suppress(KeyboardInterrupt, RunStopped):  # Ctrl-C (the entry point raises RunStopped)
                 server._thread.join()  # type: ignore[union-attr]
         return 0 if ok else 1
     finally:

@@ -692,8 +692,9 @@ def sync(
                 send_data_digest(settings, options, context.store, report)
         except ConfigError as exc:
             report.config_error = str(exc)
-        exit_code = print_report(report)
-    sys.exit(exit_code)
+        print_report(report)
+    # the code the summary recorded (a stop that arrived as the run ended counts there too)
+    sys.exit(report.exit_code)
 
 
 def print_report(report: RunReport) -> int:

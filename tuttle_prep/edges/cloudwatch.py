@@ -21,6 +21,7 @@ from typing import Any
 import watchtower
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .. import stopping
 from ..core.run_report import COUNT_COLUMNS, EXIT_OK, RunReport
 from ..core.text import escape_control
 from ..errors import RunStopped
@@ -217,6 +218,7 @@ def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: b
     An exception escaping the block counts as a failed run (it is re-raised). Nothing here changes the
     report's exit code or raises; the log stream is closed within LOG_CLOSE_TIMEOUT.
     """
+    stopping.begin_run()
     shipper = None
     if log_group:
         try:
@@ -226,20 +228,29 @@ def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: b
     try:
         yield
     except BaseException as exc:
-        if isinstance(exc, SystemExit):
+        if isinstance(exc, RunStopped):
+            _record_stop(report, exc.signum)
+        elif isinstance(exc, SystemExit):
             # the process exits with this code: the summary and the metrics must say the same
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             if code != EXIT_OK:
                 report.stopped_with = code
-                how = f"by signal {signal.Signals(exc.signum).name}" if isinstance(exc, RunStopped) else "early"
-                report.error(f"the run was stopped {how} before it finished (exit code {code})")
+                report.error(f"the run was stopped early before it finished (exit code {code})")
         elif isinstance(exc, KeyboardInterrupt):  # Python dies of SIGINT then: the shell sees 130
-            report.stopped_with = 128 + signal.SIGINT
-            report.error(f"the run was stopped by SIGINT (Ctrl-C) before it finished (exit code {report.stopped_with})")
+            _record_stop(report, signal.SIGINT)
         else:
             report.error(f"the run stopped early: {type(exc).__name__}: {exc}")
         raise
     finally:
+        # From the hold on, no signal raises: the summary is written whole and the process exits with its code.
+        # The one stop a run can raise may arrive just before the hold takes effect: it is caught and counts.
+        try:
+            stopping.hold_for_exit()
+        except RunStopped:
+            stopping.hold_for_exit()
+        signum = stopping.stopped_by()
+        if signum is not None and report.stopped_with is None:  # it arrived as the block ended
+            _record_stop(report, signum)
         report.finished = report.finished or report.clock()
         try:
             if shipper is not None:
@@ -251,6 +262,13 @@ def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: b
         finally:
             if shipper is not None:
                 shipper.stop()
+            stopping.record_outcome(report.exit_code)
+
+
+def _record_stop(report: RunReport, signum: int) -> None:
+    report.stopped_with = 128 + signum
+    how = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
+    report.error(f"the run was stopped by {how} before it finished (exit code {report.stopped_with})")
 
 
 # -- run history -------------------------------------------------------------------------------------

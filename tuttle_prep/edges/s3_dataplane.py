@@ -8,13 +8,15 @@ dropped connections and timeouts, with exponential back-off.
 
 Async work runs on an event loop in a thread of its own (`run_async`) while the calling thread waits: a
 signal handler that raises (SIGTERM's SystemExit) runs in the caller at once; the work then takes no new
-item, lets the requests in flight finish, and the exception goes on. Nothing runs in another process.
+item, lets the requests in flight finish (the drain: signals held, see `stopping`), and the exception goes
+on. Nothing runs in another process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import re
 import threading
 import time
@@ -29,7 +31,10 @@ from obstore.exceptions import BaseError as ObstoreError
 from obstore.exceptions import InvalidPathError
 from obstore.store import S3Store as ObjectStore
 
+from ..stopping import signals_held
+
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: errors of one request, reported by key (a 404, a 5xx after the retries, a timeout, a refused signature, ...)
 REQUEST_ERRORS: tuple[type[BaseException], ...] = (ObstoreError, OSError)
@@ -37,9 +42,10 @@ REQUEST_ERRORS: tuple[type[BaseException], ...] = (ObstoreError, OSError)
 LIST_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.uint64()), ("e_tag", pa.string())])
 #: how long a stopped run waits for the requests in flight before it lets them go
 DRAIN_SECONDS = 15.0
-#: the pause at interpreter exit after async work. obstore's tokio threads finish the tail of each call (they
-#: drop Python references under the GIL) a moment after its result arrived; one still doing so while the
-#: interpreter finalizes aborts the process (measured: about 1 exit in 3 aborted without it, none with it)
+#: the pause at interpreter exit after async work, for processes that embed the job (pytest) only: obstore's
+#: tokio threads finish the tail of each call (they drop Python references under the GIL) a moment after its
+#: result arrived, and one still doing so while the interpreter finalizes aborts the process. The process
+#: entry point (`cli.run`) never gets here: it flushes and leaves with os._exit, so finalization never begins.
 EXIT_SETTLE_SECONDS = 0.1
 
 _S3_CODE = re.compile(r"<Code>([^<]*)</Code>")
@@ -167,11 +173,17 @@ def unnameable(error: BaseException | None) -> bool:
 def run_async(work: Callable[[threading.Event], Awaitable[T]]) -> T:
     """Run `work(stop)` on a fresh event loop in a thread; return its result or raise its error.
 
-    If the calling thread gets an exception meanwhile (SIGTERM's SystemExit, Ctrl-C), `stop` is set — the work
+    If the calling thread gets an exception meanwhile (SIGTERM's RunStopped, Ctrl-C), `stop` is set — the work
     takes no new item — and the requests in flight get up to DRAIN_SECONDS to finish; then that exception
     propagates.
+
+    The wait is on an Event the loop thread sets when `asyncio.run` has returned, never on `Thread.join`: on
+    CPython 3.11 a join interrupted by a handler's exception marks the thread stopped while it still runs, so
+    a second join returns at once and the drain would be skipped. The drain waits with signals held, so a
+    second signal cannot cut it short either.
     """
     stop = threading.Event()
+    finished = threading.Event()
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -179,16 +191,21 @@ def run_async(work: Callable[[threading.Event], Awaitable[T]]) -> T:
             outcome["result"] = asyncio.run(work(stop))
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
             outcome["error"] = exc
+        finally:
+            finished.set()
 
     thread = threading.Thread(target=target, name="s3-data-plane", daemon=True)
     _async_used.set()
     thread.start()
     try:
-        while thread.is_alive():
-            thread.join(0.2)  # short waits: a signal's handler runs in this thread between them
+        while not finished.wait(0.2):  # short waits: a signal's handler runs in this thread between them
+            pass
     except BaseException:
         stop.set()
-        thread.join(DRAIN_SECONDS)
+        with signals_held():
+            drained = finished.wait(DRAIN_SECONDS)
+        if not drained:
+            log.warning("stopping: S3 requests still in flight after %gs were let go", DRAIN_SECONDS)
         raise
     if "error" in outcome:
         raise outcome["error"]
