@@ -222,9 +222,9 @@ def test_metadata_edit_alone_rewrites_only_the_index(bucket, s3_calls: S3Calls) 
     s3_calls.clear()
     result = run_cli("sync")
     assert result.exit_code == 0, result.output
-    # the index (CSV and Parquet) and a dataset version, nothing else
+    # the index (Parquet first, then the CSV: both or neither) and a dataset version, nothing else
     writes = s3_calls.writes(ML_PREFIX)
-    assert writes[:2] == [("PutObject", LABELS), ("PutObject", PARQUET)]
+    assert writes[:2] == [("PutObject", PARQUET), ("PutObject", LABELS)]
     assert [op for op, _ in writes[2:]] == ["PutObject"] and writes[2][1].startswith(f"{ML_PREFIX}_versions/")
     assert_index_matches_bucket(bucket, edited)
 
