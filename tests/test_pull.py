@@ -169,3 +169,39 @@ def test_pull_of_an_unknown_dataset_is_a_usage_error(bucket, tmp_path: Path) -> 
     result = run_cli("pull", "--dataset", "training", "--dest", str(tmp_path / "box"))
     assert result.exit_code == 2
     assert "not a dataset of TUTTLE_SPLIT" in result.output
+
+
+def _tree(root: Path) -> dict[str, bytes | str | None]:
+    """Every file (its bytes), link (its target) and folder (None) under `root`, links not followed."""
+    found: dict[str, bytes | str | None] = {}
+    for path in sorted(root.rglob("*")):
+        where = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            found[where] = str(path.readlink())
+        else:
+            found[where] = path.read_bytes() if path.is_file() else None
+    return found
+
+
+@pytest.mark.parametrize("linked", ["dataset folder", "rarity folder"])
+def test_a_dest_folder_linked_outside_dest_is_refused_and_nothing_written_or_deleted_there(
+    synced, tmp_path: Path, linked: str
+) -> None:
+    """DEST/train (or DEST/train/Common) is a link to another project's folder: `pull --delete` neither deletes
+    its files (before: "deleted 2 local files", weights.bin among them) nor writes frames into it."""
+    dest, outside = tmp_path / "box", tmp_path / "outside"
+    (outside / "Common").mkdir(parents=True)
+    (outside / "weights.bin").write_bytes(b"months of training")
+    (outside / "Common" / "notes.txt").write_bytes(b"mine")
+    if linked == "dataset folder":
+        dest.mkdir()
+        (dest / "train").symlink_to(outside, target_is_directory=True)
+    else:
+        (dest / "train").mkdir(parents=True)
+        (dest / "train" / "Common").symlink_to(outside, target_is_directory=True)
+    before = _tree(tmp_path)
+
+    result = run_cli("pull", "--dataset", "train", "--dest", str(dest), "--delete")
+    assert result.exit_code == 1, result.output
+    assert _tree(tmp_path) == before
+    assert "not a folder under" in result.stderr and "nothing downloaded or deleted" in result.stderr
