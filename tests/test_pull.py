@@ -205,3 +205,25 @@ def test_a_dest_folder_linked_outside_dest_is_refused_and_nothing_written_or_del
     assert result.exit_code == 1, result.output
     assert _tree(tmp_path) == before
     assert "not a folder under" in result.stderr and "nothing downloaded or deleted" in result.stderr
+
+
+def test_a_leftover_part_file_that_is_a_link_is_replaced_not_written_through(synced, tmp_path: Path) -> None:
+    """A `<frame>.jpg.part` or `labels.csv.part` left in DEST as a link to a file outside DEST: the download
+    and the labels write replace the link; the file it points to keeps its bytes (before: overwritten with
+    the frame's and the labels' bytes)."""
+    dest, outside = tmp_path / "box", tmp_path / "outside"
+    outside.mkdir()
+    frame_path = next(iter(sorted(objects_of(synced, "train"))))
+    local = dest / frame_path
+    local.parent.mkdir(parents=True)
+    targets = {name: outside / name for name in ("authorized_keys", "profile")}
+    for target in targets.values():
+        target.write_bytes(b"someone else's file")
+    local.with_name(local.name + ".part").symlink_to(targets["authorized_keys"])
+    (dest / "labels.csv.part").symlink_to(targets["profile"])
+
+    result = run_cli("pull", "--dataset", "train", "--dest", str(dest))
+    assert result.exit_code == 0, result.output
+    assert {t.read_bytes() for t in targets.values()} == {b"someone else's file"}
+    assert local_files(dest, "train") == objects_of(synced, "train")
+    assert not list(dest.rglob("*.part"))

@@ -60,7 +60,7 @@ from ..edges.s3_apply import Failure
 from ..edges.s3_bucket import S3Bucket, progress, run_bounded
 from ..edges.s3_labels import read_labels_object
 from ..edges.s3_listing import list_datasets
-from ..edges.s3_objects import PART_SUFFIX, SourceChanged, SourceDownloaded, download_object, download_source
+from ..edges.s3_objects import PART_SUFFIX, SourceChanged, SourceDownloaded, download_object, download_source, open_part
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import IMG_SIZES
@@ -152,7 +152,8 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     except FileNotFoundError:
         pass
     part = path.with_name(path.name + PART_SUFFIX)
-    part.write_bytes(data)
+    with open_part(path) as out:
+        out.write(data)
     os.replace(part, path)
     return True
 
