@@ -284,12 +284,14 @@ def test_latest_and_previous_skip_partial_versions_and_an_id_names_one() -> None
         resolve_version(IDS, "previous", lambda v: v != IDS[0])
 
 
-def test_a_version_without_a_partial_marker_is_complete_and_a_garbled_marker_is_partial() -> None:
+def test_a_version_without_a_partial_marker_is_complete_and_a_garbled_marker_is_unreadable() -> None:
     old = '{"id":"x","run_id":"r","time":"t","frames":1,"datasets":{}}'
     info = VersionInfo.from_json(old, "old")
     assert info.partial is None and info.counted == "frames"
-    garbled = VersionInfo.from_json(old[:-1] + ',"partial":"yes\\n"}', "garbled")
-    assert garbled.partial is not None and "'yes\\n'" in garbled.partial["reason"]
+    with pytest.raises(VersionError, match="field partial is 'yes"):
+        VersionInfo.from_json(old[:-1] + ',"partial":"yes\\n"}', "garbled")
+    odd = VersionInfo.from_json(old[:-1] + ',"partial":{"failed":"many\\n"}}', "odd")
+    assert "'many\\n' failed operations" in describe_partial(odd.partial)
     marker = partial_record(1, 2, 3, 4, ["delete k failed: \u00e9\n"])
     assert marker == {
         "exit_code": 1,
