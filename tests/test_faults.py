@@ -529,7 +529,9 @@ def copy_destinations(proxy: S3FaultProxy) -> set[str]:
     return {request.key for request in proxy.of("CopyObject")}
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "Ctrl-C", "SIGHUP"]
+)
 def test_a_run_stopped_mid_apply_drains_its_copies_releases_the_lock_and_deletes_nothing(
     bucket: Bucket, proxied: S3FaultProxy, tmp_path: Path, signum: signal.Signals
 ) -> None:

@@ -2,7 +2,7 @@
 
 Exit codes: 0 the job did all it could (data findings, if any, are printed); 1 a job failure (or, with
 `sync --strict`, a data finding); 2 usage or configuration error; 128 + signal when stopped by a signal
-(143 SIGTERM, 130 Ctrl-C), with one line on stderr saying so.
+(143 SIGTERM, 130 Ctrl-C, 129 SIGHUP), with one line on stderr saying so.
 """
 
 from __future__ import annotations
