@@ -573,6 +573,31 @@ def test_a_run_stopped_mid_apply_drains_its_copies_releases_the_lock_and_deletes
     assert dataset_keys(bucket) == expected_state({"S01E01": rows})
 
 
+def test_signals_in_a_burst_while_the_program_starts_end_it_with_143_and_one_line(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    # the first SIGTERM stops the imports; the next ones arrive while the process leaves: none may kill it
+    # by the signal's default action (the interpreter restores it while it finalizes)
+    upload_season(bucket, {"S01E01": season_rows("S01E01", 4)})
+    for attempt in range(3):
+        process, stderr = start_sync(tmp_path)
+        try:
+            time.sleep(0.6)  # the handlers are installed (the entry script's first lines), the libraries load
+            while process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                time.sleep(0.002)
+            code = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        lines = stderr.read_text().splitlines()
+        assert code == 143, (attempt, code, lines)
+        assert lines and lines[-1].startswith("stopped by SIGTERM: "), lines
+        assert sum("stopped by" in line for line in lines) == 1 and "Traceback" not in stderr.read_text()
+    assert not bucket.keys(ML_PREFIX) and not bucket.keys(LOCK_KEY)
+
+
 def _sigterm_during(process_box: list[subprocess.Popen], marker: bytes) -> Callable[[Request], Answer | None]:
     """A fault-proxy hook: on the first request whose body or target names `marker`, SIGTERM the run's process
     and hold the request 0.3 s, so the signal is handled while the run is on its way out."""
