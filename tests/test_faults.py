@@ -598,6 +598,33 @@ def test_signals_in_a_burst_while_the_program_starts_end_it_with_143_and_one_lin
     assert not bucket.keys(ML_PREFIX) and not bucket.keys(LOCK_KEY)
 
 
+def test_a_sync_whose_stdout_is_closed_ends_as_its_summary_says_with_one_line(bucket: Bucket, tmp_path: Path) -> None:
+    # `sync | head -1`: the reader is gone before the table is written; the run's work and its outcome stand
+    rows = season_rows("S01E01", 20)
+    upload_season(bucket, {"S01E01": rows})
+    group = f"/tuttle-twins/pipe-{bucket.name}"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout fails with EPIPE (Python ignores SIGPIPE)
+    err = tmp_path / "stderr.txt"
+    command = [sys.executable, str(REPO / "data_preparation.py"), "sync"]
+    try:
+        with err.open("wb") as errors:
+            process = subprocess.run(
+                command, cwd=tmp_path, stdout=write_end, stderr=errors, timeout=120,
+                env={**os.environ, "TUTTLE_LOG_GROUP": group},
+            )
+    finally:
+        os.close(write_end)
+    text = err.read_text()
+    summary = run_summary(bucket, group)
+    assert dataset_keys(bucket) == expected_state({"S01E01": rows})
+    assert summary["exit_code"] == 0 and summary.get("job_failures", 0) == 0, summary
+    assert process.returncode == 0, text
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+    line = "stdout was closed (broken pipe): the rest of the output was not shown (exit code 0)"
+    assert text.splitlines()[-1] == line
+
+
 def _sigterm_during(process_box: list[subprocess.Popen], marker: bytes) -> Callable[[Request], Answer | None]:
     """A fault-proxy hook: on the first request whose body or target names `marker`, SIGTERM the run's process
     and hold the request 0.3 s, so the signal is handled while the run is on its way out."""
