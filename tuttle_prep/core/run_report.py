@@ -88,6 +88,8 @@ class RunReport:
     unexpected: int = 0
     #: the dataset version this run wrote, if any
     version: str | None = None
+    #: that version is marked partial (the run failed; `latest` skips it)
+    version_partial: bool = False
     #: the latest version, when the datasets still match it (so none was written)
     version_unchanged: str | None = None
     #: the latest dataset version the ML listing contradicts (listing_check), when that stopped the run
@@ -245,7 +247,7 @@ class RunReport:
         if self.deletes_held_back:
             line += f"; {self.deletes_held_back:,} deletes held back"
         if self.version:
-            line += f"; dataset version {self.version} written"
+            line += f"; dataset version {self.version} written" + (" (partial)" if self.version_partial else "")
         elif self.version_unchanged and not (self.copied or self.moved or self.deleted):
             line += f"; datasets unchanged since version {self.version_unchanged}"
         elif self.version_unchanged:  # objects were written or deleted, yet the outcome is the version's
@@ -271,6 +273,7 @@ class RunReport:
             "orphans": self.orphans,
             "unexpected_keys": self.unexpected,
             "version": self.version,
+            "version_partial": self.version_partial,
             "listing_stop": self.listing_stop,
             "versions_deleted": list(self.versions_deleted),
             "split_seed_fingerprint": self.seed_fingerprint,
