@@ -175,6 +175,8 @@ class Plan:
     metadata: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["episode_id", "frame", "metadata"]))
     #: the source frames listed this run (episode_id, frame, etag, size), for the dataset version's ETags
     sources: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["episode_id", "frame", "etag", "size"]))
+    #: the content hashes known this run (HASH_COLUMNS of core.content, with episode_id), for the version
+    content: pd.DataFrame | None = None
 
     def of(self, action: str) -> pd.DataFrame:
         """The rows of one action."""
