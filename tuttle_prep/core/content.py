@@ -113,29 +113,29 @@ def _group_pairs(sorted_keys: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarr
         start = stop
 
 
-def near_pairs(hashes: np.ndarray, k: int, blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair (i < j) of `hashes` (uint64) within Hamming distance k, each once, sorted by (i, j).
+def iter_near_pairs(hashes: np.ndarray, k: int, blocks: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every pair (i < j) of `hashes` (uint64) within Hamming distance k, each once, in chunks (unordered).
 
     Exact for any k: with m > k blocks, two hashes within k bits agree exactly on at least m − k blocks, so one
-    table per combination of m − k blocks (keyed by those blocks' bits) holds every such pair under one key.
-    A candidate is kept if its full distance is within k and the table is the first combination of blocks it
-    agrees on (the m − k lowest blocks it agrees on), so each pair is found exactly once.
+    table per combination of m − k blocks (keyed by those blocks' bits) holds every such pair under one key
+    (m = k + 1: the k + 1 blocks of the pigeonhole, one table each). A candidate is kept if its full distance
+    is within k and the table is the first combination of blocks it agrees on (the m − k lowest blocks it
+    agrees on), so each pair is found exactly once. Memory stays bounded: a chunk holds ≤ 4 M candidates.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
     n = len(hashes)
     if n < 2 or k < 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return
     if k >= HASH_BITS:
         i, j = np.triu_indices(n, 1)
-        return i.astype(np.int64), j.astype(np.int64)
+        yield i.astype(np.int64), j.astype(np.int64)
+        return
     m = blocks or choose_blocks(n, k)
     if m <= k:
         raise ValueError(f"{m} blocks cannot find pairs within {k} bits (need more than {k})")
     t = m - k
     layout = _blocks(m)
     values = [(hashes >> np.uint64(s)) & np.uint64((1 << w) - 1) for s, w in layout]
-    found_i: list[np.ndarray] = []
-    found_j: list[np.ndarray] = []
     for combo in itertools.combinations(range(m), t):
         key = np.zeros(n, dtype=np.uint64)
         for b in combo:
@@ -147,20 +147,61 @@ def near_pairs(hashes: np.ndarray, k: int, blocks: int | None = None) -> tuple[n
             close = hamming(hashes[left], hashes[right]) <= k
             left, right = left[close], right[close]
             # the first t blocks the pair agrees on must be this combination
-            agree = np.stack([values[x][left] == values[x][right] for x in range(m)])
             first = np.ones(len(left), dtype=bool)
-            for x in range(m):
-                if x in combo:
-                    first &= agree[x]
-                elif x < combo[-1]:  # another block agreeing below the combination's last: an earlier table
-                    first &= ~agree[x]
-            found_i.append(left[first])
-            found_j.append(right[first])
-    if not found_i:
+            for x in range(combo[-1]):
+                if x not in combo:  # another block agreeing below the combination's last: an earlier table
+                    first &= values[x][left] != values[x][right]
+            if first.any():
+                yield left[first], right[first]
+
+
+def near_pairs(hashes: np.ndarray, k: int, blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i < j) of `hashes` within Hamming distance k, each once, sorted by (i, j)."""
+    chunks = list(iter_near_pairs(hashes, k, blocks))
+    if not chunks:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    i = np.concatenate([c[0] for c in chunks])
+    j = np.concatenate([c[1] for c in chunks])
     order = np.lexsort((j, i))
     return i[order], j[order]
+
+
+def _union(labels: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Join the components of each pair; `labels` (every entry a root) comes back with every entry a root."""
+    while True:
+        li, lj = labels[i], labels[j]
+        changed = li != lj
+        if not changed.any():
+            return labels
+        low = np.minimum(li[changed], lj[changed])
+        # each root points at the smallest root it was seen with, then every row follows its chain to the end
+        np.minimum.at(labels, li[changed], low)
+        np.minimum.at(labels, lj[changed], low)
+        while True:
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+
+
+def near_duplicate_clusters(hashes: np.ndarray, k: int) -> np.ndarray:
+    """The cluster of each hash: connected components of "within k bits", labelled by their smallest index.
+
+    Equal hashes are one value: the pairs are searched among the distinct values only (animation repeats a
+    drawing over consecutive frames), and components are joined chunk by chunk (no list of all pairs is kept).
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    n = len(hashes)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    distinct, inverse = np.unique(hashes, return_inverse=True)
+    labels = np.arange(len(distinct), dtype=np.int64)
+    for i, j in iter_near_pairs(distinct, k):
+        labels = _union(labels, i, j)
+    component = labels[inverse.reshape(-1)]
+    smallest = np.full(len(distinct), n, dtype=np.int64)
+    np.minimum.at(smallest, component, np.arange(n, dtype=np.int64))
+    return smallest[component]
 
 
 def cluster_labels(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -168,22 +209,7 @@ def cluster_labels(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     labels = np.arange(n, dtype=np.int64)
     if len(i) == 0:
         return labels
-    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
-    while True:
-        li, lj = labels[i], labels[j]
-        low = np.minimum(li, lj)
-        changed = li != lj
-        if not changed.any():
-            break
-        # each label points at the smallest label it was seen with, then every row follows its chain
-        np.minimum.at(labels, li[changed], low[changed])
-        np.minimum.at(labels, lj[changed], low[changed])
-        while True:
-            jumped = labels[labels]
-            if np.array_equal(jumped, labels):
-                break
-            labels = jumped
-    return labels
+    return _union(labels, np.asarray(i, np.int64), np.asarray(j, np.int64))
 
 
 # ---- the hash store: one Parquet table per episode under `<ML prefix>_content/` ---------------------------
