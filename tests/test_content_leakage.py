@@ -13,8 +13,8 @@ import json
 
 import pytest
 from conftest import run_cli
-from PIL import Image
 from pictures import scene_jpeg
+from PIL import Image
 from season import dataset_keys, frame_number, sheet_rows, source_key, upload_season
 
 from tuttle_prep.core.frame_table import RARITIES
