@@ -11,6 +11,7 @@ import io
 import random
 
 from PIL import Image, ImageDraw
+from season import frame_number, sheet_rows, source_key, upload_season
 
 SIZE = (320, 180)
 
@@ -57,3 +58,42 @@ def scene_jpeg(seed: int, variant: str = "original") -> bytes:
     if variant == "cropped":
         return jpeg(cropped(image), 85)
     raise ValueError(variant)
+
+
+RARITY_CYCLE = ["Common", "Rare", "Trash", "Uncommon", "Common", "Legendary", "Common"]
+
+#: (episode, frame index) -> (group, scene seed, variant); a group is a set of near-duplicate pictures
+LAYOUT: dict[tuple[str, int], tuple[str, int, str]] = {}
+for _episode in ("S01E01", "S01E02"):
+    for _index in range(5):  # the title sequence: the same picture, every other frame re-encoded
+        LAYOUT[(_episode, _index)] = ("title", 0, "reencoded" if _index % 2 else "original")
+LAYOUT[("S01E01", 5)] = ("shot1", 1, "original")
+LAYOUT[("S01E01", 6)] = ("shot1", 1, "cropped")
+LAYOUT[("S01E01", 7)] = ("shot1", 1, "reencoded")
+LAYOUT[("S01E02", 5)] = ("shot2", 2, "original")
+LAYOUT[("S01E02", 6)] = ("shot2", 2, "cropped")
+_seed = 3
+for _episode in ("S01E01", "S01E02"):
+    for _index in range(8, 17):
+        LAYOUT[(_episode, _index)] = (f"unique{_seed}", _seed, "original")
+        _seed += 1
+
+
+def upload_leaky_season(bucket) -> None:
+    """S01E01 and S01E02 as LAYOUT says: sheets (rarities cycling), manifest, and the JPEG sources."""
+    sheets = {}
+    for episode in ("S01E01", "S01E02"):
+        indexes = sorted(i for e, i in LAYOUT if e == episode)
+        sheets[episode] = [sheet_rows(episode, [RARITY_CYCLE[i % len(RARITY_CYCLE)]], start=i)[0] for i in indexes]
+    upload_season(bucket, sheets)
+    for (episode, index), (_, seed, variant) in LAYOUT.items():
+        bucket.put(source_key(frame_number(episode, index)), scene_jpeg(seed, variant))
+
+
+def groups_of(placed: dict[str, tuple[str, str]]) -> dict[str, set[str]]:
+    """LAYOUT group -> the datasets its frames are in (`placed`: season.dataset_keys)."""
+    group = {frame_number(e, i): g for (e, i), (g, _, _) in LAYOUT.items()}
+    out: dict[str, set[str]] = {}
+    for frame, (dataset, _) in placed.items():
+        out.setdefault(group[frame], set()).add(dataset)
+    return out

@@ -13,41 +13,17 @@ import json
 
 import pytest
 from conftest import run_cli
-from pictures import scene_jpeg
+from pictures import LAYOUT, upload_leaky_season
 from PIL import Image
-from season import dataset_keys, frame_number, sheet_rows, source_key, upload_season
+from season import dataset_keys, frame_number
 
 from tuttle_prep.core.frame_table import RARITIES
-
-RARITY_CYCLE = ["Common", "Rare", "Trash", "Uncommon", "Common", "Legendary", "Common"]
-
-#: (episode, frame index) -> (group, scene seed, variant); a group is a set of near-duplicate pictures
-LAYOUT: dict[tuple[str, int], tuple[str, int, str]] = {}
-for _episode in ("S01E01", "S01E02"):
-    for _index in range(5):  # the title sequence: the same picture, every other frame re-encoded
-        LAYOUT[(_episode, _index)] = ("title", 0, "reencoded" if _index % 2 else "original")
-LAYOUT[("S01E01", 5)] = ("shot1", 1, "original")
-LAYOUT[("S01E01", 6)] = ("shot1", 1, "cropped")
-LAYOUT[("S01E01", 7)] = ("shot1", 1, "reencoded")
-LAYOUT[("S01E02", 5)] = ("shot2", 2, "original")
-LAYOUT[("S01E02", 6)] = ("shot2", 2, "cropped")
-_seed = 3
-for _episode in ("S01E01", "S01E02"):
-    for _index in range(8, 17):
-        LAYOUT[(_episode, _index)] = (f"unique{_seed}", _seed, "original")
-        _seed += 1
 
 
 @pytest.fixture
 def leaky_season(bucket, monkeypatch):
     monkeypatch.setenv("TUTTLE_CONTENT_HASH", "on")
-    sheets = {}
-    for episode in ("S01E01", "S01E02"):
-        indexes = sorted(i for e, i in LAYOUT if e == episode)
-        sheets[episode] = [sheet_rows(episode, [RARITY_CYCLE[i % len(RARITY_CYCLE)]], start=i)[0] for i in indexes]
-    upload_season(bucket, sheets)
-    for (episode, index), (_, seed, variant) in LAYOUT.items():
-        bucket.put(source_key(frame_number(episode, index)), scene_jpeg(seed, variant))
+    upload_leaky_season(bucket)
     assert run_cli("sync").exit_code == 0
     return bucket
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.clock import Clock
+from ..core.content import canonical_members
 from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
 from ..core.findings import NO_FINDINGS_HASH, UNDECODABLE_COLUMNS, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
@@ -52,7 +53,7 @@ from ..edges.data_digest import (
 )
 from ..edges.s3_apply import apply_plan
 from ..edges.s3_bucket import BOTO3_THREADS, S3Bucket
-from ..edges.s3_content import stored_episodes, update_hashes
+from ..edges.s3_content import read_all_hashes, stored_episodes, update_hashes
 from ..edges.s3_labels import update_labels_index
 from ..edges.s3_listing import list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
@@ -432,6 +433,48 @@ def _update_content(
     return pd.concat(tables, ignore_index=True) if tables else None
 
 
+def canonical_of_store(
+    store: S3Bucket, settings: Settings, fresh: pd.DataFrame | None, warn: Callable[[str], Any]
+) -> dict[str, str]:
+    """frame -> canonical member of its near-duplicate cluster, over every stored hash (`fresh`: this run's
+    tables, which replace the stored ones of their episodes)."""
+    stored, warnings = read_all_hashes(store, settings.ml_prefix)
+    for message in warnings:
+        warn(message)
+    if fresh is not None and len(fresh):
+        stored = pd.concat([stored[~stored["episode_id"].isin(set(fresh["episode_id"]))], fresh], ignore_index=True)
+    known = stored[stored["hash"].notna()].drop_duplicates("frame")
+    return canonical_members(
+        known["frame"].tolist(), known["hash"].astype("uint64").to_numpy(), settings.content_distance
+    )
+
+
+def _content_split(
+    settings: Settings,
+    options: SyncOptions,
+    context: SyncContext,
+    frames: dict[str, pd.DataFrame],
+    others: list[Episode],
+    content: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """TUTTLE_SPLIT_GROUP=content: split with the clusters of every stored hash. A cluster spans episodes, so a
+    run of some episodes also reads the other sheets (for the split only: they are not planned), and its
+    frames go where a full run puts them."""
+    canonical = canonical_of_store(context.store, settings, content, log.warning)
+    parts = [_concat_frames(frames)]
+    if others and (options.seasons or options.episodes):
+        scratch = RunReport(dry_run=True)
+        extra, _, _ = load_frames(others, context.reader, scratch, True, settings.sheet_optional_columns)
+        parts += list(extra.values())
+        for message in scratch.errors:
+            log.warning("content split: %s (its frames are not counted in the split)", message)
+    table = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else parts[0]
+    wanted = wanted_frames(
+        table, settings.split, settings.split_seed, settings.split_group_seconds, settings.split_stratify, canonical
+    )
+    return wanted[wanted["episode_id"].isin(set(frames))].reset_index(drop=True)
+
+
 def _latest_version(versions: VersionStore, report: RunReport) -> Baseline | None:
     """The newest readable dataset version, read whole once per run (the version write reuses it); None, with a
     warning, when the versions folder cannot be listed or read."""
@@ -527,14 +570,17 @@ def _plan_run(
     )
     # the split hashes every frame in Python (~0.5 µs a frame): it runs on a thread while the listings wait on S3
     # and the listed keys are parsed in Arrow; plan_changes leaves out the episodes skipped meanwhile
-    split = InBackground(
-        wanted_frames,
-        _concat_frames(frames),
-        settings.split,
-        settings.split_seed,
-        settings.split_group_seconds,
-        settings.split_stratify,
-    )
+    content_split = settings.split_group == "content"  # needs the content hashes: split after them
+    split = None
+    if not content_split:
+        split = InBackground(
+            wanted_frames,
+            _concat_frames(frames),
+            settings.split,
+            settings.split_seed,
+            settings.split_group_seconds,
+            settings.split_stratify,
+        )
 
     # the latest dataset version is read while the ML prefix is listed, to check the listing against it
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
@@ -557,7 +603,10 @@ def _plan_run(
         report.error(f"{eid}: {message}")
         report.skip(eid, "source listing failed")
         frames.pop(eid, None)
-    content = _update_content(settings, options, store, layout, set(frames), sources, report)
+    hashed = set(frames)
+    if settings.split_group == "content":  # the clusters span episodes: every episode's frames are hashed
+        hashed |= {e.episode_id for e in manifests.episodes if e.episode_id not in report.skipped}
+    content = _update_content(settings, options, store, layout, hashed, sources, report)
 
     # the job's own keys: the header memory; is_job_key: the labels index (CSV, Parquet) and the versions
     unexpected = [k for k in unexpected if k != memory_key and not is_job_key(k, settings.ml_prefix)]
@@ -582,7 +631,11 @@ def _plan_run(
         prune = False
     known_episodes = manifests.episode_ids | doubtful_episodes(manifest_problems, current["episode_id"])
     all_frames = _concat_frames(frames)
-    wanted = split.result()
+    if split is not None:
+        wanted = split.result()
+    else:
+        others = [e for e in manifests.episodes if e.episode_id not in frames and e.episode_id not in report.skipped]
+        wanted = _content_split(settings, options, context, frames, others, content)
     plan = plan_changes(
         wanted,
         current,

@@ -306,3 +306,14 @@ def to_hash(listed: pd.DataFrame, stored: pd.DataFrame) -> tuple[pd.DataFrame, p
     done = merged["_merge"] == "both"
     kept = merged[done].drop(columns="_merge").reset_index(drop=True)
     return kept, listed[~done.to_numpy()].reset_index(drop=True)
+
+
+def canonical_members(frames: Sequence[str], hashes: np.ndarray, k: int) -> dict[str, str]:
+    """frame -> the smallest frame id of its near-duplicate cluster, for frames in a cluster of two or more
+    (`frames` unique; the clusters of all of them, whatever the run reads of the sheets)."""
+    order = np.argsort(np.asarray(frames, dtype=object), kind="stable")
+    names = np.asarray(frames, dtype=object)[order]
+    labels = near_duplicate_clusters(np.asarray(hashes, dtype=np.uint64)[order], k)
+    sizes = np.bincount(labels, minlength=len(names))
+    grouped = np.flatnonzero(sizes[labels] > 1)
+    return dict(zip(names[grouped].tolist(), names[labels[grouped]].tolist(), strict=True))
