@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import resource
 import subprocess
 import sys
@@ -99,9 +100,9 @@ def pairs(n: int, k: int, child: bool) -> None:
         return
     hashes = show_hashes(n)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     labels = near_duplicate_clusters(hashes, k)
-    cluster_seconds = time.perf_counter() - start
+    cluster_seconds, cluster_cpu = time.perf_counter() - start, time.process_time() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     clusters = np.unique(labels)
     sizes = np.bincount(np.searchsorted(clusters, labels))
@@ -110,7 +111,8 @@ def pairs(n: int, k: int, child: bool) -> None:
     count = sum(len(i) for i, _ in iter_near_pairs(np.unique(hashes), k))
     distinct_seconds = time.perf_counter() - start
     print(
-        f"{n:,} hashes ({distinct:,} distinct), k={k}: pair search + clustering {cluster_seconds:.2f} s, "
+        f"{n:,} hashes ({distinct:,} distinct), k={k}: pair search + clustering {cluster_seconds:.2f} s wall, "
+        f"{cluster_cpu:.2f} s CPU (load average {os.getloadavg()[0]:.1f}), "
         f"peak RSS {rss:.0f} MB (inputs {base_rss:.0f} MB); {len(clusters):,} clusters, largest {sizes.max():,}, "
         f"{int((sizes > 1).sum()):,} with 2+ frames; {count:,} pairs among the distinct hashes "
         f"(listed again in {distinct_seconds:.2f} s)"
@@ -141,8 +143,7 @@ def precision(scenes: int, k: int) -> None:
     )
 
 
-def hash_rate(fast_s3: str, latency: float, frames: int, in_flight: int) -> None:
-    import os
+def hash_rate(fast_s3: str, latency: float, frames: int, in_flight: int, server_python: str) -> None:
     import socket
 
     import boto3
@@ -155,7 +156,7 @@ def hash_rate(fast_s3: str, latency: float, frames: int, in_flight: int) -> None
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, fast_s3, "--port", str(port), "--latency-ms", str(latency)],
+        [server_python, fast_s3, "--port", str(port), "--latency-ms", str(latency)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -178,14 +179,15 @@ def hash_rate(fast_s3: str, latency: float, frames: int, in_flight: int) -> None
             list(pool.map(lambda i: client.put_object(Bucket="bench", Key=keys[i], Body=bodies[i % 50]), range(frames)))
         session = aws.new_session()
         store = S3Bucket(aws.make_client("s3", session=session), "bench", workers=in_flight, session=session)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         results = fetch_hashes(store.data_plane, keys, in_flight)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         bad = sum(1 for r in results if r.hash is None)
         size = sum(len(b) for b in bodies) / len(bodies) / 1024
         print(
             f"{frames:,} frames of {size:.0f} KB at {latency:g} ms, {in_flight} in flight: {seconds:.2f} s, "
-            f"{frames / seconds:,.0f} frames/s ({bad} not hashed)"
+            f"{frames / seconds:,.0f} frames/s; client CPU {cpu:.2f} s = {frames / cpu:,.0f} frames per CPU-second "
+            f"(load average {os.getloadavg()[0]:.1f}; {bad} not hashed)"
         )
     finally:
         server.terminate()
@@ -203,6 +205,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--in-flight", type=int, default=128)
+    parser.add_argument("--server-python", default=sys.executable, help="a Python with aiohttp for fast_s3.py")
     args = parser.parse_args()
     if args.what == "threshold":
         threshold(args.scenes)
@@ -211,7 +214,7 @@ def main() -> None:
     elif args.what == "precision":
         precision(args.scenes, args.k)
     else:
-        hash_rate(args.fast_s3, args.latency_ms, args.frames, args.in_flight)
+        hash_rate(args.fast_s3, args.latency_ms, args.frames, args.in_flight, args.server_python)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ HASH_BITS = 64
 #: Hamming distance at or below which two frames are near-duplicates (docs/datasets.md: the measured table)
 DEFAULT_DISTANCE = 6
 #: candidate pairs a block search builds at once (16 bytes each)
-_CHUNK_PAIRS = 4_000_000
+_CHUNK_PAIRS = 2_000_000
 _ONE = np.uint64(1)
 
 
@@ -52,7 +52,7 @@ def dhash_bytes(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format == "JPEG":
-                image.draft("L", (72, 64))  # at least 72×64: the 9×8 box filter still averages many pixels
+                image.draft("L", (36, 32))  # ≥ 4× the 9×8 grid: the box filter still averages 16+ pixels a cell
             image.load()
             return dhash_image(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -120,7 +120,7 @@ def iter_near_pairs(hashes: np.ndarray, k: int, blocks: int | None = None) -> It
     table per combination of m − k blocks (keyed by those blocks' bits) holds every such pair under one key
     (m = k + 1: the k + 1 blocks of the pigeonhole, one table each). A candidate is kept if its full distance
     is within k and the table is the first combination of blocks it agrees on (the m − k lowest blocks it
-    agrees on), so each pair is found exactly once. Memory stays bounded: a chunk holds ≤ 4 M candidates.
+    agrees on), so each pair is found exactly once. Memory stays bounded: a chunk holds ≤ 2 M candidates.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
     n = len(hashes)
@@ -184,22 +184,93 @@ def _union(labels: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
             labels = jumped
 
 
-def near_duplicate_clusters(hashes: np.ndarray, k: int) -> np.ndarray:
+def _table(
+    values: list[np.ndarray], layout: list[tuple[int, int]], combo: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(order, sorted keys) of one table: the rows sorted by the bits of the blocks in `combo`. Key and row
+    index are packed into one uint64 and sorted unstably (several times faster than a stable argsort); equal
+    keys come out in row order, as the index is the low bits."""
+    n = len(values[0])
+    index_bits = max(int(n - 1).bit_length(), 1)
+    width = sum(layout[b][1] for b in combo)
+    key = np.zeros(n, dtype=np.uint64)
+    for b in combo:
+        key = (key << np.uint64(layout[b][1])) | values[b]
+    if width + index_bits <= 64:
+        packed = np.sort((key << np.uint64(index_bits)) | np.arange(n, dtype=np.uint64))
+        return (packed & np.uint64((1 << index_bits) - 1)).astype(np.int64), packed >> np.uint64(index_bits)
+    order = np.argsort(key, kind="stable").astype(np.int64)
+    return order, key[order]
+
+
+def _candidates(sorted_keys: np.ndarray) -> int:
+    """Pairs of equal keys in a sorted table."""
+    starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    sizes = np.diff(np.append(starts, len(sorted_keys))).astype(np.int64)
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
+def _measured_blocks(distinct: np.ndarray, k: int) -> int:
+    """The number of blocks with the least work on these very hashes: for m = k+1 .. k+4, one table is built
+    and its candidates counted (clustered hashes fill some keys far more than uniform ones would)."""
+    best, best_cost = k + 1, math.inf
+    n = len(distinct)
+    for m in range(k + 1, min(HASH_BITS, k + 4) + 1):
+        tables = math.comb(m, m - k)
+        if tables > 2_000:
+            break
+        layout = _blocks(m)
+        values = [(distinct >> np.uint64(s)) & np.uint64((1 << w) - 1) for s, w in layout]
+        _, sorted_keys = _table(values, layout, tuple(range(m - k)))
+        cost = tables * (2.0 * n + 4.0 * _candidates(sorted_keys))
+        if cost < best_cost:
+            best, best_cost = m, cost
+    return best
+
+
+def near_duplicate_clusters(hashes: np.ndarray, k: int, blocks: int | None = None) -> np.ndarray:
     """The cluster of each hash: connected components of "within k bits", labelled by their smallest index.
 
-    Equal hashes are one value: the pairs are searched among the distinct values only (animation repeats a
-    drawing over consecutive frames), and components are joined chunk by chunk (no list of all pairs is kept).
+    The tables of `iter_near_pairs`, with what connectivity allows: equal hashes are one value (animation holds
+    a drawing over consecutive frames), a table's key group whose members are all in one component already is
+    skipped, a candidate pair already in one component is not verified, and components are joined table by
+    table (no list of all pairs is kept). The number of blocks is chosen on the hashes themselves. Exact: every
+    pair within k joins its two components.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
     n = len(hashes)
     if n == 0:
         return np.zeros(0, np.int64)
     distinct, inverse = np.unique(hashes, return_inverse=True)
-    labels = np.arange(len(distinct), dtype=np.int64)
-    for i, j in iter_near_pairs(distinct, k):
-        labels = _union(labels, i, j)
+    d = len(distinct)
+    labels = np.arange(d, dtype=np.int64)
+    if d > 1 and 0 <= k < HASH_BITS:
+        m = blocks or (_measured_blocks(distinct, k) if d > 50_000 else choose_blocks(d, k))
+        layout = _blocks(m)
+        values = [(distinct >> np.uint64(s)) & np.uint64((1 << w) - 1) for s, w in layout]
+        for combo in itertools.combinations(range(m), m - k):
+            order, sorted_keys = _table(values, layout, combo)
+            # groups of equal keys with two or more components in them: the only ones that can join any
+            starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+            member_labels = labels[order]
+            low = np.minimum.reduceat(member_labels, starts)
+            high = np.maximum.reduceat(member_labels, starts)
+            wanted = low != high
+            if not wanted.any():
+                continue
+            keep = np.repeat(wanted, np.diff(np.append(starts, d)))
+            sub_order = order[keep]
+            for p, q in _group_pairs(sorted_keys[keep]):
+                a, b_ = sub_order[p], sub_order[q]
+                apart = labels[a] != labels[b_]
+                a, b_ = a[apart], b_[apart]
+                close = hamming(distinct[a], distinct[b_]) <= k
+                if close.any():
+                    labels = _union(labels, a[close], b_[close])
+    elif d > 1 and k >= HASH_BITS:
+        labels[:] = 0
     component = labels[inverse.reshape(-1)]
-    smallest = np.full(len(distinct), n, dtype=np.int64)
+    smallest = np.full(d, n, dtype=np.int64)
     np.minimum.at(smallest, component, np.arange(n, dtype=np.int64))
     return smallest[component]
 
