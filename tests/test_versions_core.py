@@ -33,6 +33,7 @@ from tuttle_prep.core.versions import (
     version_labels,
     version_to_parquet,
     versions_to_delete,
+    with_content_hashes,
     with_sources,
 )
 
@@ -111,13 +112,32 @@ def test_the_digest_follows_the_outcome_not_the_etags_or_the_chunking() -> None:
     assert outcome_digest(version([(0, "train", "Rare", "[Ethan]"), *BASE[1:]])) != outcome_digest(table)
 
 
+def test_content_hashes_are_recorded_only_for_the_etag_they_were_computed_from() -> None:
+    table = version(BASE, etags={0: "a", 1: "b", 2: "c"})
+    keys, etags = table["source_key"].to_pylist(), table["source_etag"].to_pylist()
+    assert etags[0] is not None
+    known = pa.table(
+        {
+            "source_key": pa.array([keys[0], keys[1]], pa.string()),
+            "source_etag": pa.array([etags[0], "other"], pa.string()),
+            "content_hash": pa.array([2**64 - 1, 5], pa.uint64()),
+        }
+    )
+    with_hashes = with_content_hashes(table, known)
+    by_key = dict(zip(with_hashes["source_key"].to_pylist(), with_hashes["content_hash"].to_pylist(), strict=True))
+    assert by_key[keys[0]] == 2**64 - 1 and by_key[keys[1]] is None  # a hash of other bytes is not this ETag's
+    back, _ = version_from_parquet(version_to_parquet(with_hashes, info_of(table)), "v")
+    assert back["content_hash"].to_pylist() == with_hashes["content_hash"].to_pylist()
+
+
 def test_parquet_round_trip_keeps_rows_and_info() -> None:
     table = version(BASE)
     info = info_of(table)
     data = version_to_parquet(table, info)
     assert data == version_to_parquet(table, info)  # deterministic bytes
     back, read_info = version_from_parquet(data, "v")
-    assert back.to_pylist() == table.to_pylist()
+    assert back.select(VERSION_COLUMNS).to_pylist() == table.to_pylist()
+    assert back["content_hash"].null_count == len(table)  # no hashes given: null, never made up
     assert read_info == info
     assert list(read_info.split) == list(SPLIT) and read_info.datasets == {"train": 2, "validate": 1, "test": 1}
     assert read_info.rarities == {"Common": 1, "Rare": 2, "Trash": 1}

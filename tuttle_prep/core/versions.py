@@ -41,6 +41,9 @@ VERSION_COLUMNS = [
 ]
 #: the columns that make a dataset's outcome; a source's ETag or size alone makes no new version
 OUTCOME_COLUMNS = VERSION_COLUMNS[:7]
+#: the dHash (uint64) of the source bytes the version's ETag names, null when not hashed; versions written
+#: before it existed lack the column and read back with nulls
+CONTENT_COLUMN = "content_hash"
 #: what is known of source objects, to fill a version's ETags and sizes
 KNOWN_COLUMNS = ["frame", "source_key", "source_etag", "source_size"]
 VERSIONS_FOLDER = "_versions/"
@@ -77,6 +80,7 @@ _SCHEMA = pa.schema(
         ("source_key", pa.string()),
         ("source_etag", pa.string()),
         ("source_size", pa.int64()),
+        (CONTENT_COLUMN, pa.uint64()),
     ]
 )
 
@@ -449,7 +453,9 @@ def describe_partial(partial: Mapping[str, Any]) -> str:
 def version_to_parquet(table: pa.Table, info: VersionInfo) -> bytes:
     """The version object's bytes: zstd Parquet, the info in the schema metadata."""
     columns = []
-    for name in VERSION_COLUMNS:
+    if CONTENT_COLUMN not in table.column_names:
+        table = table.append_column(CONTENT_COLUMN, pa.nulls(table.num_rows, pa.uint64()))
+    for name in [*VERSION_COLUMNS, CONTENT_COLUMN]:
         kind = _SCHEMA.field(name).type
         values = table[name]
         values = values.cast(pa.string()).dictionary_encode() if pa.types.is_dictionary(kind) else values.cast(kind)
@@ -482,15 +488,35 @@ def version_from_parquet(data: bytes, where: str, columns: Sequence[str] | None 
     if raw_info is None:
         raise VersionError(f"{where}: not a dataset version (no {INFO_KEY.decode()} metadata)")
     info = VersionInfo.from_json(raw_info, where)
-    wanted = list(columns) if columns is not None else VERSION_COLUMNS
+    wanted = list(columns) if columns is not None else [*VERSION_COLUMNS, CONTENT_COLUMN]
+    kinds = {"source_size": pa.int64(), CONTENT_COLUMN: pa.uint64()}
+    present = [c for c in wanted if c != CONTENT_COLUMN or c in schema.names]
     try:
-        arrow = parquet.read(columns=wanted)
-        arrow = pa.table(
-            {name: arrow[name].cast(pa.int64() if name == "source_size" else pa.string()) for name in wanted}
-        )
+        arrow = parquet.read(columns=present)
+        arrow = pa.table({name: arrow[name].cast(kinds.get(name, pa.string())) for name in present})
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise VersionError(f"{where}: unreadable Parquet data ({exc})") from None
+    if CONTENT_COLUMN in wanted and CONTENT_COLUMN not in present:
+        arrow = arrow.append_column(CONTENT_COLUMN, pa.nulls(arrow.num_rows, pa.uint64()))
     return arrow, info
+
+
+def with_content_hashes(table: pa.Table, known: pa.Table | None) -> pa.Table:
+    """Set CONTENT_COLUMN of each row from `known` (source_key, source_etag, content_hash): a hash counts only
+    for the very bytes the row's ETag names; rows already holding one keep it, the others are null."""
+    n = table.num_rows
+    current = table[CONTENT_COLUMN] if CONTENT_COLUMN in table.column_names else pa.nulls(n, pa.uint64())
+    if CONTENT_COLUMN in table.column_names:
+        table = table.drop_columns([CONTENT_COLUMN])
+    if known is not None and known.num_rows and n:
+        pairs = pc.binary_join_element_wise(
+            known["source_key"].cast(pa.string()), known["source_etag"].cast(pa.string()), "\x00"
+        )
+        mine = pc.binary_join_element_wise(table["source_key"], pc.fill_null(table["source_etag"], ""), "\x00")
+        position = pc.index_in(mine, value_set=pairs.combine_chunks() if hasattr(pairs, "combine_chunks") else pairs)
+        found = known[CONTENT_COLUMN].cast(pa.uint64()).take(position)
+        current = pc.if_else(pc.is_null(current), found, current)
+    return table.append_column(CONTENT_COLUMN, current)
 
 
 def version_labels(table: pa.Table, datasets: Collection[str] | None = None) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from ..core.plan import KeyLayout
 from ..core.run_report import RunReport
 from ..core.versions import (
     CHANGE_KINDS,
+    CONTENT_COLUMN,
     KNOWN_COLUMNS,
     VersionError,
     VersionInfo,
@@ -43,6 +44,7 @@ from ..core.versions import (
     version_to_parquet,
     versions_prefix,
     versions_to_delete,
+    with_content_hashes,
     with_sources,
 )
 from ..errors import InventoryError
@@ -236,6 +238,7 @@ def record_version(
     report: RunReport,
     now: datetime | None = None,
     baseline: Baseline | None = None,
+    content: pa.Table | None = None,
 ) -> None:
     """Write `<ML prefix>_versions/<time>-<run id>.parquet` unless the datasets (`labels`: this run's labels
     index) match the latest readable version; then delete the versions beyond TUTTLE_VERSIONS_KEEP.
@@ -244,10 +247,11 @@ def record_version(
     `sources` is this run's source listing. Failures are errors on `report` (exit 1): the next run compares
     what it finds with the latest version, so a version not written now is written then, and no change is
     missing from the history. `baseline`: what `find_baseline` found earlier in the run (the lock held since),
-    so the versions are not listed nor the latest one read again.
+    so the versions are not listed nor the latest one read again. `content` (source_key, source_etag,
+    content_hash): the content hashes known this run; a row's hash is recorded only for the ETag it has.
     """
     try:
-        _record(versions, list_sources, layout, settings, labels, sources, report, now, baseline)
+        _record(versions, list_sources, layout, settings, labels, sources, report, now, baseline, content)
     except (ClientError, BotoCoreError) as exc:
         report.error(f"dataset version not written to {versions.folder_url}: {describe(exc)}; the next run writes it")
     except (InventoryError, VersionExists) as exc:
@@ -277,6 +281,7 @@ def _record(
     report: RunReport,
     now: datetime | None,
     baseline: Baseline | None,
+    content: pa.Table | None = None,
 ) -> None:
     table = build_version_table(labels, layout, listed_sources(sources, layout))
     digest = outcome_digest(table)
@@ -327,6 +332,9 @@ def _record(
                 "`pull --version` will report them"
             )
 
+    table = with_content_hashes(table, content)
+    if baseline_table is not None and CONTENT_COLUMN in baseline_table.column_names:
+        table = with_content_hashes(table, baseline_table.select(["source_key", "source_etag", CONTENT_COLUMN]))
     if baseline_table is not None:
         change = diff_versions(baseline_table, table).counts
     else:
