@@ -18,6 +18,7 @@ from ..core.dataset_report import DatasetReport, build_dataset_report, leakage_c
 from ..core.labels import is_job_key
 from ..core.manifests import collect_episodes
 from ..core.run_report import EXIT_ERRORS, EXIT_OK
+from ..core.selectors import unmatched
 from ..edges.csv_sheets import local_path_exists
 from ..edges.s3_bucket import S3Bucket
 from ..edges.s3_listing import list_datasets
@@ -26,14 +27,17 @@ from ..edges.s3_sheet_headers import headers_key
 from ..errors import InventoryError
 from ..settings import Settings
 from .common import (
+    echo_detail,
     episode_option,
     fail_config,
+    fail_usage,
     invocation_clock,
     key_layout,
     leak_seconds_option,
     load_settings,
     make_folder,
     open_bucket,
+    quiet,
     season_option,
 )
 
@@ -48,9 +52,8 @@ LIST_WORKERS = 16
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for report.png, report.csv, rarity_shares.csv and leakage.csv.",
+    help="Write report.png, report.csv, rarity_shares.csv and leakage.csv into this folder (without it, no file "
+    "is written).",
 )
 @leak_seconds_option
 @click.option(
@@ -62,20 +65,25 @@ LIST_WORKERS = 16
     help="What to print: tables for people, or one JSON object for machines.",
 )
 def report(
-    seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, leak_seconds: tuple[float, ...], output_format: str
+    seasons: tuple[str, ...],
+    episodes: tuple[str, ...],
+    out: Path | None,
+    leak_seconds: tuple[float, ...],
+    output_format: str,
 ) -> None:
     """Count the dataset files per dataset and rarity against the target split.
 
     Lists the dataset folders once and reads the manifests; prints shares per season and overall, each
     rarity's split against the target (the largest deviation flagged), the leakage (the share of each
     other dataset's frames with a train frame of the same episode within --leak-seconds), files per
-    episode, orphans and unexpected keys. Writes report.png (four panels), report.csv
+    episode, orphans and unexpected keys. With --out DIR, writes into DIR report.png (four panels), report.csv
     (level,scope,dataset,<rarities>,total,share,target), rarity_shares.csv
     (rarity,dataset,files,rarity_files,share,target,deviation,deviation_files) and leakage.csv
     (dataset,seconds,frames,leaking,share). Changes nothing in the bucket.
     """
     settings = load_settings()
-    make_folder(out, "--out")
+    if out is not None:
+        make_folder(out, "--out")
     store = open_bucket(settings, LIST_WORKERS)
     layout = key_layout(settings)
     where = f"s3://{settings.bucket}/{settings.ml_prefix}"
@@ -93,17 +101,22 @@ def report(
     if seasons or episodes:
         candidates = set(current["episode_id"]) | set(known or ())
         selected = {e for e in candidates if e[:3] in seasons or e in episodes}
-        for wanted in sorted(set(episodes) - candidates):
-            log.warning("--episode %s: no dataset files and in no manifest", wanted)
+        where = "with dataset files or in a manifest"
+        unknown = unmatched("--episode", episodes, candidates, f"episode {where}") + unmatched(
+            "--season", seasons, {e[:3] for e in candidates}, f"season {where}"
+        )
+        if unknown:  # empty tables for a mistyped season would read as "no files": a usage error instead
+            fail_usage("; ".join(unknown))
 
     report = build_dataset_report(current, settings.split, unexpected, known, selected, leak_seconds)
     scope = f" ({', '.join(seasons + episodes)})" if selected is not None else ""
-    try:
-        title = f"Tuttle Twins datasets{scope}: {report.total_files:,} files in {where}"
-        files = write_report_files(report, out, title)
-    except OSError as exc:
-        fail_config(f"cannot write to --out {out}: {exc.strerror or exc}")
-    png, csv = files["png"], files["csv"]
+    files: dict[str, Path] = {}
+    if out is not None:
+        try:
+            title = f"Tuttle Twins datasets{scope}: {report.total_files:,} files in {where}"
+            files = write_report_files(report, out, title)
+        except OSError as exc:
+            fail_config(f"cannot write to --out {out}: {exc.strerror or exc}")
 
     if output_format == "json":
         record: dict[str, Any] = {
@@ -116,8 +129,14 @@ def report(
         }
         click.echo(json.dumps(record, indent=2))
     else:
-        click.echo(report.to_text(where + scope))
-        click.echo(f"\nwrote {png}, {csv}, {files['rarity_shares']} and {files['leakage']}")
+        text = report.to_text(where + scope)
+        if files:
+            echo_detail(text)
+            click.echo(f"\nwrote {files['png']}, {files['csv']}, {files['rarity_shares']} and {files['leakage']}")
+        elif quiet():  # the one line: what was counted
+            click.echo(text.splitlines()[0])
+        else:
+            click.echo(text)
     sys.exit(EXIT_OK)
 
 
