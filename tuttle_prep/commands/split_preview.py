@@ -32,6 +32,7 @@ from ..edges.s3_objects import read_manifests
 from ..errors import ConfigError, InventoryError
 from ..settings import Settings
 from .common import (
+    echo_detail,
     episode_option,
     fail_config,
     fail_usage,
@@ -199,8 +200,8 @@ def preview(
         n_episodes = frames["episode_id"].nunique()
         click.echo(f"split preview of {len(frames):,} classified frames in {n_episodes:,} episodes (no bucket changes)")
         for name, outcome in outcomes.items():
-            click.echo("")
-            click.echo("\n".join(_outcome_text(name, outcome, len(frames))))
+            echo_detail("")
+            echo_detail("\n".join(_outcome_text(name, outcome, len(frames))))
     sys.exit(EXIT_ERRORS if report.errors else EXIT_OK)
 
 

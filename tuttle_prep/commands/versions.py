@@ -32,7 +32,7 @@ from ..edges.s3_bucket import run_bounded
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import Settings, seed_fingerprint
-from .common import load_settings, open_bucket
+from .common import echo_detail, load_settings, open_bucket, quiet
 
 #: the commands' outcome is logged under the package's own name, as every command's is
 log = logging.getLogger("tuttle_prep")
@@ -171,7 +171,8 @@ def _list_text(infos: list[VersionInfo], store: VersionStore, settings: Settings
     help="Write one row per changed frame to this CSV: frame,episode_id,change,from_dataset,to_dataset,"
     "from_rarity,to_rarity,from_metadata,to_metadata.",
 )
-def diff_command(a: str, b: str, out: Path | None) -> None:
+@_FORMAT
+def diff_command(a: str, b: str, out: Path | None, output_format: str) -> None:
     """What changed from version A to version B (default: latest): frames added, removed, moved between
     datasets, reclassified, with other METADATA, and the rarity transition table."""
     settings = load_settings()
@@ -182,6 +183,21 @@ def diff_command(a: str, b: str, out: Path | None) -> None:
     table_b, _ = read_or_exit(store, id_b, DIFF_INPUT_COLUMNS)
     diff = diff_versions(table_a, table_b)
     counts = diff.counts
+    if output_format == "json":
+        _write_diff_csv(diff.changes, out)
+        record = {
+            "from": {"id": id_a, "url": store.url(id_a), "frames": table_a.num_rows},
+            "to": {"id": id_b, "url": store.url(id_b), "frames": table_b.num_rows},
+            "counts": {k: int(v) for k, v in counts.items()},
+            "unchanged": int(diff.unchanged),
+            "transitions": {
+                str(name): {str(c): int(v) for c, v in row.items()} for name, row in diff.transitions.iterrows()
+            },
+            "changes": json.loads(diff.changes.to_json(orient="records")),
+            "out": str(out) if out is not None else None,
+        }
+        click.echo(json.dumps(record, indent=2))
+        sys.exit(EXIT_OK)
     lines = [
         f"{id_a} ({table_a.num_rows:,} frames) -> {id_b} ({table_b.num_rows:,} frames)",
         f"added {counts['added']:,}, removed {counts['removed']:,}, moved {counts['moved']:,}, "
@@ -197,15 +213,25 @@ def diff_command(a: str, b: str, out: Path | None) -> None:
             before = f"{row.from_dataset}/{row.from_rarity}" if row.from_dataset else "-"
             after = f"{row.to_dataset}/{row.to_rarity}" if row.to_dataset else "-"
             lines.append(f"  {row.frame}  {row.change:<22} {before} -> {after}")
-    click.echo("\n".join(lines))
+    if quiet():  # the one line: what changed
+        click.echo(f"{lines[0]}: {lines[1]}")
+    else:
+        click.echo("\n".join(lines))
     if out is not None:
-        try:
-            csv_safe(diff.changes).to_csv(out, index=False, lineterminator="\n")
-        except OSError as exc:
-            click.echo(f"cannot write --out {out}: {exc.strerror or exc}", err=True)
-            sys.exit(EXIT_CONFIG)
-        click.echo(f"\nwrote {len(diff.changes):,} changed frames to {out}")
+        _write_diff_csv(diff.changes, out)
+        echo_detail(f"\nwrote {len(diff.changes):,} changed frames to {out}")
     sys.exit(EXIT_OK)
+
+
+def _write_diff_csv(changes: pd.DataFrame, out: Path | None) -> None:
+    """`--out`: one row per changed frame (exit 2 naming the file if it cannot be written)."""
+    if out is None:
+        return
+    try:
+        csv_safe(changes).to_csv(out, index=False, lineterminator="\n")
+    except OSError as exc:
+        click.echo(f"cannot write --out {out}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 def _grid_text(grid: pd.DataFrame) -> list[str]:
