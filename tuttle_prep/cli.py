@@ -195,6 +195,16 @@ for _command in main.commands.values():
     _with_global_options(_command)
 
 
+def completion_names(argv0: str) -> dict[str, str]:
+    """Click's program name and shell-completion variable: `_TUTTLE_PREP_COMPLETE` for the `tuttle-prep`
+    console script (click's own default), `_DATA_PREPARATION_COMPLETE` for `data_preparation.py` (click would
+    make `_DATA_PREPARATION.PY_COMPLETE` of it, which no shell can set)."""
+    name = Path(argv0).name
+    if name.endswith(".py"):
+        return {"prog_name": name, "complete_var": f"_{name[:-3]}_COMPLETE".replace("-", "_").upper()}
+    return {}
+
+
 def run() -> None:
     """The process entry point: `python data_preparation.py` and the `tuttle-prep` console script.
 
@@ -206,7 +216,7 @@ def run() -> None:
     code = EXIT_JOB_FAILED
     try:
         try:
-            main()
+            main(**completion_names(sys.argv[0]))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_JOB_FAILED)

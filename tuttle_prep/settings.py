@@ -160,8 +160,8 @@ def metrics_from_env(env: Mapping[str, str] | None = None) -> MetricsTarget:
     if mode == "on":
         return MetricsTarget(namespace, "TUTTLE_METRICS=on")
     if env.get("TUTTLE_LOG_GROUP", "").strip():
-        return MetricsTarget(namespace, "TUTTLE_LOG_GROUP is set (TUTTLE_METRICS=auto)")
-    return MetricsTarget(None, "TUTTLE_LOG_GROUP is not set (TUTTLE_METRICS=auto; TUTTLE_METRICS=on publishes)")
+        return MetricsTarget(namespace, "TUTTLE_LOG_GROUP is set; TUTTLE_METRICS=auto")
+    return MetricsTarget(None, "TUTTLE_LOG_GROUP is not set and TUTTLE_METRICS=auto (TUTTLE_METRICS=on publishes)")
 
 
 def _namespace_of(env: Mapping[str, str]) -> str:

@@ -57,7 +57,7 @@ def resolved_settings(settings: Settings) -> dict[str, Any]:
         "metrics": (
             f"a real sync publishes to CloudWatch namespace {metrics.namespace} ({metrics.reason})"
             if metrics.namespace
-            else f"not published ({metrics.reason})"
+            else f"not published: {metrics.reason}"
         ),
         "GOOGLE_DRIVE_CREDENTIALS_FILE": (
             f"{creds} ({'exists' if creds.is_file() else 'DOES NOT EXIST'}; its contents are not shown)"
