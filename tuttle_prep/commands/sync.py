@@ -713,7 +713,7 @@ def sync(
             run_sync(settings, options, context, report)
             if findings_out is not None:
                 write_findings_csv(report, findings_out)
-            if not dry_run:
+            if not dry_run and not report.usage_error:
                 send_data_digest(settings, options, context.store, report)
         except ConfigError as exc:
             report.config_error = str(exc)
