@@ -429,3 +429,14 @@ def test_shell_completion_is_documented_and_works_as_documented():
 
     assert done.returncode == 0, done.stderr
     assert "plain,sync" in done.stdout.splitlines()
+
+
+def test_pull_version_json(synced, tmp_path):
+    dest = tmp_path / "dest"
+
+    result = run_cli("pull", "--version", "latest", "--dest", str(dest), "--format", "json")
+
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["files"] == record["downloaded"] == 18 == len(local_frames(dest))
+    assert record["version"] and record["failures"] == [] and record["missing_sources"] == []

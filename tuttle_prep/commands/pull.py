@@ -24,6 +24,7 @@ version's metadata.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -707,9 +708,9 @@ def pull(
     then says what would be downloaded and deleted, writing nothing (not even DEST).
     """
     if version is not None:
-        if episodes or rarities or dry_run or output_format != "text":
-            raise click.UsageError("--episode, --rarity, --dry-run and --format go without --version (for now)")
-        pull_version_command(version, datasets, dest, delete, workers, accept_changed_sources)
+        if episodes or rarities or dry_run:
+            raise click.UsageError("--episode, --rarity and --dry-run go without --version (for now)")
+        pull_version_command(version, datasets, dest, delete, workers, accept_changed_sources, output_format)
     if accept_changed_sources:
         raise click.UsageError("--accept-changed-sources goes with --version")
     if not datasets:
@@ -805,7 +806,13 @@ def refuse_unsound_version(url: str, table: pa.Table, counts: dict, layout: KeyL
 
 
 def pull_version_command(
-    reference: str, datasets: tuple[str, ...], dest: Path, delete: bool, workers: int, accept_changed: bool
+    reference: str,
+    datasets: tuple[str, ...],
+    dest: Path,
+    delete: bool,
+    workers: int,
+    accept_changed: bool,
+    output_format: str = "text",
 ) -> NoReturn:
     """`pull --version V`: rebuild version V under `dest` from the source frames, then exit."""
     settings = load_settings()
@@ -878,6 +885,11 @@ def pull_version_command(
         outcome_log.error("download %s failed: %s", failure.key, failure.error)
     if len(result.failures) > SHOWN:
         outcome_log.error("... and %d more failed downloads", len(result.failures) - SHOWN)
+    if output_format == "json":
+        record = {"version": version_id, "datasets": list(chosen), "dest": str(dest), **dataclasses.asdict(result)}
+        record["failures"] = [{"key": f.key, "error": f.error} for f in result.failures]
+        click.echo(json.dumps(record, indent=2, default=str))
+        sys.exit(result.exit_code)
     deleted = f", deleted {result.deleted:,} local files" if delete else ""
     labels = "written" if result.labels_written else "unchanged"
     click.echo(

@@ -675,7 +675,10 @@ def sync(
     alarm. Data findings (rejected rows, a sheet without FRAME NUMBER or without classified rows,
     missing source frames, orphans) are printed, leave the files they concern as they are, and go to
     the sheet owners in the data digest (`alarm setup --digest-email`); they exit 0 unless --strict.
-    Exit status 2: usage or configuration error; 143 stopped by SIGTERM (130 by Ctrl-C).
+    Exit status 2: usage or configuration error (also a --season/--episode that matches no episode of the
+    manifests: the nearest ids are named, nothing is done, no RunFailed); 143 stopped by SIGTERM (130 by Ctrl-C).
+    Metrics go where TUTTLE_METRICS / TUTTLE_METRICS_NAMESPACE say (by default only when TUTTLE_LOG_GROUP is set);
+    the run prints where.
     """
     try:
         limit = DeleteLimit.parse(max_delete)
