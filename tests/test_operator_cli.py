@@ -440,3 +440,36 @@ def test_pull_version_json(synced, tmp_path):
     record = json.loads(result.stdout)
     assert record["files"] == record["downloaded"] == 18 == len(local_frames(dest))
     assert record["version"] and record["failures"] == [] and record["missing_sources"] == []
+
+
+@pytest.mark.parametrize(("env", "setting"), BAD_AWS_SETTINGS, ids=[s for _, s in BAD_AWS_SETTINGS])
+def test_an_unusable_aws_setting_on_the_cron_host_is_still_one_sentence(bucket, monkeypatch, env, setting):
+    monkeypatch.setenv("TUTTLE_LOG_GROUP", "/tuttle-twins/data-prep")  # as .env.example sets it
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 2, result.output
+    line = only_line(result.stderr)
+    assert line.startswith("configuration error: ") and setting in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("manifests", "list"),
+        ("versions", "list"),
+        ("versions", "show", "latest"),
+        ("report",),
+        ("split", "preview"),
+        ("status",),
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_quiet_leaves_one_line_on_stdout_for_every_command(synced, args):
+    result = run_cli(*args, "-q")
+
+    assert result.exit_code == 0, result.output
+    only_line(result.stdout)
+    assert "INFO" not in result.stderr

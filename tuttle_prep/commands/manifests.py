@@ -535,11 +535,11 @@ def _echo_detail(text: str) -> None:
 
 def _print_findings(findings: Findings) -> None:
     for line in findings.sheets:
-        _echo(f"  sheet  {line}")
+        _echo_detail(f"  sheet  {line}")
     for message in findings.warnings:
-        _echo(f"warning: {message}")
-    for message in findings.errors:
-        _echo(f"ERROR: {message}")
+        _echo_detail(f"warning: {message}")
+    for message in findings.errors:  # under -q on stderr: stdout keeps the final line only
+        _echo(f"ERROR: {message}", err=quiet())
 
 
 def _summary(findings: Findings) -> str:
@@ -622,18 +622,18 @@ def push_command(directory: Path, check_sheets: bool, dry_run: bool, delete_miss
     target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
     verb = "would upload" if dry_run else "uploaded"
     for name in result.uploaded:
-        _echo(f"{verb}  {name} -> {settings.manifests_prefix}{name}")
+        _echo_detail(f"{verb}  {name} -> {settings.manifests_prefix}{name}")
     for name in result.unchanged:
-        _echo(f"unchanged  {name}")
+        _echo_detail(f"unchanged  {name}")
     for key in result.only_in_s3:
         if key in result.deleted:
-            _echo(f"{'would delete' if dry_run else 'deleted'} (only in S3)  {key}")
+            _echo_detail(f"{'would delete' if dry_run else 'deleted'} (only in S3)  {key}")
         elif not delete_missing:
-            _echo(f"only in S3 (left alone; --delete-missing deletes it)  {key}")
+            _echo_detail(f"only in S3 (left alone; --delete-missing deletes it)  {key}")
     for key, why in result.ignored:
-        _echo(f"ignored  {key}: {why}")
+        _echo_detail(f"ignored  {key}: {why}")
     for message in result.errors:
-        _echo(f"ERROR: {message}")
+        _echo(f"ERROR: {message}", err=quiet())
     deleted = f", {len(result.deleted)} {'would delete' if dry_run else 'deleted'}" if delete_missing else ""
     click.echo(
         f"{target}: {len(result.uploaded)} {verb}, {len(result.unchanged)} unchanged{deleted}"

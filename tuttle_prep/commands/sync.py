@@ -700,6 +700,8 @@ def sync(
     report = RunReport(dry_run=dry_run, strict=strict, clock=invocation_clock(), program_version=__version__)
     try:  # read on its own, as TUTTLE_LOG_GROUP: where the metrics of even a misconfigured run go
         metrics = metrics_from_env()
+        # an unusable AWS_* setting reaches neither CloudWatch nor S3: one sentence, before trying either
+        aws.new_session()
     except ConfigError as exc:
         fail_config(str(exc))
     namespace = None if dry_run else metrics.namespace

@@ -121,6 +121,8 @@ def list_command(output_format: str) -> None:
     newest_first = [infos[v] for v in sorted(infos, reverse=True)]
     if output_format == "json":
         click.echo(json.dumps([_record(info, store) for info in newest_first], indent=2))
+    elif quiet():  # the one line: how many versions
+        click.echo(_list_text(newest_first, store, settings).splitlines()[0])
     else:
         click.echo(_list_text(newest_first, store, settings))
     for message in sorted(problems):
@@ -267,5 +269,5 @@ def show_command(version: str, output_format: str) -> None:
             "",
             report.tables_text(f"{info.frames:,} frames"),
         ]
-        click.echo("\n".join(lines))
+        click.echo(lines[0] if quiet() else "\n".join(lines))
     sys.exit(EXIT_OK)
