@@ -94,7 +94,7 @@ def show_command(output_format: str) -> None:
     remote. Exit status: 0, or 2 with one sentence if a setting is invalid."""
     settings = load_settings()
     try:
-        aws.check_environment()
+        aws.new_session()  # the AWS_* settings botocore reads, AWS_PROFILE included
         values = resolved_settings(settings)
     except ConfigError as exc:
         fail_config(str(exc))
