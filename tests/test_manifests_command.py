@@ -213,7 +213,7 @@ def test_check_sheets_reports_a_renamed_rarity_header_as_sync_would(tmp_path: Pa
 
     result = invoke("validate", "--check-sheets", str(tmp_path / "m"))
     assert result.exit_code == 1
-    assert "header 'JONNY RECLASSIFICATION' looks like a renamed 'JONNY's RECLASSIFICATION'" in result.output
+    assert "header 'JONNY RECLASSIFICATION' (column C) looks like a renamed 'JONNY's RECLASSIFICATION'" in result.output
     assert "Traceback" not in result.output
 
     monkeypatch.setenv("TUTTLE_SHEET_OPTIONAL_COLUMNS", "JONNY's RECLASSIFICATION")

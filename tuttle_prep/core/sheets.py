@@ -135,7 +135,9 @@ def _repeated_job_columns(header: Sequence[str], where: str) -> None:
             columns = " and ".join(f"{column_letter(i)} '{header[i].strip()}'" for i in found)
             raise SheetContentError(
                 f"{where}: the header row names column '{wanted[normal]}' more than once (columns {columns}); "
-                "rename or delete all but one: the job will not guess which one is meant"
+                "rename or delete all but one: the job will not guess which one is meant",
+                column=header[found[1]],
+                letter=column_letter(found[1]),
             )
 
 
