@@ -37,7 +37,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
             monkeypatch.delenv(name, raising=False)
     for name, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)  # no developer .env is picked up
+    monkeypatch.chdir(tmp_path)  # no developer .env is picked up: not the current folder's,
+    from tuttle_prep.commands import common
+
+    monkeypatch.setattr(common, "REPO_FOLDER", None)  # nor the checkout's
 
 
 @pytest.fixture(autouse=True)

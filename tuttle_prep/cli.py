@@ -20,7 +20,7 @@ from dotenv import load_dotenv
 
 from . import stopping
 from .commands.alarm import alarm
-from .commands.common import Invocation, fail_config
+from .commands.common import Invocation, fail_config, find_env_file
 from .commands.demo import demo
 from .commands.manifests import manifests
 from .commands.pull import pull
@@ -69,7 +69,8 @@ def setup_logging(verbose: int) -> None:
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Read settings from this file instead of ./.env (variables already set in the environment win).",
+    help="Read settings from this file (default: $TUTTLE_ENV_FILE, else ./.env, else .env beside "
+    "data_preparation.py; variables already set in the environment win).",
 )
 @click.option("-v", "--verbose", count=True, help="More log detail (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
@@ -88,8 +89,8 @@ def main(ctx: click.Context, env_file: Path | None, verbose: int, quiet: bool) -
         if not env_file.is_file():
             fail_config(f"--env-file {env_file} does not exist")
         load_dotenv(env_file, override=False)
-    elif Path(".env").is_file():
-        load_dotenv(Path(".env"), override=False)
+    elif (found := find_env_file(dict(os.environ), Path.cwd())) is not None:
+        load_dotenv(found, override=False)
     setup_logging(-1 if quiet else verbose)
 
 
