@@ -185,6 +185,8 @@ class Handler(BaseHTTPRequestHandler):
     """One connection (HTTP/1.1 keep-alive): each request is answered from `server.store`."""
 
     protocol_version = "HTTP/1.1"
+    #: small answers go out at once: no Nagle wait for the client's delayed ACK between headers and body
+    disable_nagle_algorithm = True
     server: LocalS3
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
@@ -213,16 +215,15 @@ class Handler(BaseHTTPRequestHandler):
         return raw
 
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, head: bool = False) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if body and "Content-Type" not in (headers or {}):
-            self.send_header("Content-Type", "application/xml")
-        if "Content-Length" not in (headers or {}):
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if body and not head:
-            self.wfile.write(body)
+        """Status line, headers and body in one write (one TCP segment for a small answer)."""
+        headers = dict(headers or {})
+        if body and "Content-Type" not in headers:
+            headers["Content-Type"] = "application/xml"
+        headers.setdefault("Content-Length", str(len(body)))
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}", "Server: local_s3"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.log_request(status)
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
 
     def _error(self, status: int, code: str, message: str, resource: str = "", head: bool = False) -> None:
         inner = f"<Code>{code}</Code><Message>{escape(message)}</Message><Resource>{escape(resource)}</Resource>"
