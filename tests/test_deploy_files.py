@@ -1,0 +1,46 @@
+"""The deploy files do what docs/deploy.md says: installing crontab.txt twice leaves one entry.
+
+The install line is taken from docs/deploy.md itself (and must be the one crontab.txt's header shows), then run
+twice by bash against a stand-in `crontab` command that keeps the user's crontab in a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALLED = "/opt/tuttle-prep/crontab.txt"
+
+
+def _install_line(text: str) -> str:
+    [line] = [m.group(0).strip() for m in re.finditer(r"^.*crontab -l 2>/dev/null.*\| crontab -$", text, re.M)]
+    return line.lstrip("# ").strip()
+
+
+def test_the_documented_crontab_install_is_idempotent_and_keeps_other_entries(tmp_path):
+    line = _install_line((REPO / "docs" / "deploy.md").read_text(encoding="utf-8"))
+    assert line == _install_line((REPO / "crontab.txt").read_text(encoding="utf-8"))
+    store = tmp_path / "crontab.store"
+    store.write_text("# the user's own\n0 * * * * /usr/bin/true\n", encoding="utf-8")
+    fake = tmp_path / "bin" / "crontab"
+    fake.parent.mkdir()
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = "-l" ]; then cat "$STORE"; else cat > "$STORE"; fi\n', encoding="utf-8"
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "STORE": str(store)}
+    command = line.replace(INSTALLED, str(REPO / "crontab.txt"))
+
+    for _ in range(2):
+        subprocess.run(["bash", "-c", command], env=env, check=True, timeout=30)
+
+    installed = store.read_text(encoding="utf-8")
+    job = [entry for entry in installed.splitlines() if "data_preparation.py" in entry and not entry.startswith("#")]
+    assert len(job) == 1 and "sync" in job[0]
+    lines = installed.splitlines()
+    assert sum(x.startswith("# >>> tuttle-prep >>>") for x in lines) == 1
+    assert sum(x.startswith("# <<< tuttle-prep <<<") for x in lines) == 1
+    assert installed.startswith("# the user's own\n0 * * * * /usr/bin/true\n")
