@@ -28,7 +28,9 @@ def test_the_documented_crontab_install_is_idempotent_and_keeps_other_entries(tm
     fake = tmp_path / "bin" / "crontab"
     fake.parent.mkdir()
     fake.write_text(
-        '#!/bin/sh\nif [ "$1" = "-l" ]; then cat "$STORE"; else cat > "$STORE"; fi\n', encoding="utf-8"
+        # as crontab(1): `-` reads the whole new table, then replaces the old one (never truncated while read)
+        '#!/bin/sh\nif [ "$1" = "-l" ]; then cat "$STORE"; else cat > "$STORE.new" && mv "$STORE.new" "$STORE"; fi\n',
+        encoding="utf-8",
     )
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "STORE": str(store)}
