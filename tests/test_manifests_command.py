@@ -325,7 +325,7 @@ def test_list_reports_broken_files(bucket) -> None:
     assert result.exit_code == 1
     assert f"  ERROR: s3://{bucket.name}/{PREFIX}S02-episodes.json: not valid JSON" in result.output
     assert "README" not in result.output
-    assert result.output.splitlines()[-1] == "2 manifest files, 1 episodes, 1 error(s)"
+    assert result.output.splitlines()[-1] == "2 manifest files, 1 episode, 1 error(s)"
 
 
 def test_list_with_no_manifests(bucket) -> None:

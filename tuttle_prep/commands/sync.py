@@ -37,7 +37,7 @@ from ..core.manifests import Episode, collect_episodes, filter_episodes
 from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
-from ..core.text import csv_safe, escape_control
+from ..core.text import counted, csv_safe, escape_control
 from ..edges import aws
 from ..edges.aws import describe
 from ..edges.cloudwatch import log_group_from_env, observed_run
@@ -438,7 +438,10 @@ def _plan_run(
         raise ConfigError(
             "the manifests link Google Sheets but GOOGLE_DRIVE_CREDENTIALS_FILE is not set (see .env.example)"
         )
-    log.info("%d manifest files, %d episodes, %d selected", len(files), len(manifests.episodes), len(episodes))
+    log.info(
+        "%s, %s, %d selected", counted(len(files), "manifest file"), counted(len(manifests.episodes), "episode"),
+        len(episodes),
+    )
 
     memory_key = headers_key(settings.ml_prefix)
     seen_before, memory_problem = read_seen_headers(store, memory_key)

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.dataset_report import build_dataset_report
 from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
-from ..core.text import csv_safe
+from ..core.text import counted, csv_safe
 from ..core.versions import (
     DIFF_INPUT_COLUMNS,
     VersionError,
@@ -150,7 +150,7 @@ def _list_text(infos: list[VersionInfo], store: VersionStore, settings: Settings
         + "".join(f"{d:>10}" for d in datasets)
         + f"{'added':>9}{'removed':>9}{'moved':>8}{'reclass.':>9}{'metadata':>9}"
     )
-    lines = [f"{store.folder_url}: {len(infos)} versions, newest first", header, "-" * len(header)]
+    lines = [f"{store.folder_url}: {counted(len(infos), 'version')}, newest first", header, "-" * len(header)]
     for info in infos:
         change = info.change
         lines.append(

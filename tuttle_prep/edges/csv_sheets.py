@@ -1,9 +1,10 @@
 """CSV exports of episode sheets: on the local disk (a path or `file://` URL) or in S3 (`s3://bucket/key`).
 
 A local sheet is read only from under TUTTLE_LOCAL_SHEETS_DIR (`Settings.local_sheets_dir`): the path a
-manifest names (a relative path: from that folder) is resolved (symlinks, `..`) and must stay under that folder, else the episode is not read and
-the file is never opened. Without the setting no local sheet is read at all: a manifest in S3 must never make
-the job read a host file (`/etc/passwd`, an `.env` with keys) and quote it in the log.
+manifest names (a relative path: from that folder) is resolved (symlinks, `..`) and must stay under that
+folder, else the episode is not read and the file is never opened. Without the setting no local sheet is read
+at all: a manifest in S3 must never make the job read a host file (`/etc/passwd`, an `.env` with keys) and
+quote it in the log.
 """
 
 from __future__ import annotations
