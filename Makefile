@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench
+.PHONY: install demo test lint bench
 
 #: one sentence, exit 2, when an interpreter is older than 3.11 (Amazon Linux 2023's python3 is 3.9)
 NEED_311 := import sys; sys.exit(0 if sys.version_info >= (3, 11) else 2)
@@ -19,6 +19,8 @@ $(BIN)/.installed: requirements.txt | check-python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
+
+install: check-python $(BIN)/.installed  ## only the venv (a host: `make install PYTHON=python3.11`)
 
 demo: check-python $(BIN)/.installed  ## the whole job on an embedded S3: no accounts, no network
 	$(BIN)/python data_preparation.py demo
