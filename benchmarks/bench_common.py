@@ -6,6 +6,7 @@ Imported by `bench_sync.py` (which puts the repository on `sys.path` first) and 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -61,6 +62,24 @@ log = logging.getLogger("bench")
 
 # ---- endpoints -----------------------------------------------------------------------------------
 
+#: the in-memory S3 endpoint of this repository (`--fast-s3` without a path starts it)
+LOCAL_S3 = Path(__file__).resolve().with_name("local_s3.py")
+
+
+def add_endpoint_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """`--fast-s3 [PATH]` (default: benchmarks/local_s3.py) and `--latency-ms`, as every S3 benchmark takes them."""
+    parser.add_argument(
+        "--fast-s3",
+        "--local-s3",
+        dest="fast_s3",
+        type=Path,
+        nargs="?",
+        const=LOCAL_S3,
+        default=LOCAL_S3 if required else None,
+        help="use the in-memory endpoint instead of a moto server (default path: benchmarks/local_s3.py)",
+    )
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="the endpoint's added latency per request")
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -70,7 +89,7 @@ def _free_port() -> int:
 
 @dataclass
 class Endpoint:
-    """An S3 endpoint: one this script started (moto server or fast_s3) or AWS_ENDPOINT_URL."""
+    """An S3 endpoint: one this script started (moto server or local_s3) or AWS_ENDPOINT_URL."""
 
     url: str
     kind: str
@@ -78,10 +97,10 @@ class Endpoint:
 
     @property
     def has_stats(self) -> bool:
-        return self.kind == "fast_s3"
+        return self.kind == "local_s3"
 
     def stats(self) -> Counter[str]:
-        """Requests by operation since the last reset (fast_s3 only)."""
+        """Requests by operation since the last reset (local_s3 only)."""
         with urllib.request.urlopen(f"{self.url}/__stats", timeout=30) as response:
             return Counter(json.load(response)["ops"])
 
@@ -91,16 +110,16 @@ class Endpoint:
 
 
 @contextlib.contextmanager
-def endpoint(fast_s3: Path | None, latency_ms: float) -> Iterator[Endpoint]:
-    """Start moto server (default) or fast_s3 on 127.0.0.1 and stop it afterwards; or use AWS_ENDPOINT_URL."""
+def endpoint(local_s3: Path | None, latency_ms: float) -> Iterator[Endpoint]:
+    """Start moto server (default) or local_s3 on 127.0.0.1 and stop it afterwards; or use AWS_ENDPOINT_URL."""
     external = os.environ.get("AWS_ENDPOINT_URL", "").strip()
-    if external and fast_s3 is None:
+    if external and local_s3 is None:
         yield Endpoint(external, "AWS_ENDPOINT_URL")
         return
     port = _free_port()
-    if fast_s3 is not None:
-        command = [sys.executable, str(fast_s3), "--port", str(port), "--latency-ms", str(latency_ms)]
-        kind = "fast_s3"
+    if local_s3 is not None:
+        command = [sys.executable, str(local_s3), "--port", str(port), "--latency-ms", str(latency_ms)]
+        kind = "local_s3"
     else:
         command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
         kind = "moto server"
@@ -209,7 +228,7 @@ class S3Bench:
     _copy_lines: list[str] | None = field(default=None, init=False)
     _s5cmd_copy_s: float | None = field(default=None, init=False)
     _s5cmd_rm_s: float | None = field(default=None, init=False)
-    #: s5cmd's requests by operation, when the endpoint counts them (fast_s3)
+    #: s5cmd's requests by operation, when the endpoint counts them (local_s3)
     s5cmd_copy_requests: Counter[str] | None = field(default=None, init=False)
     s5cmd_rm_requests: Counter[str] | None = field(default=None, init=False)
     _first_sync: tuple[RunReport, float, float | None] | None = field(default=None, init=False)
@@ -230,7 +249,7 @@ class S3Bench:
     # -- setup
 
     def upload_catalogue(self) -> None:
-        """Source frames (with s5cmd, or fast_s3's seeding), the episode sheets as CSV, season manifests."""
+        """Source frames (with s5cmd, or local_s3's seeding), the episode sheets as CSV, season manifests."""
         bucket = self.settings.bucket
         with contextlib.suppress(self.client.exceptions.BucketAlreadyOwnedByYou):
             self.client.create_bucket(Bucket=bucket)
@@ -342,7 +361,7 @@ class S3Bench:
         tools copy exactly the same objects."""
         if self._copy_lines is None:
             self.results["requests counted by"] = (
-                "the endpoint (fast_s3)"
+                "the endpoint (local_s3)"
                 if self.endpoint.has_stats
                 else "hooks on boto3's clients: obstore's listings and copies are not counted (use --fast-s3)"
             )
@@ -442,7 +461,7 @@ class S3Bench:
     def requests(self) -> Iterator[Counter[str]]:
         """Requests by operation sent inside the block, plus WRITES_DATASETS and WRITES_OTHER.
 
-        Counted by the endpoint when it can (fast_s3: it also sees the copy processes, and counts written
+        Counted by the endpoint when it can (local_s3: it also sees the copy processes, and counts written
         objects); else by hooks on our own clients (requests of this process, retries included).
         """
         window: Counter[str] = Counter()

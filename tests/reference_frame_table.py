@@ -102,7 +102,8 @@ def reference_frame_table(
     reject(empty_frame, columns[FRAME_COLUMN], frame, "FRAME NUMBER is empty")
     frame_episode = pd.Series(frame_episodes(frame.tolist()), index=frame.index, dtype=object)
     malformed = live & ~empty_frame & frame_episode.isna()
-    reject(malformed, columns[FRAME_COLUMN], frame, "not a frame number like TT_S01_E01_FRM-00-00-08-12")
+    example = f"TT_{episode_id[:3]}_{episode_id[3:]}_FRM-00-00-08-12"
+    reject(malformed, columns[FRAME_COLUMN], frame, f"not a frame number like {example}")
     other_episode = live & frame_episode.notna() & frame_episode.ne(episode_id)
     reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
 
@@ -131,7 +132,20 @@ def reference_frame_table(
     distinct = candidates.drop_duplicates(["frame", "rarity"])
     conflicted = distinct["frame"][distinct["frame"].duplicated(keep=False)]
     conflict_mask = good & frame.isin(set(conflicted))
-    reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
+    reasons = []
+    for position in conflict_mask[conflict_mask].index:
+        mine = rarity[position]
+        others = candidates[candidates["frame"].eq(frame[position]) & candidates["rarity"].ne(mine)]
+        other_row = int(others.index[0]) + FIRST_DATA_ROW
+        other = others["rarity"].iloc[0]
+
+        def says(value: str) -> str:
+            return f"says '{value}'" if value else "has no rarity"
+
+        reasons.append(
+            f"frame listed more than once with different rarities: this row {says(mine)}, row {other_row} {says(other)}"
+        )
+    reject(conflict_mask, columns[FRAME_COLUMN], frame, reasons)
     candidates = candidates[~candidates["frame"].isin(set(conflicted))]
     # a frame with any rejected row (a sibling row with a bad rarity) is a conflict too: not placed from the
     # rows that look fine, so its files stay exactly where they are

@@ -290,7 +290,7 @@ def test_a_frame_in_two_datasets_ends_in_one_and_a_missing_source_is_reported(bu
 
     assert result.exit_code == 0, result.output  # a missing source is a data finding: reported, exit 0
     assert "data findings: 1 (1 missing source frame)" in result.stdout
-    assert f"S01E01: missing source frame s3://{bucket.name}/{source_key(f[4])}" in result.output
+    assert f"S01E01 sheet row 6: missing source frame s3://{bucket.name}/{source_key(f[4])}" in result.output
     for frame in f[:3]:
         assert f"missing source frame s3://{bucket.name}/{source_key(frame)}" not in result.output
     assert dataset_keys(bucket) == {frame: wanted[frame] for frame in f[:4]}

@@ -134,13 +134,36 @@ def test_a_local_sheet_under_the_sheets_folder_is_read(bucket: Bucket, tmp_path:
     rows = sheet_rows(E01, ["Common", "Rare", "Legendary"])
     (sheets / "s01" / "S01E01.csv").write_bytes(sheet_csv(rows))
     put_sources(bucket, [r["FRAME NUMBER"] for r in rows])
-    # relative paths are taken from the current folder (tmp_path), as before; `..` that stays inside is fine
-    put_manifest(bucket, "S01", [manifest_entry(E01, "sheets/s01/../s01/S01E01.csv")])
+    # a relative path is taken from the sheets folder, whatever the current folder is (cron's is $HOME);
+    # `..` that stays inside is fine
+    put_manifest(bucket, "S01", [manifest_entry(E01, "s01/../s01/S01E01.csv")])
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.chdir(home)
 
     result = run_cli("sync")
 
     assert result.exit_code == 0, result.output
     assert set(dataset_keys(bucket)) == {r["FRAME NUMBER"] for r in rows}
+
+
+def test_a_relative_sheet_path_that_leaves_the_sheets_folder_is_never_opened(
+    bucket: Bucket, tmp_path: Path, opened: list[str], monkeypatch: pytest.MonkeyPatch
+):
+    secret_file = host_file(tmp_path)
+    sheets = tmp_path / "sheets"
+    sheets.mkdir()
+    monkeypatch.setenv("TUTTLE_LOCAL_SHEETS_DIR", str(sheets))
+    monkeypatch.chdir(secret_file.parent)  # the current folder holds the file: a path from it must not count
+    link = "host.env"
+    placed = season_with_a_host_link(bucket, link)
+    opened.clear()
+
+    result = run_cli("sync")
+
+    assert result.exit_code == 1, result.output
+    assert not any(p.endswith("host.env") for p in opened)
+    assert dataset_keys(bucket) == placed
 
 
 def test_a_sheets_folder_that_does_not_exist_is_a_configuration_error(bucket: Bucket, tmp_path: Path, monkeypatch):

@@ -213,7 +213,7 @@ def test_check_sheets_reports_a_renamed_rarity_header_as_sync_would(tmp_path: Pa
 
     result = invoke("validate", "--check-sheets", str(tmp_path / "m"))
     assert result.exit_code == 1
-    assert "header 'JONNY RECLASSIFICATION' looks like a renamed 'JONNY's RECLASSIFICATION'" in result.output
+    assert "header 'JONNY RECLASSIFICATION' (column C) looks like a renamed 'JONNY's RECLASSIFICATION'" in result.output
     assert "Traceback" not in result.output
 
     monkeypatch.setenv("TUTTLE_SHEET_OPTIONAL_COLUMNS", "JONNY's RECLASSIFICATION")
@@ -325,7 +325,7 @@ def test_list_reports_broken_files(bucket) -> None:
     assert result.exit_code == 1
     assert f"  ERROR: s3://{bucket.name}/{PREFIX}S02-episodes.json: not valid JSON" in result.output
     assert "README" not in result.output
-    assert result.output.splitlines()[-1] == "2 manifest files, 1 episodes, 1 error(s)"
+    assert result.output.splitlines()[-1] == "2 manifest files, 1 episode, 1 error(s)"
 
 
 def test_list_with_no_manifests(bucket) -> None:

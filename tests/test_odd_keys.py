@@ -128,7 +128,7 @@ def test_a_source_key_ending_in_slash_is_a_missing_source_and_holds_nothing_back
     result = run_cli("sync")
 
     assert result.exit_code == 0, result.output  # a missing source is a data finding, not a job failure
-    assert f"S01E01: missing source frame s3://{bucket.name}/{source_key(frame)}" in result.output
+    assert f"S01E01 sheet row 6: missing source frame s3://{bucket.name}/{source_key(frame)}" in result.output
     assert "NoSuchKey" not in result.output
     wanted = {f: place for f, place in expected_state({"S01E01": rows}).items() if f != frame}
     assert dataset_keys(bucket) == wanted  # the stray's delete is not held back
@@ -195,7 +195,7 @@ def test_a_manifest_episode_code_with_a_non_ascii_digit_is_no_episode(bucket: Bu
     result = run_cli("sync")
 
     assert f"episode_code 'E0{ARABIC_ONE}' is not like 'E01'" in result.output  # named, never an episode
-    assert "1 manifest files, 1 episodes, 1 selected" in result.output
+    assert "1 manifest file, 1 episode, 1 selected" in result.output
     assert dataset_keys(bucket) == expected_state({"S01E01": rows})
     assert not [k for k in bucket.keys(ML_PREFIX) if ARABIC_ONE in k]
 

@@ -148,7 +148,7 @@ def test_a_renamed_rarity_header_skips_the_episode_unless_the_column_may_be_miss
     result = run_cli("sync")
 
     assert result.exit_code == 0, result.output  # what the sheet says: a data finding, the episode kept as it is
-    assert f"S01E01 sheet: header '{renamed}' looks like a renamed '{JONNY}'" in result.output
+    assert f"S01E01 sheet: header '{renamed}' (column F) looks like a renamed '{JONNY}'" in result.output
     assert "skipped (data): sheet not usable" in result.stdout and "data findings: 1 (1 sheet skipped)" in result.stdout
     assert dataset_keys(bucket) == placed
 

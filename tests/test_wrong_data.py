@@ -284,7 +284,7 @@ def test_a_trailing_comma_shifts_nothing_and_extra_text_rejects_only_its_row(buc
         f"{eid} sheet row 4, column 'H (beyond the header)': 'Legendary' text beyond the header's last column"
         in result.output
     )
-    assert f"{eid}: {location}: sheet rows 2 have more fields than the header row (7), all empty" in result.output
+    assert f"{eid}: {location}: sheet row 2 has more fields than the header row (7), all empty" in result.output
 
 
 # ---- 3 and 4: DEST/labels.csv describes every dataset folder under DEST, and only files on disk ----------

@@ -22,7 +22,7 @@ from dotenv import load_dotenv
 
 from . import __version__, stopping
 from .commands.alarm import alarm
-from .commands.common import Invocation, fail_config, global_options
+from .commands.common import Invocation, fail_config, find_env_file, global_options
 from .commands.config import config
 from .commands.demo import demo
 from .commands.manifests import manifests
@@ -114,8 +114,8 @@ def apply_global_options(ctx: click.Context) -> None:
         if not options.env_file.is_file():
             fail_config(f"--env-file {options.env_file} does not exist")
         load_dotenv(options.env_file, override=False)
-    elif Path(".env").is_file():
-        load_dotenv(Path(".env"), override=False)
+    elif (found := find_env_file(dict(os.environ), Path.cwd())) is not None:
+        load_dotenv(found, override=False)
     setup_logging(-1 if options.quiet else options.verbose)
 
 
@@ -155,7 +155,8 @@ class TuttleGroup(click.Group):
     type=click.Path(dir_okay=False, path_type=Path),
     callback=_remember,
     expose_value=False,
-    help="Read settings from this file instead of ./.env (variables already set in the environment win).",
+    help="Read settings from this file (default: $TUTTLE_ENV_FILE, else ./.env, else .env beside "
+    "data_preparation.py; variables already set in the environment win).",
 )
 @click.option(
     "-v", "--verbose", count=True, callback=_remember, expose_value=False, help="Debug log detail (default: INFO)."

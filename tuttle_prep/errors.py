@@ -18,7 +18,16 @@ class ManifestError(TuttlePrepError):
 
 
 class SheetError(TuttlePrepError):
-    """An episode sheet cannot be read or has no usable header."""
+    """An episode sheet cannot be read or has no usable header.
+
+    `column` names the header cell at fault (the sheet's own spelling, or a column the sheet lacks) and
+    `letter` its column letter when the sheet has it, so a finding can point the sheet owner at the cell.
+    """
+
+    def __init__(self, message: str, *, column: str = "", letter: str = "") -> None:
+        super().__init__(message)
+        self.column = column
+        self.letter = letter
 
 
 class SheetContentError(SheetError):

@@ -19,14 +19,22 @@ from ..edges.alarms import (
     RUN_FAILED_ALARM,
     check_email_addresses,
     check_phone_numbers,
+    find_topic,
+    metrics_in_region,
+    remove_phones,
     send_test_message,
     setup_alarms,
     setup_digest,
 )
-from ..edges.aws import describe
+from ..edges.aws import describe, make_client
 from ..errors import ConfigError
 from ..settings import metrics_namespace
 from .common import fail_config, invocation_clock
+
+
+def aws_region() -> str:
+    """The region the CloudWatch client uses (where the alarms are created and watch)."""
+    return make_client("cloudwatch").meta.region_name or "the default region"
 
 
 @contextmanager
@@ -78,20 +86,22 @@ def alarm() -> None:
 @click.option(
     "--schedule-hours",
     type=click.IntRange(1, MAX_WINDOW_HOURS - 1),
-    default=24,
-    show_default=True,
-    help="Hours between scheduled runs (as in crontab.txt).",
+    default=None,
+    help="Hours between scheduled runs (as in crontab.txt). Default: the existing alarm's, else 24.",
 )
 @click.option(
     "--slack-hours",
     type=click.IntRange(1, 24),
-    default=2,
-    show_default=True,
-    help="Extra hours a run may take before 'did not run' fires.",
+    default=None,
+    help="Extra hours a run may take before 'did not run' fires. Default: the existing alarm's, else 2.",
 )
 @_topic_option
 def setup(
-    phones: tuple[str, ...], digest_emails: tuple[str, ...], schedule_hours: int, slack_hours: int, topic: str
+    phones: tuple[str, ...],
+    digest_emails: tuple[str, ...],
+    schedule_hours: int | None,
+    slack_hours: int | None,
+    topic: str,
 ) -> None:
     """Create or update the alerts (--phone) and the data digest (--digest-email); safe to run again.
 
@@ -127,14 +137,50 @@ def setup(
             f"alarms {RUN_FAILED_ALARM} and {DID_NOT_RUN_ALARM} watch namespace {namespace}; "
             f"`alarm test --topic {topic}` sends a test text"
         )
+        with _aws_errors("alarm setup"):
+            published = metrics_in_region(namespace)
+        if not published:
+            region = aws_region()
+            click.echo(
+                f"warning: no {namespace} metrics in {region} yet: the alarms watch this region only; if the runs "
+                f"publish their metrics in another AWS_REGION, run `alarm setup` again with that region (until a "
+                "run publishes here, 'did not run' stays in alarm)",
+                err=True,
+            )
     if digest_emails:
         click.echo(f"data digests go to {DATA_TOPIC} after each real run whose data findings changed")
+
+
+@alarm.command(name="remove-phone")
+@click.argument("phones", nargs=-1, required=True, metavar="+15555550123...")
+@_topic_option
+def remove_phone(phones: tuple[str, ...], topic: str) -> None:
+    """Stop texting these numbers: unsubscribe them from the alarm topic (the alarms stay)."""
+    with _aws_errors("alarm remove-phone"):
+        removed, absent = remove_phones(list(phones), topic)
+    for phone in removed:
+        click.echo(f"removed  SMS subscription {phone}")
+    for phone in absent:
+        click.echo(f"absent   SMS subscription {phone} (not subscribed to {topic})")
 
 
 @alarm.command(name="test")
 @_topic_option
 def test_alarm(topic: str) -> None:
-    """Send a test message through the alarm topic to every subscribed phone."""
+    """Send a test message through the alarm topic (every subscribed phone) and, if it exists, through the data
+    digest's topic (every subscribed address)."""
+    now = invocation_clock()()
     with _aws_errors("alarm test"):
-        topic_arn, message_id = send_test_message(topic, invocation_clock()())
-    click.echo(f"sent test message {message_id} through {topic_arn}")
+        digest = find_topic(make_client("sns"), DATA_TOPIC) if topic != DATA_TOPIC else None
+        if digest is None:
+            topic_arn, message_id = send_test_message(topic, now)
+            click.echo(f"sent test message {message_id} through {topic_arn}")
+            click.echo(f"no data digest topic {DATA_TOPIC} (alarm setup --digest-email creates it): not tested")
+            return
+        try:
+            topic_arn, message_id = send_test_message(topic, now)
+            click.echo(f"sent test message {message_id} through {topic_arn}")
+        except LookupError as exc:
+            click.echo(f"alerts not tested: {exc}", err=True)
+        digest_arn, digest_id = send_test_message(DATA_TOPIC, now)
+        click.echo(f"sent test digest {digest_id} through {digest_arn}")

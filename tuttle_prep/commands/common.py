@@ -86,6 +86,27 @@ def fail_usage(message: str) -> NoReturn:
     """A usage error (a selector that matches nothing, ...): one sentence on stderr, exit 2."""
     click.echo(escape_control(f"usage error: {message}"), err=True)
     sys.exit(EXIT_CONFIG)
+#: the checkout's folder (where data_preparation.py is); None for an installed package
+_REPO = Path(__file__).resolve().parents[2]
+REPO_FOLDER: Path | None = _REPO if (_REPO / "data_preparation.py").is_file() else None
+
+
+def find_env_file(environ: dict[str, str], cwd: Path) -> Path | None:
+    """The settings file to read when `--env-file` is not given, independent of the folder a command runs in.
+
+    In order: `TUTTLE_ENV_FILE` (it must exist: exit 2 otherwise), `./.env` of `cwd`, then `.env` in the
+    checkout's folder (beside data_preparation.py), so `status` from `$HOME` reads the host's settings.
+    """
+    named = environ.get("TUTTLE_ENV_FILE", "").strip()
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            fail_config(f"TUTTLE_ENV_FILE={named} does not exist")
+        return path
+    for folder in (cwd, REPO_FOLDER):
+        if folder is not None and (folder / ".env").is_file():
+            return folder / ".env"
+    return None
 
 
 def load_settings() -> Settings:

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -22,9 +23,10 @@ import pandas as pd
 
 from ..core.frame_table import RARITIES, SHEET_HEADER
 from ..core.run_report import RunReport
+from ..core.text import escape_control
 from ..errors import RunStopped
 from ..settings import Settings
-from .common import invocation_clock
+from .common import fail_config, invocation_clock, load_settings
 from .sync import SyncOptions, build_context, run_sync
 
 _FRAME_JPEG_B64 = (
@@ -72,6 +74,44 @@ def demo_sheet(episode_id: str, seconds: int = 12) -> pd.DataFrame:
             ["media.angel-nft.com/tuttle_twins/", str(i), frame, unsupervised, supervised, jonny, "[Emily, Ethan]"]
         )
     return pd.DataFrame(rows, columns=HEADER)
+
+
+def upload_demo_season(client, settings: Settings, season: str, episodes: int, seconds: int = 12) -> dict:
+    """Upload a generated season to `settings.bucket`: per episode a CSV sheet, its source jpgs (plus two the
+    sheet does not list, as in production), and the season's manifest; return the sheets by episode id."""
+    sheets = {f"{season}E{n:02d}": demo_sheet(f"{season}E{n:02d}", seconds) for n in range(1, episodes + 1)}
+    manifest = []
+    for episode_id, sheet in sheets.items():
+        key = f"{SHEET_PREFIX}{episode_id}.csv"
+        client.put_object(Bucket=settings.bucket, Key=key, Body=_csv(sheet))
+        manifest.append(
+            {
+                "season_code": season,
+                "episode_code": episode_id[3:],
+                "google_spreadsheet_title": f"Tuttle Twins {episode_id} (demo CSV export)",
+                "google_spreadsheet_share_link": f"s3://{settings.bucket}/{key}",
+            }
+        )
+        folder = f"{settings.source_prefix}{episode_id.lower()}/default_eng/v1/frames/{settings.img_size}/"
+        # a few more source frames than the sheet lists, as in production
+        frames = list(sheet["FRAME NUMBER"]) + [f"TT_{season}_{episode_id[3:]}_FRM-00-01-00-{f:02d}" for f in (0, 12)]
+        for frame in frames:
+            client.put_object(Bucket=settings.bucket, Key=f"{folder}{frame}.jpg", Body=frame_jpeg(frame))
+    client.put_object(
+        Bucket=settings.bucket,
+        Key=f"{settings.manifests_prefix}{season}-episodes.json",
+        Body=json.dumps(manifest, indent=2).encode(),
+    )
+    return sheets
+
+
+def environment_lines(endpoint: str, bucket: str) -> list[str]:
+    """The three lines that point the CLI (in another terminal) at the embedded S3: endpoint, bucket, credentials."""
+    return [
+        f"export AWS_ENDPOINT_URL={endpoint}",
+        f"export TUTTLE_BUCKET={bucket}",
+        "unset AWS_PROFILE; export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION=us-east-1",
+    ]
 
 
 def _csv(table: pd.DataFrame) -> bytes:
@@ -136,14 +176,14 @@ def _write_report(client, settings: Settings, out: Path) -> Path:
     return files["png"]
 
 
-def run_demo(keep: bool = False) -> int:
-    """Run the demo; return 0 if every step behaved as expected."""
+def run_demo(keep: bool = False, port: int = 0) -> int:
+    """Run the demo; return 0 if every step behaved as expected. `keep`: leave the S3 running (on `port`)."""
     from moto.server import ThreadedMotoServer
 
     from ..edges.aws import make_client
 
     logging.getLogger("tuttle_prep").setLevel(logging.WARNING)  # the demo prints its own story
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
         host, port = server.get_host_and_port()
@@ -163,31 +203,7 @@ def run_demo(keep: bool = False) -> int:
         client.create_bucket(Bucket=settings.bucket)
         click.echo(f"embedded S3 (moto server) at {endpoint}, bucket {settings.bucket}")
 
-        sheets = {f"{SEASON}{e}": demo_sheet(f"{SEASON}{e}") for e in EPISODES}
-        manifest = []
-        for episode_id, sheet in sheets.items():
-            key = f"{SHEET_PREFIX}{episode_id}.csv"
-            client.put_object(Bucket=settings.bucket, Key=key, Body=_csv(sheet))
-            manifest.append(
-                {
-                    "season_code": SEASON,
-                    "episode_code": episode_id[3:],
-                    "google_spreadsheet_title": f"Tuttle Twins {episode_id} (demo CSV export)",
-                    "google_spreadsheet_share_link": f"s3://{settings.bucket}/{key}",
-                }
-            )
-            folder = f"{settings.source_prefix}{episode_id.lower()}/default_eng/v1/frames/{settings.img_size}/"
-            # a few more source frames than the sheet lists, as in production
-            frames = list(sheet["FRAME NUMBER"]) + [
-                f"TT_{SEASON}_{episode_id[3:]}_FRM-00-01-00-{f:02d}" for f in (0, 12)
-            ]
-            for frame in frames:
-                client.put_object(Bucket=settings.bucket, Key=f"{folder}{frame}.jpg", Body=frame_jpeg(frame))
-        client.put_object(
-            Bucket=settings.bucket,
-            Key=f"{settings.manifests_prefix}{SEASON}-episodes.json",
-            Body=json.dumps(manifest, indent=2).encode(),
-        )
+        sheets = upload_demo_season(client, settings, SEASON, len(EPISODES))
         click.echo(f"uploaded {SEASON}: {len(sheets)} episodes, {sum(len(s) for s in sheets.values())} sheet rows")
 
         options = SyncOptions(workers=16)
@@ -226,7 +242,11 @@ def run_demo(keep: bool = False) -> int:
         ok = first.exit_code == 0 and second.exit_code == 0 and rerun.exit_code == 0 and rerun.total("keep") > 0
         ok = ok and rerun.copied == rerun.moved == rerun.deleted == 0
         if keep:
-            click.echo(f"\nembedded S3 still running at {endpoint}; press Ctrl-C to stop")
+            click.echo(f"\nembedded S3 still running at {endpoint}; press Ctrl-C to stop. To point the CLI at it")
+            click.echo("(another terminal, this folder), paste these three lines; then try any command (README):")
+            for line in environment_lines(endpoint, settings.bucket):
+                click.echo(f"  {line}")
+            sys.stdout.flush()
             with contextlib.suppress(KeyboardInterrupt, RunStopped):  # Ctrl-C (the entry point raises RunStopped)
                 server._thread.join()  # type: ignore[union-attr]
         return 0 if ok else 1
@@ -234,12 +254,73 @@ def run_demo(keep: bool = False) -> int:
         server.stop()
 
 
-@click.command("demo")
-@click.option("--keep", is_flag=True, help="Keep the embedded S3 running until Ctrl-C to look around.")
-def demo(keep: bool) -> None:
+@click.group("demo", invoke_without_command=True)
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the embedded S3 running until Ctrl-C, and print the lines that point the CLI at it.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="The embedded S3's port on 127.0.0.1 (0: a free one).",
+)
+@click.pass_context
+def demo(ctx: click.Context, keep: bool, port: int) -> None:
     """Run the whole job on an embedded S3 (moto server on 127.0.0.1): no accounts, no network.
 
     Uploads a small synthetic season (real jpg frames, CSV sheets, a manifest), runs `sync`, edits a
-    few sheet rows, runs `sync` again to show the incremental plan.
+    few sheet rows, runs `sync` again to show the incremental plan. `demo load-season` adds a generated
+    season to a bucket on this machine (the one `demo --keep` leaves running).
     """
-    sys.exit(run_demo(keep=keep))
+    if ctx.invoked_subcommand is None:
+        sys.exit(run_demo(keep=keep, port=port))
+
+
+#: hosts an endpoint may name for `demo load-season` to write to it: this machine only
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@demo.command("load-season")
+@click.option("--season", default="S02", show_default=True, help="Season code of the generated season (S01-S99).")
+@click.option("--episodes", type=click.IntRange(1, 99), default=3, show_default=True, help="Episodes to generate.")
+@click.option(
+    "--seconds",
+    type=click.IntRange(1, 3600),
+    default=12,
+    show_default=True,
+    help="Seconds of each episode (4 frames a second in the sheet).",
+)
+def load_season(season: str, episodes: int, seconds: int) -> None:
+    """Upload a generated season (CSV sheets, source jpgs, its manifest) to TUTTLE_BUCKET on a local S3.
+
+    Writes only to an endpoint on this machine (AWS_ENDPOINT_URL on 127.0.0.1, localhost or ::1), such as the one
+    `demo --keep` leaves running: never to a real bucket. Replaces the season's manifest if it exists.
+    """
+    from urllib.parse import urlsplit
+
+    from ..edges.aws import make_client
+
+    if not re.fullmatch(r"S[0-9]{2}", season) or season == "S00":
+        fail_config(f"--season {season!r}: a season code is S01 to S99")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "").strip()
+    try:
+        host = urlsplit(endpoint).hostname or ""
+    except ValueError:
+        host = ""
+    if host not in _LOOPBACK:
+        fail_config(
+            f"demo load-season writes only to an S3 on this machine: AWS_ENDPOINT_URL is {endpoint or 'not set'} "
+            "(run `demo --keep` and paste the lines it prints)"
+        )
+    settings = load_settings()
+    client = make_client("s3")
+    sheets = upload_demo_season(client, settings, season, episodes, seconds)
+    rows = sum(len(s) for s in sheets.values())
+    click.echo(
+        f"uploaded {season} to s3://{settings.bucket} at {escape_control(endpoint)}: {len(sheets)} episodes, "
+        f"{rows} sheet rows, manifest {settings.manifests_prefix}{season}-episodes.json; "
+        "`sync --dry-run` shows what a sync would do"
+    )

@@ -42,7 +42,7 @@ from ..core.manifests import (
 )
 from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
 from ..core.sheets import SheetReader, SheetSource, is_google_location, location_kind, sheet_location_problem
-from ..core.text import escape_control
+from ..core.text import counted, escape_control
 from ..edges import aws
 from ..edges.csv_sheets import CsvFileSource, CsvS3Source, local_path_exists
 from ..edges.google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
@@ -700,5 +700,8 @@ def list_command(output_format: str) -> None:
         for message in manifest.errors:
             _echo(f"  ERROR: {message}", err=quiet())
     episodes = sum(len(m.episodes) for m in remote)
-    _echo(f"{len(remote)} manifest files, {episodes} episodes" + (f", {problems} error(s)" if problems else ""))
+    _echo(
+        f"{counted(len(remote), 'manifest file')}, {counted(episodes, 'episode')}"
+        + (f", {problems} error(s)" if problems else "")
+    )
     sys.exit(EXIT_ERRORS if problems else EXIT_OK)

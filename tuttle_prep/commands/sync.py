@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,7 +42,7 @@ from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_cha
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.selectors import unmatched
 from ..core.sheets import SheetReader, SheetSource, is_google_location
-from ..core.text import csv_safe, escape_control
+from ..core.text import counted, csv_safe, escape_control
 from ..edges import aws
 from ..edges.aws import describe
 from ..edges.cloudwatch import log_group_from_env, metrics_destination, observed_run
@@ -177,7 +178,7 @@ def load_frames(
             where = f"{episode.episode_id} sheet"
             return episode, build_frame_table(raw, episode.episode_id, where, optional_columns), ref
         except SheetError as exc:  # read, but what it says cannot be used: a data finding
-            return episode, SheetContentError(str(exc)), ref
+            return episode, SheetContentError(str(exc), column=exc.column, letter=exc.letter), ref
 
     loaded: dict[str, pd.DataFrame] = {}
     held: set[str] = set()
@@ -190,7 +191,10 @@ def load_frames(
                 report.sheets[eid] = ref
             if isinstance(outcome, SheetContentError):
                 report.finding(f"{eid}: {outcome}; skipped, its dataset files are kept")
-                report.skip(eid, "sheet not usable", data=True)
+                detail = str(outcome).removeprefix(f"{eid} sheet: ")
+                report.skip(
+                    eid, "sheet not usable", data=True, detail=detail, column=outcome.column, letter=outcome.letter
+                )
                 continue
             if isinstance(outcome, LocalSheetRefused):  # a host file named by a manifest: never opened
                 report.error(f"{episode.manifest}: episode {eid}: {outcome}; skipped, its dataset files are kept")
@@ -207,12 +211,13 @@ def load_frames(
                     if c not in outcome.rarity_columns and c not in optional_columns
                 ]
                 if lost:  # what the sheet says: a data finding for its owners
-                    report.finding(
-                        f"{eid} sheet: no '{lost[0]}' column, which earlier runs saw; the episode is skipped (its "
+                    detail = (
+                        f"no '{lost[0]}' column, which earlier runs saw; the episode is skipped (its "
                         "files stay as they are) rather than planned from the less trusted columns; restore the "
                         "column, or name it in TUTTLE_SHEET_OPTIONAL_COLUMNS if it was removed on purpose"
                     )
-                    report.skip(eid, "rarity column lost", data=True)
+                    report.finding(f"{eid} sheet: {detail}")
+                    report.skip(eid, "rarity column lost", data=True, detail=detail, column=lost[0])
                     continue
                 seen_columns[eid] = list(outcome.rarity_columns)
             rejections.append(outcome.rejections)
@@ -236,8 +241,9 @@ def load_frames(
                     f"every plain delete of {eid} is held back until they are fixed"
                 )
             if outcome.frames.empty and not allow_empty:
-                report.finding(f"{eid}: the sheet has no classified frames; skipped (use --allow-empty to empty it)")
-                report.skip(eid, "no classified frames", data=True)
+                detail = "the sheet has no classified frames; skipped (use --allow-empty to empty it)"
+                report.finding(f"{eid}: {detail}")
+                report.skip(eid, "no classified frames", data=True, detail=detail)
                 continue
             log.info(
                 "%s: sheet read, %d classified frames, %d rejected rows",
@@ -245,7 +251,7 @@ def load_frames(
                 len(outcome.frames),
                 len(outcome.rejections),
             )
-            loaded[eid] = outcome.frames.assign(episode_id=eid)
+            loaded[eid] = outcome.frames.assign(episode_id=eid, row=outcome.rows)
     report.rejections = pd.concat([r for r in rejections if len(r)] or [report.rejections], ignore_index=True)
     return loaded, held, held_episodes
 
@@ -602,7 +608,10 @@ def _plan_run(
         raise ConfigError(
             "the manifests link Google Sheets but GOOGLE_DRIVE_CREDENTIALS_FILE is not set (see .env.example)"
         )
-    log.info("%d manifest files, %d episodes, %d selected", len(files), len(manifests.episodes), len(episodes))
+    log.info(
+        "%s, %s, %d selected", counted(len(files), "manifest file"), counted(len(manifests.episodes), "episode"),
+        len(episodes),
+    )
 
     memory_key = headers_key(settings.ml_prefix)
     seen_before, memory_problem = read_seen_headers(store, memory_key)
@@ -705,10 +714,12 @@ def _plan_run(
             report.orphan_files = by_episode
             report.finding(f"{message}: left alone (use --prune-orphans to delete)")
     report.missing = plan.missing.reindex(columns=MISSING_COLUMNS).assign(
-        src_key=lambda m: f"s3://{settings.bucket}/" + m["src_key"].astype(str)
+        src_key=lambda m: f"s3://{settings.bucket}/" + m["src_key"].astype(str),
+        row=_sheet_rows(plan.missing, frames),
     )
     for row in report.missing.head(20).itertuples(index=False):
-        report.finding(f"{row.episode_id}: missing source frame {row.src_key}")
+        at = f" sheet row {row.row}" if row.row else ""
+        report.finding(f"{row.episode_id}{at}: missing source frame {row.src_key}")
     if len(plan.missing) > 20:
         report.finding(f"... and {len(plan.missing) - 20:,} more missing source frames (--findings-out lists them all)")
     _record_counts(report, plan, [e.episode_id for e in episodes if e.episode_id not in report.skipped])
@@ -719,6 +730,23 @@ def _plan_run(
 
 _MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
 _SEASON_CODE = re.compile(r"S[0-9]{2}\Z", re.IGNORECASE)
+
+
+def _sheet_rows(missing: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> np.ndarray:
+    """The sheet row of each missing frame (0 where its episode's frames carry none)."""
+    rows = np.zeros(len(missing), dtype=np.int64)
+    if not len(missing):
+        return rows
+    episodes = missing["episode_id"].astype(str).to_numpy()
+    for eid in np.unique(episodes):
+        table = frames.get(eid)
+        if table is None or "row" not in table:
+            continue
+        where = episodes == eid
+        by_frame = pd.Series(table["row"].to_numpy(), index=table["frame"].to_numpy())
+        found = by_frame.reindex(missing["frame"].to_numpy()[where])
+        rows[where] = found.fillna(0).astype(np.int64).to_numpy()
+    return rows
 
 
 def _concat_frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.dataset_report import build_dataset_report
 from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
-from ..core.text import csv_safe, escape_control
+from ..core.text import counted, csv_safe, escape_control
 from ..core.versions import (
     DIFF_INPUT_COLUMNS,
     DIFF_UNIT,
@@ -187,7 +187,7 @@ def _list_text(infos: list[VersionInfo], store: VersionStore, settings: Settings
         + f"{'added':>9}{'removed':>9}{'moved':>8}{'reclass.':>9}{'metadata':>9}  state"
     )
     lines = [
-        f"{store.folder_url}: {len(infos)} versions, newest first; counts are {DIFF_UNIT}, "
+        f"{store.folder_url}: {counted(len(infos), 'version')}, newest first; counts are {DIFF_UNIT}, "
         "the change is against the version before",
         header,
         "-" * len(header),

@@ -95,16 +95,19 @@ class SheetRef:
     gid: int | None = None
     columns: tuple[str, ...] = field(default_factory=tuple)
 
-    def a1(self, row: int, column: str) -> str | None:
-        """'F5' for sheet row 5 of the column headed `column` (or named 'H (beyond the header)'); else None."""
+    def a1(self, row: int, column: str, letter: str = "") -> str | None:
+        """'F5' for sheet row 5 of the column headed `column` (or named 'H (beyond the header)', or of column
+        `letter` when given); else None."""
+        if letter:
+            return f"{letter}{int(row)}"
         if column in self.columns:
             return f"{column_letters(self.columns.index(column))}{int(row)}"
         beyond = _BEYOND_HEADER.match(column)
         return f"{beyond.group(1)}{int(row)}" if beyond else None
 
-    def cell(self, row: int, column: str) -> str:
+    def cell(self, row: int, column: str, letter: str = "") -> str:
         """A link to the cell (Google), else the file and row (a CSV export)."""
-        a1 = self.a1(row, column)
+        a1 = self.a1(row, column, letter)
         if self.spreadsheet_id and self.gid is not None:
             base = f"https://docs.google.com/spreadsheets/d/{self.spreadsheet_id}/edit#gid={self.gid}"
             return f"{base}&range={a1}" if a1 else f"{base}&range=A{int(row)}"
@@ -126,14 +129,19 @@ def findings_table(
     orphan_files: Mapping[str, int],
     sheets: Mapping[str, SheetRef],
     undecodable: pd.DataFrame | None = None,
+    *,
+    skipped_columns: Mapping[str, tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Every data finding as one FINDING_COLUMNS table, sorted by episode, kind, row.
 
     `rejections`: REJECTION_COLUMNS (episode_id, row, column, value, reason, frame); `missing`: episode_id,
-    frame, src_key; `skipped_sheets`: episode -> why its sheet was skipped; `orphan_files`: episode in no
-    manifest -> its number of dataset files; `sheets`: episode -> where its sheet is (for the links);
-    `undecodable`: UNDECODABLE_COLUMNS, source frames the content hash could not decode.
+    frame, src_key (and `row`, the frame's sheet row, where known); `skipped_sheets`: episode -> why its sheet
+    was skipped; `skipped_columns`: episode -> the header cell at fault (column name, letter or ""), a finding of
+    sheet row 1; `orphan_files`: episode in no manifest -> its number of dataset files; `sheets`: episode ->
+    where its sheet is (for the links); `undecodable`: UNDECODABLE_COLUMNS, source frames the content hash
+    could not decode.
     """
+    skipped_columns = skipped_columns or {}
     parts: list[pd.DataFrame] = []
     if len(rejections):
         rows = rejections.reset_index(drop=True)
@@ -163,7 +171,7 @@ def findings_table(
                     "episode_id": rows["episode_id"].astype(str),
                     "kind": MISSING_SOURCE,
                     "_order": _KIND_ORDER[MISSING_SOURCE],
-                    "row": 0,
+                    "row": rows["row"].fillna(0).astype(int) if "row" in rows else 0,
                     "column": "",
                     "value": rows["frame"].astype(str),
                     "reason": "classified in the sheet, but its source frame does not exist",
@@ -189,17 +197,26 @@ def findings_table(
         )
     if skipped_sheets:
         episodes = sorted(skipped_sheets)
+
+        def header_cell(episode_id: str) -> str:
+            column, letter = skipped_columns.get(episode_id, ("", ""))
+            ref = sheets.get(episode_id)
+            if ref is None:
+                return ""
+            return ref.cell(1, column, letter) if letter else ref.link
+
         parts.append(
             pd.DataFrame(
                 {
                     "episode_id": episodes,
                     "kind": SHEET_SKIPPED,
                     "_order": _KIND_ORDER[SHEET_SKIPPED],
-                    "row": 0,
-                    "column": "",
+                    # a header finding is one of the header row (sheet row 1)
+                    "row": [1 if e in skipped_columns else 0 for e in episodes],
+                    "column": [skipped_columns.get(e, ("", ""))[0] for e in episodes],
                     "value": "",
                     "reason": [skipped_sheets[e] for e in episodes],
-                    "where": [sheets[e].link if e in sheets else "" for e in episodes],
+                    "where": [header_cell(e) for e in episodes],
                 }
             )
         )
@@ -262,11 +279,13 @@ def _finding_lines(row: tuple) -> list[str]:
     if kind == REJECTED_ROW:
         return [f"  row {number}, column {column!r}: {value!r} {reason}", f"    {where}"]
     if kind == MISSING_SOURCE:
-        return [f"  missing source frame {value}: {where}"]
+        at = f" (sheet row {number})" if number else ""
+        return [f"  missing source frame {value}{at}: {where}"]
     if kind == UNDECODABLE_SOURCE:
         return [f"  source frame {value} is no picture: {where}"]
     if kind == SHEET_SKIPPED:
-        return [f"  sheet skipped, its dataset files kept: {reason}" + (f" ({where})" if where else "")]
+        cell = f"header column {column!r}: " if column else ""
+        return [f"  sheet skipped, its dataset files kept: {cell}{reason}" + (f"\n    {where}" if where else "")]
     return [f"  {value} {reason}"]
 
 

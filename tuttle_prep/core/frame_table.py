@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ..errors import SheetError
 from . import columns as col
+from .findings import column_letters
 from .text import quote_header
 
 RARITIES = ("Legendary", "Rare", "Uncommon", "Common", "Trash")
@@ -42,6 +43,7 @@ SHEET_HEADER = (
 #: ASCII digits only (`[0-9]`, never `\d`, which in Python and as RE2's `\p{Nd}` also matches `١` or `０`): a frame
 #: number is part of S3 keys, and the same text must mean the same frame in every pattern and every parser
 FRAME_PATTERN = r"TT_S([0-9]{2})_E([0-9]{2})_FRM-([0-9]{2})-([0-5][0-9])-([0-5][0-9])-([01][0-9]|2[0-3])"
+_EPISODE_ID = re.compile(r"S([0-9]{2})E([0-9]{2})\Z")
 #: whole cells only: `$` would also match before a final newline
 _FRAME_RE = re.compile(f"{FRAME_PATTERN}\\Z")
 #: the same whole-cell match in RE2 (pyarrow.compute): `$` is the end of the text
@@ -73,6 +75,35 @@ def parse_frame(frame: str) -> tuple[str, int] | None:
     return f"S{season}E{episode}", int(hh) * 3600 + int(mm) * 60 + int(ss)
 
 
+def example_frame(episode_id: str) -> str:
+    """A well-formed frame number of `episode_id` for messages: 'S01E03' -> 'TT_S01_E03_FRM-00-00-08-12'."""
+    match = _EPISODE_ID.match(episode_id)
+    season, episode = match.groups() if match else ("01", "01")
+    return f"TT_S{season}_E{episode}_FRM-00-00-08-12"
+
+
+def conflict_reasons(rows: list[int], frames: list[object], rarities: list[str]) -> list[str]:
+    """Why each row of a frame listed with different rarities is rejected: the other row, and both rarities.
+
+    `rows` (sheet rows, in sheet order), `frames` (equal for rows of one frame) and `rarities` (the row's
+    resolved rarity, "" for none) are aligned; each row names the first row of its frame with another rarity.
+    """
+    # per frame, the first row of each of its rarities (at most six): linear, whatever the sheet repeats
+    first_rows: dict[object, dict[str, int]] = {}
+    for row, frame, rarity in zip(rows, frames, rarities, strict=True):
+        first_rows.setdefault(frame, {}).setdefault(rarity, row)
+
+    def says(rarity: str) -> str:
+        return f"says '{rarity}'" if rarity else "has no rarity"
+
+    reasons = []
+    for frame, rarity in zip(frames, rarities, strict=True):
+        other = next(((x, r) for x, r in first_rows[frame].items() if x != rarity), None)
+        detail = f": this row {says(rarity)}, row {other[1]} {says(other[0])}" if other else ""
+        reasons.append(f"frame listed more than once with different rarities{detail}")
+    return reasons
+
+
 def frame_episodes(frames: list[str]) -> list[str | None]:
     """The episode id ('S01E02') of each frame number, None where it is malformed."""
     # one compiled match per cell: pandas' str.extract is ~10x slower on a million rows
@@ -95,6 +126,8 @@ class FrameTable:
     rarity_columns: tuple[str, ...] = ()
     #: things about the sheet worth a warning that reject nothing (from the reader: `attrs["sheet_notes"]`)
     notes: list[str] = field(default_factory=list)
+    #: the sheet row of each row of `frames` (int32, aligned with it): where a finding about the frame points
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     @property
     def held_frames(self) -> set[str]:
@@ -128,20 +161,26 @@ def _find_columns(table: pd.DataFrame, where: str, optional_columns: Collection[
             found[wanted] = actual
     if FRAME_COLUMN not in found:
         headers = quote_header(list(table.columns)) if len(table.columns) else "none"
-        raise SheetError(f"{where}: no '{FRAME_COLUMN}' column in the header row (found: {headers})")
+        raise SheetError(
+            f"{where}: no '{FRAME_COLUMN}' column in the header row (found: {headers})", column=FRAME_COLUMN
+        )
     optional = {normalize_header(c) for c in optional_columns}
     known = {normalize_header(c) for c in SHEET_HEADER}
     rarity_names = {normalize_header(c): c for c in RARITY_COLUMNS}
     for normal, column in by_normal.items():
+        letter = column_letters(list(table.columns).index(column))
         if normal in known:
             continue
         ratios = {n: difflib.SequenceMatcher(None, normal, n).ratio() for n in rarity_names}
         closest = max(ratios, key=ratios.__getitem__)
         if ratios[closest] >= CLOSE_HEADER_RATIO and closest not in optional:
             raise SheetError(
-                f"{where}: header {quote_header([column])} looks like a renamed '{rarity_names[closest]}'; the "
-                "episode is skipped (its files stay as they are) rather than planned from the less trusted columns; "
-                "fix the header, or name the column in TUTTLE_SHEET_OPTIONAL_COLUMNS if the sheet may lack it"
+                f"{where}: header {quote_header([column])} (column {letter}) looks like a renamed "
+                f"'{rarity_names[closest]}'; the episode is skipped (its files stay as they are) rather than planned "
+                "from the less trusted columns; fix the header, or name the column in TUTTLE_SHEET_OPTIONAL_COLUMNS "
+                "if the sheet may lack it",
+                column=str(column),
+                letter=letter,
             )
     return found
 
@@ -199,7 +238,7 @@ def build_frame_table(
     rejected: list[pd.DataFrame] = []
     rejected_rows = np.zeros(len(table), dtype=bool)
 
-    def reject(mask: np.ndarray, column: str, values: pa.ChunkedArray, reason: str) -> None:
+    def reject(mask: np.ndarray, column: str, values: pa.ChunkedArray, reason: str | list[str]) -> None:
         rejected_rows[mask] = True
         if mask.any():
             rejected.append(
@@ -247,7 +286,7 @@ def build_frame_table(
     frame_episode = _frame_episodes(frame)
     has_episode = col.mask(pc.is_valid(frame_episode))
     malformed = live & ~empty_frame & ~has_episode
-    reject(malformed, columns[FRAME_COLUMN], frame, "not a frame number like TT_S01_E01_FRM-00-00-08-12")
+    reject(malformed, columns[FRAME_COLUMN], frame, f"not a frame number like {example_frame(episode_id)}")
     other_episode = live & has_episode & ~col.mask(pc.equal(frame_episode, pa.scalar(episode_id, col.TYPE)))
     reject(other_episode, columns[FRAME_COLUMN], frame, f"frame of another episode (this sheet is {episode_id})")
 
@@ -289,7 +328,13 @@ def build_frame_table(
     conflicted[numbers[rarity_codes[candidates] != rarity_codes[first_rows][numbers]]] = True
     conflict_mask = np.zeros(len(table), dtype=bool)
     conflict_mask[candidates[conflicted[numbers]]] = True
-    reject(conflict_mask, columns[FRAME_COLUMN], frame, "frame listed more than once with different rarities")
+    conflict_rows = np.flatnonzero(conflict_mask)
+    reasons = conflict_reasons(
+        (sheet_rows[conflict_rows]).tolist(),
+        frame_codes[conflict_rows].tolist(),
+        col.take(rarity, conflict_mask).to_pylist(),
+    )
+    reject(conflict_mask, columns[FRAME_COLUMN], frame, reasons)
     # a frame with any rejected row (a sibling row with a bad rarity) is a conflict too: not placed from the
     # rows that look fine, so its files stay exactly where they are
     rejected_frames = np.zeros(frame_count, dtype=bool)
@@ -309,7 +354,8 @@ def build_frame_table(
         else pd.DataFrame(columns=REJECTION_COLUMNS)
     )
     present = tuple(c for c in RARITY_COLUMNS if c in columns)
-    return FrameTable(episode_id, frames, rejections, unclassified, present, list(notes))
+    rows_of_frames = sheet_rows[chosen].astype(np.int32)
+    return FrameTable(episode_id, frames, rejections, unclassified, present, list(notes), rows_of_frames)
 
 
 def _codes(values: pa.ChunkedArray) -> np.ndarray:

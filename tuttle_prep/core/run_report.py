@@ -36,7 +36,8 @@ EXIT_OK = 0
 #: a job failure (or, under --strict, a data finding)
 EXIT_ERRORS = 1
 EXIT_CONFIG = 2
-MISSING_COLUMNS = ["episode_id", "frame", "src_key"]
+#: `row`: the frame's sheet row (0 where it is not known)
+MISSING_COLUMNS = ["episode_id", "frame", "src_key", "row"]
 
 COUNT_COLUMNS = ["keep", "copy", "move", "delete", "missing", "rejected"]
 
@@ -68,8 +69,10 @@ class RunReport:
     content_reused: int = 0
     #: source frames that are no picture (UNDECODABLE_COLUMNS): data findings
     undecodable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNDECODABLE_COLUMNS))
-    #: episodes skipped for what their sheet says (a data finding), with the reason
+    #: episodes skipped for what their sheet says (a data finding), with the reason (the sentence stderr has)
     skipped_for_data: dict[str, str] = field(default_factory=dict)
+    #: the header cell of a data skip, where one is at fault: episode -> (column name, column letter or "")
+    skipped_columns: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: wanted frames without a source frame (MISSING_COLUMNS)
     missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MISSING_COLUMNS))
     #: dataset files of episodes in no manifest, by episode
@@ -133,14 +136,20 @@ class RunReport:
         """Worth reading, neither a failure nor a data finding; control characters escaped."""
         self.warnings.append(escape_control(message))
 
-    def skip(self, episode_id: str, reason: str, *, data: bool = False) -> None:
+    def skip(
+        self, episode_id: str, reason: str, *, data: bool = False, detail: str = "", column: str = "", letter: str = ""
+    ) -> None:
         """The episode is not planned this run; its dataset files are left as they are.
 
-        `data`: skipped for what its sheet says (a data finding), not because the job failed to read it.
+        `reason` is the short status ('sheet not usable'). `data`: skipped for what its sheet says (a data finding),
+        not because the job failed to read it; its finding says `detail` (the whole reason, as stderr has it) and
+        names the header cell at fault (`column`, `letter`) when there is one.
         """
         self.skipped[episode_id] = reason
         if data:
-            self.skipped_for_data[episode_id] = reason
+            self.skipped_for_data[episode_id] = escape_control(detail or reason)
+            if column:
+                self.skipped_columns[episode_id] = (column, letter)
 
     @property
     def missing_sources(self) -> int:
@@ -169,12 +178,19 @@ class RunReport:
             id(self.undecodable),
             len(self.undecodable),
             tuple(sorted(self.skipped_for_data.items())),
+            tuple(sorted(self.skipped_columns.items())),
             tuple(sorted(self.orphan_files.items())),
             tuple(sorted(self.sheets)),
         )
         if self._findings is None or self._findings[0] != key:
             table = findings_table(
-                self.rejections, self.missing, self.skipped_for_data, self.orphan_files, self.sheets, self.undecodable
+                self.rejections,
+                self.missing,
+                self.skipped_for_data,
+                self.orphan_files,
+                self.sheets,
+                self.undecodable,
+                skipped_columns=self.skipped_columns,
             )
             self._findings = (key, table, findings_hash(table))
         return self._findings[1]

@@ -135,7 +135,9 @@ def _repeated_job_columns(header: Sequence[str], where: str) -> None:
             columns = " and ".join(f"{column_letter(i)} '{header[i].strip()}'" for i in found)
             raise SheetContentError(
                 f"{where}: the header row names column '{wanted[normal]}' more than once (columns {columns}); "
-                "rename or delete all but one: the job will not guess which one is meant"
+                "rename or delete all but one: the job will not guess which one is meant",
+                column=header[found[1]],
+                letter=column_letter(found[1]),
             )
 
 
@@ -181,7 +183,8 @@ def table_from_rows(rows: Sequence[Sequence[Any]], where: str) -> pd.DataFrame:
         table.attrs[EXTRA_FIELDS] = extra
     if empty_extra:
         table.attrs[SHEET_NOTES] = [
-            f"{where}: sheet rows {_row_list([p + 2 for p in empty_extra])} have more fields than the header row "
+            f"{where}: sheet {'row' if len(empty_extra) == 1 else 'rows'} {_row_list([p + 2 for p in empty_extra])} "
+            f"{'has' if len(empty_extra) == 1 else 'have'} more fields than the header row "
             f"({width}), all empty (a trailing comma?); read by the header's columns"
         ]
     return table

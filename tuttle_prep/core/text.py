@@ -128,3 +128,8 @@ def quote_header(cells: Sequence[object], limit: int = HEADER_QUOTE_CHARS) -> st
     left_out = len(cells) - len(shown)
     text = ", ".join(shown) or "no cell that looks like a column name"
     return text + (f" (and {left_out} more cell{'s' * (left_out != 1)} not shown)" if left_out else "")
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """'1 manifest file', '2 manifest files', '1,000 versions': a count and its noun, in the right number."""
+    return f"{n:,} {singular if n == 1 else (plural or singular + 's')}"

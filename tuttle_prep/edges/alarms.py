@@ -143,17 +143,33 @@ def setup_digest(emails: list[str], topic_name: str = DATA_TOPIC) -> SetupOutcom
     return outcome
 
 
+_WINDOW = re.compile(r"\(schedule ([0-9]+) h \+ ([0-9]+) h slack\)")
+
+
+def existing_window(alarm: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(schedule hours, slack hours) of an existing "did not run" alarm, from its description or its periods."""
+    if alarm is None:
+        return None
+    found = _WINDOW.search(str(alarm.get("AlarmDescription", "")))
+    if found:
+        return int(found.group(1)), int(found.group(2))
+    window = int(alarm.get("EvaluationPeriods") or 0)
+    return (window - 2, 2) if window > 2 else None
+
+
 def setup_alarms(
     phones: list[str],
-    schedule_hours: int,
-    slack_hours: int = 2,
+    schedule_hours: int | None,
+    slack_hours: int | None = 2,
     topic_name: str = DEFAULT_TOPIC,
     namespace: str = NAMESPACE,
 ) -> SetupOutcome:
     """Create or update the topic, the SMS subscriptions and both alarms (watching the metrics of `namespace`);
     unchanged resources are left alone.
 
-    Raises ValueError for a bad phone number or window, botocore errors for AWS failures.
+    `schedule_hours` / `slack_hours` None: the existing "did not run" alarm's (so adding a phone keeps the
+    window set before), else 24 and 2. Raises ValueError for a bad phone number or window, botocore errors for
+    AWS failures.
     """
     check_phone_numbers(phones)
     if not TOPIC_NAME.match(topic_name):
@@ -172,9 +188,12 @@ def setup_alarms(
             outcome.created.append(f"SMS subscription {masked_phone(phone)}")
 
     cloudwatch = aws.make_client("cloudwatch")
-    definitions = alarm_definitions(topic_arn, schedule_hours, slack_hours, namespace)
-    names = [d["AlarmName"] for d in definitions]
+    names = [RUN_FAILED_ALARM, DID_NOT_RUN_ALARM]
     current = {a["AlarmName"]: a for a in cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", ())}
+    kept = existing_window(current.get(DID_NOT_RUN_ALARM)) or (24, 2)
+    schedule_hours = kept[0] if schedule_hours is None else schedule_hours
+    slack_hours = kept[1] if slack_hours is None else slack_hours
+    definitions = alarm_definitions(topic_arn, schedule_hours, slack_hours, namespace)
     for definition in definitions:
         name = definition["AlarmName"]
         described = f"alarm {name} ({definition['MetricName']} {definition['Statistic']})"
@@ -185,6 +204,36 @@ def setup_alarms(
         cloudwatch.put_metric_alarm(**definition)
         (outcome.updated if existing is not None else outcome.created).append(described)
     return outcome
+
+
+def remove_phones(phones: list[str], topic_name: str = DEFAULT_TOPIC) -> tuple[list[str], list[str]]:
+    """Unsubscribe each number from the alarm topic; return (removed, not subscribed), numbers masked.
+
+    Raises ValueError for a malformed number, LookupError if the topic does not exist.
+    """
+    check_phone_numbers(phones)
+    sns = aws.make_client("sns")
+    topic_arn = find_topic(sns, topic_name)
+    if topic_arn is None:
+        raise LookupError(f"no SNS topic '{topic_name}' in {sns.meta.region_name}; nothing to remove")
+    arns: dict[str, list[str]] = {}
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
+        for subscription in page.get("Subscriptions", ()):
+            if subscription.get("Protocol") == "sms":
+                arns.setdefault(subscription.get("Endpoint", ""), []).append(subscription["SubscriptionArn"])
+    removed, absent = [], []
+    for phone in dict.fromkeys(phones):
+        found = [a for a in arns.get(phone, []) if a.startswith("arn:")]  # "PendingConfirmation" has no ARN
+        for arn in found:
+            sns.unsubscribe(SubscriptionArn=arn)
+        (removed if found else absent).append(masked_phone(phone))
+    return removed, absent
+
+
+def metrics_in_region(namespace: str = NAMESPACE) -> bool:
+    """Whether any run metric of `namespace` exists in the client's region (the region the alarms watch)."""
+    cloudwatch = aws.make_client("cloudwatch")
+    return bool(cloudwatch.list_metrics(Namespace=namespace).get("Metrics"))
 
 
 def send_test_message(topic_name: str, now: float) -> tuple[str, str]:
@@ -198,8 +247,14 @@ def send_test_message(topic_name: str, now: float) -> tuple[str, str]:
     if topic_arn is None:
         raise LookupError(f"no SNS topic '{topic_name}' in {sns.meta.region_name}; run `alarm setup` first")
     sent = utc(now).strftime("%Y-%m-%d %H:%M UTC")
-    message = f"tuttle-prep test alert from {platform.node() or 'unknown host'} at {sent}. Alerts reach this phone."
-    response = sns.publish(TopicArn=topic_arn, Subject="tuttle-prep test alert", Message=message)
+    host = platform.node() or "unknown host"
+    if topic_name == DATA_TOPIC:
+        subject = "tuttle-prep test digest"
+        message = f"tuttle-prep test of the data digest from {host} at {sent}. Data digests reach this address."
+    else:
+        subject = "tuttle-prep test alert"
+        message = f"tuttle-prep test alert from {host} at {sent}. Alerts reach this phone."
+    response = sns.publish(TopicArn=topic_arn, Subject=subject, Message=message)
     return topic_arn, response["MessageId"]
 
 

@@ -1,9 +1,10 @@
 """CSV exports of episode sheets: on the local disk (a path or `file://` URL) or in S3 (`s3://bucket/key`).
 
 A local sheet is read only from under TUTTLE_LOCAL_SHEETS_DIR (`Settings.local_sheets_dir`): the path a
-manifest names is resolved (symlinks, `..`) and must stay under that folder, else the episode is not read and
-the file is never opened. Without the setting no local sheet is read at all: a manifest in S3 must never make
-the job read a host file (`/etc/passwd`, an `.env` with keys) and quote it in the log.
+manifest names (a relative path: from that folder) is resolved (symlinks, `..`) and must stay under that
+folder, else the episode is not read and the file is never opened. Without the setting no local sheet is read
+at all: a manifest in S3 must never make the job read a host file (`/etc/passwd`, an `.env` with keys) and
+quote it in the log.
 """
 
 from __future__ import annotations
@@ -35,12 +36,18 @@ def local_path(location: str) -> Path | None:
 
 
 def allowed_local_path(location: str, root: Path | None) -> Path | None:
-    """The resolved path of a local sheet location if it is under `root` (itself resolved), else None."""
+    """The resolved path of a local sheet location if it is under `root` (itself resolved), else None.
+
+    A relative path is taken from `root` (TUTTLE_LOCAL_SHEETS_DIR), never from the current folder: cron's is
+    `$HOME`, an operator's is anywhere, and the same manifest must name the same file for both.
+    """
     if root is None:
         return None
     path = local_path(location)
     if path is None:
         return None
+    if not path.is_absolute():
+        path = root / path
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop
