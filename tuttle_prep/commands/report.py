@@ -96,7 +96,9 @@ def report(
         for wanted in sorted(set(episodes) - candidates):
             log.warning("--episode %s: no dataset files and in no manifest", wanted)
 
-    report = build_dataset_report(current, settings.split, unexpected, known, selected, leak_seconds)
+    report = build_dataset_report(
+        current, settings.split, unexpected, known, selected, leak_seconds, train=settings.train_dataset
+    )
     scope = f" ({', '.join(seasons + episodes)})" if selected is not None else ""
     try:
         title = f"Tuttle Twins datasets{scope}: {report.total_files:,} files in {where}"

@@ -24,7 +24,7 @@ from ..core.plan import wanted_frames
 from ..core.run_report import EXIT_ERRORS, EXIT_OK, RunReport
 from ..core.sheets import is_google_location
 from ..core.split import STRATIFY_CHOICES
-from ..core.split_quality import leakage_table, rarity_shares
+from ..core.split_quality import DEFAULT_TRAIN_DATASET, leakage_table, rarity_shares
 from ..edges import aws
 from ..edges.csv_sheets import local_path_exists
 from ..edges.s3_objects import read_manifests
@@ -69,15 +69,20 @@ class SplitOutcome:
     counts: pd.DataFrame  # rarity x dataset
     shares: pd.DataFrame  # RARITY_SHARE_COLUMNS
     leakage: pd.DataFrame  # LEAKAGE_COLUMNS
+    train: str = DEFAULT_TRAIN_DATASET  # the dataset leakage is measured against
     moved: int = 0
     #: frames that would change dataset, by "from -> to"
     moves: dict[str, int] = field(default_factory=dict)
 
 
 def preview_split(
-    frames: pd.DataFrame, split: dict[str, float], setting: SplitSetting, seconds: tuple[float, ...]
+    frames: pd.DataFrame,
+    split: dict[str, float],
+    setting: SplitSetting,
+    seconds: tuple[float, ...],
+    train: str = DEFAULT_TRAIN_DATASET,
 ) -> SplitOutcome:
-    """Split `frames` (episode_id, frame, rarity) with `setting` and measure it."""
+    """Split `frames` (episode_id, frame, rarity) with `setting` and measure it (leakage against `train`)."""
     wanted = wanted_frames(frames, split, setting.seed, setting.group_seconds, stratify=setting.stratify)
     counts = pd.crosstab(wanted["dataset"], wanted["rarity"]).reindex(index=list(split), columns=list(RARITIES))
     counts = counts.fillna(0).astype(int)
@@ -86,7 +91,8 @@ def preview_split(
         datasets=wanted["dataset"],
         counts=counts,
         shares=rarity_shares(counts, split),
-        leakage=leakage_table(wanted["frame"].tolist(), wanted["dataset"].tolist(), list(split), seconds),
+        leakage=leakage_table(wanted["frame"].tolist(), wanted["dataset"].tolist(), list(split), seconds, train),
+        train=train,
     )
 
 
@@ -107,7 +113,7 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
 def _outcome_text(title: str, outcome: SplitOutcome, total: int) -> list[str]:
     lines = [f"{title}: {outcome.setting.describe()}"]
     lines += rarity_share_lines(outcome.shares, list(outcome.counts.index))
-    lines += ["", *leakage_lines(outcome.leakage)]
+    lines += ["", *leakage_lines(outcome.leakage, outcome.train)]
     if title != "current":
         share = outcome.moved / total if total else 0.0
         lines.append(
@@ -173,9 +179,9 @@ def preview(
         log.warning(message)
     for message in report.errors:
         log.error(message)
-    outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds)}
+    outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds, settings.train_dataset)}
     if changed != current:
-        outcome = preview_split(frames, settings.split, changed, leak_seconds)
+        outcome = preview_split(frames, settings.split, changed, leak_seconds, settings.train_dataset)
         before, after = outcomes["current"].datasets.to_numpy(), outcome.datasets.to_numpy()
         changed = before != after
         outcome.moved = int(changed.sum())
@@ -187,6 +193,7 @@ def preview(
             "frames": len(frames),
             "episodes": sorted(set(frames["episode_id"])),
             "split": dict(settings.split),
+            "train_dataset": settings.train_dataset,
             "warnings": list(report.warnings),
             "findings": list(report.findings),
             "errors": list(report.errors),
