@@ -33,7 +33,15 @@ from ..core.frame_table import build_frame_table
 from ..core.labels import is_job_key, labels_key
 from ..core.listing_check import check_listing
 from ..core.manifests import Episode, collect_episodes, filter_episodes
-from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
+from ..core.plan import (
+    KeyLayout,
+    Plan,
+    episodes_with_unplaced_frames,
+    held_in_place,
+    plan_changes,
+    split_holding_in_place,
+    wanted_frames,
+)
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..core.text import csv_safe, escape_control
@@ -499,6 +507,19 @@ def _plan_run(
     known_episodes = manifests.episode_ids | doubtful_episodes(manifest_problems, current["episode_id"])
     all_frames = _concat_frames(frames)
     wanted = split.result()
+    # frames in doubt keep their files; the split counts each where it is, so no other frame moves meanwhile
+    in_doubt = held_in_place(current, all_frames, held, held_episodes)
+    if len(in_doubt):
+        log.info("%d frames in doubt counted where they are by the split of their episodes", len(in_doubt))
+        wanted = split_holding_in_place(
+            wanted,
+            all_frames,
+            in_doubt,
+            settings.split,
+            settings.split_seed,
+            settings.split_group_seconds,
+            settings.split_stratify,
+        )
     plan = plan_changes(
         wanted,
         current,
