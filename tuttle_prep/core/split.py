@@ -11,7 +11,8 @@ same number on every run and machine.
   (its count is ⌊n·sⱼ⌋ or ⌈n·sⱼ⌉: the quota property of largest-remainder rounding), which dataset gets a
   remainder frame is drawn by φ (no dataset is favoured, so the catalogue's shares stay unbiased), and the
   cut points never go down when n grows — unlike textbook largest remainder (the Alabama paradox) — so one
-  frame added to or removed from a stratum moves at most one other frame per boundary between datasets.
+  frame added to or removed from a stratum moves at most one other frame per boundary between datasets (D − 1
+  with D datasets); a reclassification is a removal from one stratum plus an addition to another: 2·(D − 1).
 
 A frame's dataset depends only on its own episode's sheet, so a run of one episode agrees with a full run.
 
