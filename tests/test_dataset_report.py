@@ -239,3 +239,20 @@ def test_after_a_stratified_sync_every_rarity_of_every_episode_is_within_one_fra
     assert worst["deviation_files"] == pytest.approx(deviations[key])
     assert abs(deviations[key]) == pytest.approx(max(abs(v) for v in deviations.values()))
     assert 0 < abs(worst["deviation_files"]) < 1
+
+
+def test_report_leakage_is_against_train_when_validate_comes_first(catalogue, tmp_path: Path, monkeypatch) -> None:
+    # issue 21.4: the report measured train and test against the first dataset of TUTTLE_SPLIT
+    monkeypatch.setenv("TUTTLE_SPLIT", "validate=0.2,train=0.7,test=0.1")
+    catalogue.put(dataset_key("validate", "Rare", "TT_S01_E01_FRM-00-00-00-12"))
+    result = run_cli("report", "--out", str(tmp_path), "--format", "json", "--leak-seconds", "0.5,2,10")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    by_dataset = frames_by_dataset(catalogue)
+    leakage = {(r["dataset"], r["seconds"]): r for r in report["leakage"]}
+    assert set(leakage) == {(d, s) for d in ("validate", "test") for s in (0.5, 2, 10)}
+    assert report["train_dataset"] == "train"
+    for (dataset, seconds), reported in leakage.items():
+        leaking = brute_force_leakage(by_dataset, dataset, seconds)
+        assert (reported["leaking"], reported["frames"]) == (leaking, len(by_dataset[dataset]))
+    assert leakage[("validate", 0.5)]["leaking"] >= 1  # the half-second frame next to a train frame

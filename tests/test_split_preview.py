@@ -184,3 +184,53 @@ def test_an_unreadable_sheet_is_reported_and_the_others_previewed(bucket, sheets
 def test_bad_options_are_usage_errors(bucket, args, named):
     result = run_cli("split", "preview", *args)
     assert result.exit_code == 2 and named in result.stderr
+
+
+def test_leakage_is_measured_against_train_wherever_it_stands_in_the_split(bucket, sheets, monkeypatch):
+    # issue 21.4: with validate first, the preview measured train and test against validate
+    shares = {"validate": 0.2, "train": 0.7, "test": 0.1}
+    monkeypatch.setenv("TUTTLE_SPLIT", "validate=0.2,train=0.7,test=0.1")
+    result = run_cli("split", "preview", "--leak-seconds", "0.25,1,5", "--format", "json")
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert {r["dataset"] for r in got["current"]["leakage"]} == {"validate", "test"}
+    assert got["train_dataset"] == "train"
+    check_outcome(got["current"], wanted_frames(sheet_frames(sheets), shares, DEFAULT_SEED), (0.25, 1, 5))
+    text = run_cli("split", "preview")
+    assert "leakage: frames with a train frame of the same episode within" in text.stdout
+
+
+def test_a_named_training_dataset_is_the_leakage_reference(bucket, sheets, monkeypatch):
+    shares = {"holdout": 0.2, "fit": 0.7, "test": 0.1}
+    monkeypatch.setenv("TUTTLE_SPLIT", "holdout=0.2,fit=0.7,test=0.1")
+    monkeypatch.setenv("TUTTLE_TRAIN_DATASET", "fit")
+    result = run_cli("split", "preview", "--leak-seconds", "1", "--format", "json")
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    wanted = wanted_frames(sheet_frames(sheets), shares, DEFAULT_SEED)
+    fits = [(e, ticks(f)) for e, f, d in zip(wanted["episode_id"], wanted["frame"], wanted["dataset"], strict=True)
+            if d == "fit"]
+    rows = {r["dataset"]: r for r in got["current"]["leakage"]}
+    assert set(rows) == {"holdout", "test"}
+    for dataset, row in rows.items():
+        mine = [(e, ticks(f)) for e, f, d in zip(wanted["episode_id"], wanted["frame"], wanted["dataset"], strict=True)
+                if d == dataset]
+        leaking = sum(any(e == te and abs(t - tt) <= 24 for te, tt in fits) for e, t in mine)
+        assert (row["leaking"], row["frames"]) == (leaking, len(mine))
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"TUTTLE_SPLIT": "validate=0.2,train=0.7,test=0.1", "TUTTLE_TRAIN_DATASET": "training"}, "'training'"),
+        ({"TUTTLE_SPLIT": "fit=0.8,test=0.2"}, "no dataset named 'train'"),
+    ],
+)
+def test_a_training_dataset_not_in_the_split_is_a_configuration_error(bucket, sheets, monkeypatch, env, named):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = run_cli("split", "preview")
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert named in message and "TUTTLE_TRAIN_DATASET" in message and "Traceback" not in result.output
+    assert len(message.splitlines()) == 1 and message.count(". ") == 0

@@ -16,6 +16,7 @@ from typing import Any
 from .core.content import DEFAULT_DISTANCE
 from .core.frame_table import RARITY_COLUMNS, normalize_header
 from .core.split import DEFAULT_STRATIFY, STRATIFY_CHOICES
+from .core.split_quality import DEFAULT_TRAIN_DATASET
 from .errors import ConfigError
 
 DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"
@@ -52,6 +53,24 @@ def parse_split(text: str, variable: str = "TUTTLE_SPLIT") -> dict[str, float]:
     if abs(total - 1) > 1e-6:
         raise ConfigError(f"{variable}: shares must add up to 1, they add up to {total:g}")
     return shares
+
+
+def _train_dataset(text: str, split: Mapping[str, float]) -> str:
+    """TUTTLE_TRAIN_DATASET (default `train`), which must be a dataset of TUTTLE_SPLIT."""
+    name = text.strip()
+    if not name:
+        if DEFAULT_TRAIN_DATASET in split:
+            return DEFAULT_TRAIN_DATASET
+        raise ConfigError(
+            f"TUTTLE_SPLIT has no dataset named '{DEFAULT_TRAIN_DATASET}' ({', '.join(split)}): set "
+            "TUTTLE_TRAIN_DATASET to the one the classifier trains on (leakage is measured against it)"
+        )
+    if name not in split:
+        raise ConfigError(
+            f"TUTTLE_TRAIN_DATASET '{name}' is not a dataset of TUTTLE_SPLIT ({', '.join(split)}); name the one "
+            "the classifier trains on"
+        )
+    return name
 
 
 def parse_optional_columns(text: str, variable: str = "TUTTLE_SHEET_OPTIONAL_COLUMNS") -> tuple[str, ...]:
@@ -200,6 +219,8 @@ class Settings:
     split_group_seconds: int = 0
     #: `rarity`: each rarity of each episode split to within one frame; `none`: each frame drawn on its own
     split_stratify: str = DEFAULT_STRATIFY
+    #: the dataset of `split` the classifier trains on: leakage is the other datasets' frames near its frames
+    train_dataset: str = DEFAULT_TRAIN_DATASET
     google_credentials_file: Path | None = None
     log_group: str | None = None
     lock_key: str = "tuttle_twins/locks/data-prep.lock"
@@ -253,6 +274,8 @@ class Settings:
             raise ConfigError(
                 f"TUTTLE_SPLIT_STRATIFY must be one of {', '.join(STRATIFY_CHOICES)}; got '{raw_stratify}'"
             )
+        split = parse_split(env.get("TUTTLE_SPLIT", DEFAULT_SPLIT))
+        train_dataset = _train_dataset(env.get("TUTTLE_TRAIN_DATASET", ""), split)
         creds = env.get("GOOGLE_DRIVE_CREDENTIALS_FILE", "").strip()
         raw_hash = env.get("TUTTLE_CONTENT_HASH", "").strip()
         if raw_hash.lower() not in ("", "on", "off"):
@@ -271,7 +294,8 @@ class Settings:
             ml_prefix=_prefix(env.get("TUTTLE_ML_PREFIX", cls.ml_prefix), "TUTTLE_ML_PREFIX"),
             source_prefix=_prefix(env.get("TUTTLE_SOURCE_PREFIX", cls.source_prefix), "TUTTLE_SOURCE_PREFIX"),
             img_size=img_size,
-            split=parse_split(env.get("TUTTLE_SPLIT", DEFAULT_SPLIT)),
+            split=split,
+            train_dataset=train_dataset,
             split_seed=seed,
             split_group_seconds=env_number(env, "TUTTLE_SPLIT_GROUP_SECONDS", 0),
             split_stratify=stratify,

@@ -166,10 +166,11 @@ def _write_report(client, settings: Settings, out: Path) -> Path:
     current, unexpected = layout.parse_dataset_keys(inventory.every_key())
     own = headers_key(settings.ml_prefix)  # as `report`: the job's own files are not unexpected
     unexpected = [k for k in unexpected if k != own and not is_job_key(k, settings.ml_prefix)]
-    report = build_dataset_report(current, settings.split, unexpected, {f"{SEASON}{e}" for e in EPISODES})
+    episodes = {f"{SEASON}{e}" for e in EPISODES}
+    report = build_dataset_report(current, settings.split, unexpected, episodes, train=settings.train_dataset)
     click.secho("\n== the report: each rarity's split and the leakage between datasets", bold=True)
     click.echo("\n".join([*rarity_share_lines(report.rarity_shares, list(settings.split)), ""]))
-    click.echo("\n".join(leakage_lines(report.leakage)))
+    click.echo("\n".join(leakage_lines(report.leakage, settings.train_dataset)))
     out.mkdir(parents=True, exist_ok=True)
     where = f"s3://{settings.bucket}/{settings.ml_prefix}"
     files = write_report_files(report, out, f"Tuttle Twins demo datasets: {report.total_files:,} files in {where}")

@@ -128,7 +128,9 @@ def report(
         if unknown:  # empty tables for a mistyped season would read as "no files": a usage error instead
             fail_usage("; ".join(unknown))
 
-    report = build_dataset_report(current, settings.split, unexpected, known, selected, leak_seconds)
+    report = build_dataset_report(
+        current, settings.split, unexpected, known, selected, leak_seconds, train=settings.train_dataset
+    )
     scope = f" ({', '.join(seasons + episodes)})" if selected is not None else ""
     files: dict[str, Path] = {}
     if out is not None:
@@ -187,7 +189,8 @@ def _content_report(
         frames = frames[frames["episode_id"].isin(selected)]
     frames = frames.merge(known, on="frame", how="left")
     k = settings.content_distance
-    order = list(settings.split)
+    train = settings.train_dataset  # the reference, wherever it stands in TUTTLE_SPLIT
+    order = [train, *(name for name in settings.split if name != train)]
     table = content_leakage(frames, order, k)
     hashed = int(frames["hash"].notna().sum())
     try:

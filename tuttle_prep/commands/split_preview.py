@@ -25,7 +25,7 @@ from ..core.run_report import EXIT_ERRORS, EXIT_OK, RunReport
 from ..core.selectors import unmatched
 from ..core.sheets import is_google_location
 from ..core.split import STRATIFY_CHOICES
-from ..core.split_quality import leakage_table, rarity_shares
+from ..core.split_quality import DEFAULT_TRAIN_DATASET, leakage_table, rarity_shares
 from ..edges import aws
 from ..edges.csv_sheets import local_path_exists
 from ..edges.s3_objects import read_manifests
@@ -80,6 +80,7 @@ class SplitOutcome:
     counts: pd.DataFrame  # rarity x dataset
     shares: pd.DataFrame  # RARITY_SHARE_COLUMNS
     leakage: pd.DataFrame  # LEAKAGE_COLUMNS
+    train: str = DEFAULT_TRAIN_DATASET  # the dataset leakage is measured against
     moved: int = 0
     #: frames that would change dataset, by "from -> to"
     moves: dict[str, int] = field(default_factory=dict)
@@ -91,9 +92,10 @@ def preview_split(
     setting: SplitSetting,
     seconds: tuple[float, ...],
     canonical: dict[str, str] | None = None,
+    train: str = DEFAULT_TRAIN_DATASET,
 ) -> SplitOutcome:
-    """Split `frames` (episode_id, frame, rarity) with `setting` and measure it (`canonical`: the clusters, for
-    group=content)."""
+    """Split `frames` (episode_id, frame, rarity) with `setting` and measure it (leakage against `train`;
+    `canonical`: the clusters, for group=content)."""
     clusters = canonical if setting.group == "content" else None
     wanted = wanted_frames(
         frames, split, setting.seed, setting.group_seconds, stratify=setting.stratify, canonical=clusters
@@ -105,7 +107,8 @@ def preview_split(
         datasets=wanted["dataset"],
         counts=counts,
         shares=rarity_shares(counts, split),
-        leakage=leakage_table(wanted["frame"].tolist(), wanted["dataset"].tolist(), list(split), seconds),
+        leakage=leakage_table(wanted["frame"].tolist(), wanted["dataset"].tolist(), list(split), seconds, train),
+        train=train,
     )
 
 
@@ -126,7 +129,7 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
 def _outcome_text(title: str, outcome: SplitOutcome, total: int) -> list[str]:
     lines = [f"{title}: {outcome.setting.describe()}"]
     lines += rarity_share_lines(outcome.shares, list(outcome.counts.index))
-    lines += ["", *leakage_lines(outcome.leakage)]
+    lines += ["", *leakage_lines(outcome.leakage, outcome.train)]
     if title != "current":
         share = outcome.moved / total if total else 0.0
         lines.append(
@@ -209,9 +212,10 @@ def preview(
         log.warning(message)
     for message in report.errors:
         log.error(message)
-    outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds, canonical)}
+    train = settings.train_dataset
+    outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds, canonical, train)}
     if changed != current:
-        outcome = preview_split(frames, settings.split, changed, leak_seconds, canonical)
+        outcome = preview_split(frames, settings.split, changed, leak_seconds, canonical, train)
         before, after = outcomes["current"].datasets.to_numpy(), outcome.datasets.to_numpy()
         changed = before != after
         outcome.moved = int(changed.sum())
@@ -223,6 +227,7 @@ def preview(
             "frames": len(frames),
             "episodes": sorted(set(frames["episode_id"])),
             "split": dict(settings.split),
+            "train_dataset": settings.train_dataset,
             "warnings": list(report.warnings),
             "findings": list(report.findings),
             "errors": list(report.errors),

@@ -38,7 +38,15 @@ from ..core.frame_table import build_frame_table
 from ..core.labels import is_job_key, labels_key, parse_labels_csv
 from ..core.listing_check import check_listing
 from ..core.manifests import Episode, collect_episodes, filter_episodes
-from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
+from ..core.plan import (
+    KeyLayout,
+    Plan,
+    episodes_with_unplaced_frames,
+    held_in_place,
+    plan_changes,
+    split_holding_in_place,
+    wanted_frames,
+)
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.selectors import unmatched
 from ..core.sheets import SheetReader, SheetSource, is_google_location
@@ -689,6 +697,20 @@ def _plan_run(
     else:
         others = [e for e in manifests.episodes if e.episode_id not in frames and e.episode_id not in report.skipped]
         wanted = _content_split(settings, options, context, frames, others, content)
+    # frames in doubt keep their files; the split counts each where it is, so no other frame moves meanwhile
+    # (the content split does not pin: its clusters span episodes, and a held frame only stays where it is)
+    in_doubt = held_in_place(current, all_frames, held, held_episodes)
+    if len(in_doubt) and settings.split_group != "content":
+        log.info("%d frames in doubt counted where they are by the split of their episodes", len(in_doubt))
+        wanted = split_holding_in_place(
+            wanted,
+            all_frames,
+            in_doubt,
+            settings.split,
+            settings.split_seed,
+            settings.split_group_seconds,
+            settings.split_stratify,
+        )
     plan = plan_changes(
         wanted,
         current,

@@ -332,7 +332,8 @@ def show_command(version: str, output_format: str, include_partial: bool) -> Non
     table, info = read_or_exit(store, version_id, ["frame", "episode_id", "dataset", "rarity", "dataset_key"])
     flag_partial(info)
     inventory = table.to_pandas().rename(columns={"dataset_key": "key"})
-    report = build_dataset_report(inventory, info.split or dict.fromkeys(sorted(info.datasets), 0.0))
+    split = info.split or dict.fromkeys(sorted(info.datasets), 0.0)
+    report = build_dataset_report(inventory, split, train=settings.train_dataset)  # none if not in its split
     if output_format == "json":
         record = {"version": json.loads(info.to_json()), "url": store.url(version_id), **report.to_json()}
         click.echo(json.dumps(record, indent=2))

@@ -5,7 +5,7 @@ and the episodes of the manifests. Output is one table (REPORT_COLUMNS) with a r
 scope × dataset: the whole catalogue ("overall"), each season and each episode, every row counting
 files per rarity, the dataset's share of the scope and its target share. Beside it, the split's quality
 for a classifier (`split_quality`): each rarity's shares against the target, and the leakage of
-near-duplicate frames from train into the other datasets.
+near-duplicate frames from the training dataset (`train`, or the one named) into the others.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pandas as pd
 
 from .frame_table import RARITIES
 from .split_quality import (
+    DEFAULT_TRAIN_DATASET,
     LEAK_SECONDS,
     LEAKAGE_COLUMNS,
     largest_deviation,
@@ -52,6 +53,8 @@ class DatasetReport:
     leakage: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LEAKAGE_COLUMNS))
     #: the (episode, rarity, dataset) furthest from its share, in frames (`largest_episode_deviation`)
     episode_deviation: dict[str, Any] | None = None
+    #: the dataset leakage is measured against (None: the split has no training dataset, no leakage)
+    train: str | None = DEFAULT_TRAIN_DATASET
 
     def scope(self, level: str, scope: str = ALL) -> pd.DataFrame:
         """The rows of one scope, indexed by dataset (`all` last)."""
@@ -107,6 +110,7 @@ class DatasetReport:
             "rarity_shares": json_records(self.rarity_shares),
             "largest_deviation": json_record(largest_deviation(self.rarity_shares)),
             "largest_episode_deviation": self.episode_deviation,
+            "train_dataset": self.train,
             "leakage": json_records(self.leakage),
         }
 
@@ -133,7 +137,8 @@ class DatasetReport:
                 lines += ["", *_dataset_table(season, self.scope(SEASON, season))]
         lines += ["", *rarity_share_lines(self.rarity_shares, list(self.split))]
         lines.append(episode_deviation_line(self.episode_deviation))
-        lines += ["", *leakage_lines(self.leakage, next(iter(self.split), "train"))]
+        if self.train is not None:
+            lines += ["", *leakage_lines(self.leakage, self.train)]
         lines += ["", *_episode_table(self, episodes)]
         lines.append("")
         if self.manifest_episodes is None:
@@ -204,7 +209,7 @@ def episode_deviation_line(worst: dict[str, Any] | None) -> str:
     )
 
 
-def leakage_lines(leakage: pd.DataFrame, reference: str = "train") -> list[str]:
+def leakage_lines(leakage: pd.DataFrame, reference: str = DEFAULT_TRAIN_DATASET) -> list[str]:
     """The leakage table: per dataset, the share of its frames with a `reference` frame nearby."""
     thresholds = list(dict.fromkeys(leakage["seconds"]))
     header = f"{'dataset':<12}{'frames':>9}" + "".join(f"{f'<= {s:g} s':>18}" for s in thresholds)
@@ -267,12 +272,14 @@ def build_dataset_report(
     manifest_episodes: Collection[str] | None = None,
     episode_ids: Collection[str] | None = None,
     leak_seconds: Sequence[float] = LEAK_SECONDS,
+    train: str | None = DEFAULT_TRAIN_DATASET,
 ) -> DatasetReport:
     """Count the dataset objects (INVENTORY_COLUMNS) by scope, dataset and rarity; measure the split.
 
     `manifest_episodes`: every episode of the manifests (None if unknown); they are listed even with no
     files, and dataset files of other episodes are orphans. `episode_ids`: report only these episodes.
-    `leak_seconds`: the leakage thresholds.
+    `leak_seconds`: the leakage thresholds; `train`: the dataset they are measured against (no leakage when
+    it is None or not in `split`, e.g. a dataset version written under another TUTTLE_SPLIT).
     """
     known = frozenset(manifest_episodes) if manifest_episodes is not None else None
     if episode_ids is not None:
@@ -306,7 +313,12 @@ def build_dataset_report(
         manifest_episodes=known,
         rarity_shares=rarity_shares(overall[list(RARITIES)], split),
         episode_deviation=largest_episode_deviation(inventory, split),
-        leakage=leakage_table(inventory["frame"].tolist(), inventory["dataset"].tolist(), list(split), leak_seconds),
+        leakage=leakage_table(
+            inventory["frame"].tolist(), inventory["dataset"].tolist(), list(split), leak_seconds, train
+        )
+        if train is not None and train in split
+        else pd.DataFrame(columns=LEAKAGE_COLUMNS),
+        train=train if train is not None and train in split else None,
     )
 
 

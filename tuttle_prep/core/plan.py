@@ -128,6 +128,9 @@ def episodes_with_unplaced_frames(frames: Mapping[str, pd.DataFrame], current: p
     return [episodes[i] for i in np.unique(owner[~placed])]
 
 
+HELD_COLUMNS = ["episode_id", "frame", "rarity", "dataset"]
+
+
 def wanted_frames(
     frames: pd.DataFrame,
     shares: Mapping[str, float],
@@ -135,28 +138,81 @@ def wanted_frames(
     group_seconds: int = 0,
     stratify: str = DEFAULT_STRATIFY,
     canonical: Mapping[str, str] | None = None,
+    held: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Add each classified frame's dataset; `frames` has episode_id, frame, rarity (one row per frame).
 
     `stratify`: "rarity" (each rarity of each episode split to within one frame, see `split`) or "none"
     (each frame, or N-second group, drawn on its own). `canonical` (TUTTLE_SPLIT_GROUP=content): frame -> the
-    canonical member of its near-duplicate cluster (frames in none are absent): each cluster in one dataset."""
+    canonical member of its near-duplicate cluster (frames in none are absent): each cluster in one dataset.
+    `held` (HELD_COLUMNS, `held_in_place`): frames whose rows are in doubt, each counted in the dataset and
+    rarity folder it is in, so the other frames of their episodes go where they would with it in place; they
+    are not in the result."""
     frames = frames.reset_index(drop=True)
     out = frames[["episode_id", "frame", "rarity"]].copy()
-    out["dataset"] = pd.array(
-        split_frames(
-            frames["episode_id"].tolist(),
-            frames["frame"].tolist(),
-            frames["rarity"].tolist(),
-            shares,
-            seed,
-            group_seconds,
-            stratify,
-            None if canonical is None else [canonical.get(f, "") for f in frames["frame"].tolist()],
-        ),
-        dtype=col.STR,
+    every = out
+    pins: list[str | None] | None = None
+    if held is not None and len(held):
+        every = pd.concat([out, held[["episode_id", "frame", "rarity"]]], ignore_index=True)
+        pins = [None] * len(out) + held["dataset"].astype(str).tolist()
+    every_frames = every["frame"].tolist()
+    datasets = split_frames(
+        every["episode_id"].tolist(),
+        every_frames,
+        every["rarity"].tolist(),
+        shares,
+        seed,
+        group_seconds,
+        stratify,
+        None if canonical is None else [canonical.get(f, "") for f in every_frames],
+        held=pins,
     )
+    out["dataset"] = pd.array(datasets[: len(out)], dtype=col.STR)
     return out
+
+
+def held_in_place(
+    current: pd.DataFrame,
+    frames: pd.DataFrame,
+    held_frames: Collection[str] = (),
+    held_episodes: Collection[str] = (),
+) -> pd.DataFrame:
+    """HELD_COLUMNS: where each frame in doubt is (its first dataset object by key in `current`).
+
+    A frame is in doubt when it is in no row of `frames` (episode_id, frame: the classified frames of the
+    planned episodes) and has a dataset object of a planned episode, and either its row was rejected
+    (`held_frames`) or its episode has a rejected row that names no frame (`held_episodes`): `plan_changes`
+    deletes none of its objects, so the split counts it where it is.
+    """
+    planned = set(frames["episode_id"])
+    named, episodes = set(held_frames), set(held_episodes) & planned
+    if current.empty or not (named or episodes):
+        return pd.DataFrame(columns=HELD_COLUMNS)
+    mine = current[current["episode_id"].isin(planned)]
+    doubt = mine["frame"].isin(named) | mine["episode_id"].isin(episodes)
+    doubt &= ~mine["frame"].isin(set(frames["frame"]))
+    placed = mine[doubt].sort_values("key", kind="stable").drop_duplicates("frame")
+    return placed.sort_values(["episode_id", "frame"])[HELD_COLUMNS].reset_index(drop=True)
+
+
+def split_holding_in_place(
+    wanted: pd.DataFrame,
+    frames: pd.DataFrame,
+    held: pd.DataFrame,
+    shares: Mapping[str, float],
+    seed: str,
+    group_seconds: int = 0,
+    stratify: str = DEFAULT_STRATIFY,
+) -> pd.DataFrame:
+    """`wanted` (`wanted_frames` of `frames`, split without `held`) with the episodes of `held` split again,
+    each held frame counted where it is (a frame's dataset depends only on its own episode: the others stay)."""
+    episodes = set(held["episode_id"])
+    if not episodes:
+        return wanted
+    again = wanted_frames(
+        frames[frames["episode_id"].isin(episodes)], shares, seed, group_seconds, stratify, held=held
+    )
+    return pd.concat([wanted[~wanted["episode_id"].isin(episodes)], again], ignore_index=True)
 
 
 @dataclass

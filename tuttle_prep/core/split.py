@@ -11,9 +11,15 @@ same number on every run and machine.
   (its count is ⌊n·sⱼ⌋ or ⌈n·sⱼ⌉: the quota property of largest-remainder rounding), which dataset gets a
   remainder frame is drawn by φ (no dataset is favoured, so the catalogue's shares stay unbiased), and the
   cut points never go down when n grows — unlike textbook largest remainder (the Alabama paradox) — so one
-  frame added to or removed from a stratum moves at most one other frame per boundary between datasets.
+  frame added to or removed from a stratum moves at most one other frame per boundary between datasets (D − 1
+  with D datasets); a reclassification is a removal from one stratum plus an addition to another: 2·(D − 1).
 
 A frame's dataset depends only on its own episode's sheet, so a run of one episode agrees with a full run.
+
+**Held frames** (`held`): a frame whose sheet row is in doubt keeps its files where they are, and the split
+counts it there: it keeps its place in its stratum (at the rarity of the folder it is in), and the other units
+fill the stratum's remaining places in hash order, so none of them moves while the row is in doubt, nor when it
+is fixed; a group holding such a frame goes whole to the frame's dataset.
 """
 
 from __future__ import annotations
@@ -62,13 +68,17 @@ def cumulative_shares(shares: Mapping[str, float]) -> np.ndarray:
     return cumulative
 
 
-def assign_datasets(keys: Iterable[str], shares: Mapping[str, float], seed: str) -> np.ndarray:
-    """Return the dataset name of each key, drawn on its own with the given shares (`none` stratification)."""
-    names = list(shares)
+def assign_index(keys: Iterable[str], shares: Mapping[str, float], seed: str) -> np.ndarray:
+    """The dataset index (in `shares` order) of each key, drawn on its own (`none` stratification)."""
     u = unit_hash(seed, keys)
     # side="right": u exactly on a boundary goes up, so a dataset with a zero share never gets a frame
     index = np.searchsorted(cumulative_shares(shares), u, side="right")
-    return np.asarray(names, dtype=object)[np.minimum(index, len(names) - 1)]
+    return np.minimum(index, len(shares) - 1).astype(np.int64)
+
+
+def assign_datasets(keys: Iterable[str], shares: Mapping[str, float], seed: str) -> np.ndarray:
+    """Return the dataset name of each key, drawn on its own with the given shares (`none` stratification)."""
+    return np.asarray(list(shares), dtype=object)[assign_index(keys, shares, seed)]
 
 
 def stratum_cuts(sizes: np.ndarray, offsets: np.ndarray, shares: Mapping[str, float]) -> np.ndarray:
@@ -78,40 +88,74 @@ def stratum_cuts(sizes: np.ndarray, offsets: np.ndarray, shares: Mapping[str, fl
     return np.minimum(cuts, sizes[:, None])
 
 
-def stratified_index(
-    strata: np.ndarray,
-    hashes: np.ndarray,
-    offsets: np.ndarray,
-    shares: Mapping[str, float],
-    tiebreak: Sequence[str] | None = None,
-) -> np.ndarray:
-    """The dataset index of each unit: within its stratum (codes 0..m−1), rank by hash, cut at `stratum_cuts`.
-
-    `offsets[s]` is stratum s's φ in [0, 1). `tiebreak` (the units' keys) orders units with equal hashes, so
-    the result never depends on the input order.
-    """
+def stratum_ranks(strata: np.ndarray, hashes: np.ndarray, count: int, tiebreak: Sequence[str] | None) -> np.ndarray:
+    """Each unit's 0-based rank within its stratum (codes 0..count−1) in the order of the hashes; units with
+    equal hashes are ordered by `tiebreak` (their keys), so the ranks never depend on the input order."""
     n = len(strata)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
     # one uint64 sort key: the stratum in the top bits, the hash's top bits below (a lexsort costs ~10x more)
-    stratum_bits = max(int(len(offsets) - 1).bit_length(), 1)
+    stratum_bits = max(int(count - 1).bit_length(), 1)
     sort_key = (strata.astype(np.uint64) << np.uint64(64 - stratum_bits)) | (hashes >> np.uint64(stratum_bits))
     order = np.argsort(sort_key, kind="quicksort")
     sorted_key = sort_key[order]
     if (sorted_key[1:] == sorted_key[:-1]).any():  # equal truncated hashes: order those by full hash, then key
         names = np.asarray(tiebreak if tiebreak is not None else np.zeros(n), dtype=str)
         order = np.lexsort((names, hashes, strata))
-    sorted_strata = strata[order]
-    sizes = np.bincount(strata, minlength=len(offsets))
+    sizes = np.bincount(strata, minlength=count)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    rank = np.arange(n) - starts[sorted_strata]
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - starts[strata[order]]
+    return rank
+
+
+def free_cuts(cuts: np.ndarray, sizes: np.ndarray, held_strata: np.ndarray, held_index: np.ndarray) -> np.ndarray:
+    """The cut points of each stratum's free units, once its held units count in the datasets they are held in.
+
+    A stratum's places are cut at `cuts` as if all its units were free; its held units take places in their
+    datasets, and the free units, in rank order, fill the rest: the cut at boundary j drops by the held units
+    of datasets 0..j. When no dataset holds more than its places, a free unit lands exactly where it would with
+    the held units ranked among them in place, so holding a unit moves no other. (A dataset holding more than
+    its places takes them from the datasets after it: the cuts are kept non-decreasing.)
+    """
+    held = np.zeros((cuts.shape[0], cuts.shape[1] + 1), dtype=np.int64)
+    np.add.at(held, (held_strata, held_index), 1)
+    below = np.cumsum(held, axis=1)[:, :-1]
+    free = sizes - held.sum(axis=1)
+    return np.clip(np.maximum.accumulate(cuts - below, axis=1), 0, free[:, None])
+
+
+def stratified_index(
+    strata: np.ndarray,
+    hashes: np.ndarray,
+    offsets: np.ndarray,
+    shares: Mapping[str, float],
+    tiebreak: Sequence[str] | None = None,
+    held: np.ndarray | None = None,
+) -> np.ndarray:
+    """The dataset index of each unit: within its stratum (codes 0..m−1), rank by hash, cut at `stratum_cuts`.
+
+    `offsets[s]` is stratum s's φ in [0, 1). `tiebreak` (the units' keys) orders units with equal hashes, so
+    the result never depends on the input order. `held[u]` is the dataset index unit u is held in (−1: free):
+    it stays there and counts there (`free_cuts`).
+    """
+    n = len(strata)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    count = len(offsets)
+    sizes = np.bincount(strata, minlength=count)
     cuts = stratum_cuts(sizes, offsets, shares)
+    pinned = held >= 0 if held is not None else np.zeros(n, dtype=bool)
+    if pinned.any():
+        cuts = free_cuts(cuts, sizes, strata[pinned], held[pinned])
+        # held units are ranked in a stratum of their own, so each free unit's rank counts free units only
+        rank = stratum_ranks(np.where(pinned, count, strata), hashes, count + 1, tiebreak)
+    else:
+        rank = stratum_ranks(strata, hashes, count, tiebreak)
     index = np.zeros(n, dtype=np.int64)
     for column in range(cuts.shape[1]):
-        index += rank >= cuts[sorted_strata, column]
-    out = np.empty(n, dtype=np.int64)
-    out[order] = index
-    return out
+        index += rank >= cuts[strata, column]
+    if held is not None:
+        index[pinned] = held[pinned]
+    return index
 
 
 def majority_rarity(group_codes: np.ndarray, rarity_codes: np.ndarray, groups: int) -> np.ndarray:
@@ -119,6 +163,29 @@ def majority_rarity(group_codes: np.ndarray, rarity_codes: np.ndarray, groups: i
     counts = np.zeros((groups, len(_RARITY_ORDER)), dtype=np.int64)
     np.add.at(counts, (group_codes, rarity_codes), 1)
     return counts.argmax(axis=1)  # argmax returns the first (rarest) of equal counts
+
+
+def held_indices(held: Sequence[str | None] | None, shares: Mapping[str, float], n: int) -> np.ndarray | None:
+    """Each frame's held dataset as an index of `shares` (−1: free); None when no frame is held."""
+    if held is None:
+        return None
+    if len(held) != n:
+        raise ValueError(f"held has {len(held)} entries for {n} frames")
+    position = {name: i for i, name in enumerate(shares)}
+    unknown = sorted({h for h in held if h is not None and h not in position})
+    if unknown:
+        raise ValueError(f"held in a dataset that is not in the split: {unknown[:5]}")
+    index = np.asarray([-1 if h is None else position[h] for h in held], dtype=np.int64)
+    return index if (index >= 0).any() else None
+
+
+def held_units(frame_units: np.ndarray, frame_held: np.ndarray, units: int, datasets: int) -> np.ndarray:
+    """The dataset each unit (group) is held in: where most of its held frames are (of equal counts the first
+    dataset of the split); −1 for a unit without a held frame."""
+    counts = np.zeros((units, datasets), dtype=np.int64)
+    pinned = frame_held >= 0
+    np.add.at(counts, (frame_units[pinned], frame_held[pinned]), 1)
+    return np.where(counts.any(axis=1), counts.argmax(axis=1), -1)
 
 
 def split_frames(
@@ -130,6 +197,7 @@ def split_frames(
     group_seconds: int = 0,
     stratify: str = DEFAULT_STRATIFY,
     canonical: Sequence[str] | None = None,
+    held: Sequence[str | None] | None = None,
 ) -> np.ndarray:
     """The dataset name of each frame (one row per frame; `frames` are valid frame numbers).
 
@@ -137,9 +205,16 @@ def split_frames(
     near-duplicate cluster, "" for a frame in none; it replaces the N-second windows. Each cluster is one unit,
     keyed by its canonical member, stratified (with `rarity`) by its majority rarity in strata of their own
     (`content/<rarity>`: a cluster spans episodes); the other frames are split as without it.
-    """
+
+    `held` (one per frame, or None): the dataset a frame is held in because its sheet row is in doubt (its
+    `rarities` entry is the rarity folder it is in), or None for a free frame. A held frame stays in its dataset
+    and counts there, so the other frames go where they would with it in place; its group goes with it. (With
+    `canonical`, a held frame stays where it is but is not counted there: the content split does not pin.)"""
     if canonical is not None:
-        return _split_content(episode_ids, frames, rarities, shares, seed, stratify, canonical)
+        datasets = _split_content(episode_ids, frames, rarities, shares, seed, stratify, canonical)
+        if held is not None:
+            datasets = np.where([h is not None for h in held], np.asarray(list(held), dtype=object), datasets)
+        return datasets
     if stratify not in STRATIFY_CHOICES:
         raise ValueError(f"stratify must be one of {', '.join(STRATIFY_CHOICES)}, got {stratify!r}")
     names = np.asarray(list(shares), dtype=object)
@@ -147,6 +222,7 @@ def split_frames(
     if n == 0:
         return np.asarray([], dtype=object)
     frames = list(frames)
+    frame_held = held_indices(held, shares, n)
     episode_codes, episode_names = pd.factorize(pd.Series(episode_ids, dtype=object), sort=True)
     frame_units: np.ndarray | None = None
     if group_seconds > 0:
@@ -159,9 +235,14 @@ def split_frames(
         unit_keys = [f"{episode_names[e]}/{w}" for e, w in zip(unit_episode, windows[first].tolist(), strict=True)]
     else:
         unit_episode, unit_keys = episode_codes, frames
+    unit_held = frame_held
+    if frame_held is not None and frame_units is not None:
+        unit_held = held_units(frame_units, frame_held, len(unit_keys), len(names))
     if stratify == "none":
-        datasets = assign_datasets(unit_keys, shares, seed)
-        return datasets if frame_units is None else datasets[frame_units]
+        unit_index = assign_index(unit_keys, shares, seed)
+        if unit_held is not None:
+            unit_index = np.where(unit_held >= 0, unit_held, unit_index)
+        return _frame_datasets(names, unit_index, frame_units, frame_held)
     # a unit (frame or group) is stratified by (episode, rarity), or (episode, majority rarity)
     given, kinds_given = pd.factorize(pd.Series(rarities, dtype=object), sort=False)
     unknown = sorted(set(kinds_given) - set(_RARITY_CODE))
@@ -176,8 +257,20 @@ def split_frames(
     strata = unit_episode * kinds + unit_rarity
     stratum_keys = [f"{e}/{r}/remainder" for e in episode_names for r in _RARITY_ORDER]
     offsets = unit_hash(seed, stratum_keys)
-    unit_index = stratified_index(strata, key_hashes(seed, unit_keys), offsets, shares, tiebreak=unit_keys)
-    return names[unit_index if frame_units is None else unit_index[frame_units]]
+    unit_index = stratified_index(
+        strata, key_hashes(seed, unit_keys), offsets, shares, tiebreak=unit_keys, held=unit_held
+    )
+    return _frame_datasets(names, unit_index, frame_units, frame_held)
+
+
+def _frame_datasets(
+    names: np.ndarray, unit_index: np.ndarray, frame_units: np.ndarray | None, frame_held: np.ndarray | None
+) -> np.ndarray:
+    """Each frame's dataset name: its unit's, but a held frame's own where it is held."""
+    index = unit_index if frame_units is None else unit_index[frame_units]
+    if frame_held is not None:
+        index = np.where(frame_held >= 0, frame_held, index)
+    return names[index]
 
 
 def _rarity_codes(rarities: Sequence[str]) -> np.ndarray:

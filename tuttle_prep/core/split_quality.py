@@ -1,9 +1,10 @@
 """How good a split is for a classifier (pure): near-duplicate leakage and each rarity's shares.
 
 - **Leakage**: at 24 frames a second, neighbouring frames are nearly the same picture. For each dataset
-  other than the reference (train), the share of its frames that have a reference frame of the same
-  episode within s seconds (|Δt| ≤ s, with t = hh:mm:ss + ff/24). Sort the reference frames by
-  (episode, time) once; `searchsorted` finds each frame's neighbours: O(n log n), vectorised.
+  other than the training dataset (`train`, or `TUTTLE_TRAIN_DATASET`; wherever it stands in the split), the
+  share of its frames that have a training frame of the same episode within s seconds (|Δt| ≤ s, with
+  t = hh:mm:ss + ff/24). Sort the training frames by (episode, time) once;
+  `searchsorted` finds each frame's neighbours: O(n log n), vectorised.
 - **Rarity shares**: each rarity's files per dataset against the target share; the largest deviation.
 """
 
@@ -18,6 +19,8 @@ from .frame_table import RARITIES
 from .split import FRAMES_PER_SECOND, frame_clock
 
 LEAK_SECONDS = (1, 5, 30)
+#: the dataset the classifier trains on: leakage is always "evaluation frames with a neighbour in it"
+DEFAULT_TRAIN_DATASET = "train"
 LEAKAGE_COLUMNS = ["dataset", "seconds", "frames", "leaking", "share"]
 RARITY_SHARE_COLUMNS = ["rarity", "dataset", "files", "rarity_files", "share", "target", "deviation", "deviation_files"]
 _NONE = np.iinfo(np.int64).max
@@ -58,14 +61,19 @@ def leakage_table(
     datasets: Sequence[str],
     order: Sequence[str],
     seconds: Sequence[float] = LEAK_SECONDS,
+    train: str = DEFAULT_TRAIN_DATASET,
 ) -> pd.DataFrame:
-    """LEAKAGE_COLUMNS: per dataset of `order` after the first (the reference, train) and per threshold,
-    how many of its frames have a reference frame of the same episode within that many seconds."""
+    """LEAKAGE_COLUMNS: per evaluation dataset (each of `order` but `train`, in that order) and per threshold,
+    how many of its frames have a `train` frame of the same episode within that many seconds.
+
+    `train` is named, never taken from its place in `order` (ValueError if `order` lacks it)."""
+    if train not in order:
+        raise ValueError(f"the training dataset {train!r} is not one of the datasets {list(order)}")
     keys = _clock_keys(list(frames))
     datasets = np.asarray(datasets, dtype=object)
-    reference = np.sort(keys[datasets == order[0]])
+    reference = np.sort(keys[datasets == train])
     rows = []
-    for name in order[1:]:
+    for name in (d for d in order if d != train):
         distance = _nearest(keys[datasets == name], reference)
         for s in seconds:
             leaking = int((distance <= s * FRAMES_PER_SECOND).sum())
