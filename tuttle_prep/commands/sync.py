@@ -24,19 +24,21 @@ from typing import Any
 
 import click
 import pandas as pd
+import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.clock import Clock
-from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
+from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard, refresh_guard
 from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
 from ..core.labels import is_job_key, labels_key
 from ..core.listing_check import check_listing
 from ..core.manifests import Episode, collect_episodes, filter_episodes
-from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
+from ..core.plan import OBJECT_COLUMNS, KeyLayout, Plan, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..core.text import csv_safe, escape_control
+from ..core.versions import dataset_objects_table
 from ..edges import aws
 from ..edges.aws import describe
 from ..edges.cloudwatch import log_group_from_env, observed_run
@@ -49,10 +51,10 @@ from ..edges.data_digest import (
     record_sent_findings,
     sent_findings_hash,
 )
-from ..edges.s3_apply import apply_plan
+from ..edges.s3_apply import ApplyResult, apply_plan
 from ..edges.s3_bucket import BOTO3_THREADS, S3Bucket
 from ..edges.s3_labels import update_labels_index
-from ..edges.s3_listing import list_datasets, list_sources
+from ..edges.s3_listing import Inventory, list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
 from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
@@ -285,6 +287,12 @@ def run_sync(
         if guard and not options.force:
             report.refused = guard
             log.warning(guard)
+        # a refresh is a write, never a delete; but a mass refresh (another TUTTLE_IMG_SIZE) is held to the same
+        # limits, so a mistyped size cannot rewrite the catalogue unasked
+        refresh_refusal = refresh_guard(plan.count("refresh"), plan.current_count, options.max_delete)
+        if refresh_refusal and not options.force:
+            report.refresh_refused = refresh_refusal
+            log.warning(refresh_refusal)
         if options.dry_run:
             return report
         if plan.writes == 0:
@@ -294,21 +302,25 @@ def run_sync(
             _record_version(settings, store, layout, plan, labels, report, baseline)
             return report
         log.info(
-            "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
+            "applying: %d copies, %d moves, %d refreshes, %d deletes",
+            *(plan.count(action) for action in ("copy", "move", "refresh", "delete")),
         )
         result = apply_plan(
             store,
             plan,
             plain_deletes=report.refused is None,
+            refreshes=report.refresh_refused is None,
             on_progress=log.info,
             before_deletes=getattr(lock, "still_ours", None),
         )
         report.applied = True
         report.copied, report.moved, report.deleted = result.copied, result.moved, result.deleted
+        report.refreshed, report.refreshes_held_back = result.refreshed, result.refreshes_held_back
         report.failed = result.failed
         report.deletes_held_back = result.deletes_held_back
         for failure in result.failures[:20]:
-            report.error(f"{failure.action} {failure.key} failed: {failure.error}")
+            kept = "; the old copy is kept, the next run tries again" if failure.action == "refresh" else ""
+            report.error(f"{failure.action} {failure.key} failed: {failure.error}{kept}")
         if result.failed > 20:
             report.error(f"... and {result.failed - 20:,} more failed operations")
         if result.failed and result.deletes_held_back:
@@ -323,7 +335,7 @@ def run_sync(
             )
             return report  # and writes no version: the next run writes the version of what it finds
         labels = update_labels_index(store, layout, plan, report, result)
-        _record_version(settings, store, layout, plan, labels, report, baseline)
+        _record_version(settings, store, layout, plan, labels, report, baseline, result)
     return report
 
 
@@ -335,18 +347,63 @@ def _record_version(
     labels: pd.DataFrame | None,
     report: RunReport,
     baseline: Baseline | None = None,
+    result: ApplyResult | None = None,
 ) -> None:
     """The dataset version of what the run left, unless the labels index could not be worked out (that error is
-    reported; the next run writes the version). `baseline`: the latest version as read before applying."""
+    reported; the next run writes the version). `baseline`: the latest version as read before applying;
+    `result`: what the apply wrote (its objects' ETags are recorded as the copies')."""
     if labels is None:
         return
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
+    objects = objects_after_apply(store, layout, plan, result, report)
 
-    # a listing of sources for the version is needed only for a first version (or after a crash or an
-    # image-size change): on threads, whatever spreads out the sync's own listing
+    # a listing of sources for the version is needed only for episodes not planned this run that the latest
+    # version has no ETags of (a first version, or after a crash): on threads, as the sync's own listing
     record_version(
-        versions, partial(list_sources, store), layout, settings, labels, plan.sources, report, baseline=baseline
+        versions,
+        partial(list_sources, store),
+        layout,
+        settings,
+        labels,
+        plan.sources,
+        report,
+        baseline=baseline,
+        dataset_objects=objects,
     )
+
+
+def objects_after_apply(
+    store: S3Bucket, layout: KeyLayout, plan: Plan, result: ApplyResult | None, report: RunReport
+) -> pa.Table:
+    """What each dataset object holds after the apply (dataset_key, dataset_etag, dataset_size): the ML listing's
+    ETag and size, and for each object written this run those of what it was copied from (a server-side copy
+    of a single-part object keeps its MD5 ETag). A copy of a multipart upload may get another ETag, so those
+    few are asked of S3 (HEAD), the copy's own answer."""
+    listed = plan.objects if plan.objects is not None else pd.DataFrame(columns=OBJECT_COLUMNS)
+    etags = dict(zip(listed["key"].tolist(), listed["etag"].tolist(), strict=True))
+    sizes = dict(zip(listed["key"].tolist(), listed["size"].tolist(), strict=True))
+    if result is not None and result.written:
+        sources = plan.sources
+        source_keys = layout.source_keys(sources["episode_id"], sources["frame"]).tolist() if len(sources) else []
+        source_etags = dict(zip(source_keys, sources["etag"].tolist(), strict=True))
+        source_sizes = dict(zip(source_keys, sources["size"].tolist(), strict=True))
+        for dst, src in result.written:
+            etag = source_etags.get(src, etags.get(src))
+            size = source_sizes.get(src, sizes.get(src))
+            if etag is None or "-" in str(etag):
+                try:
+                    head = store.client.head_object(Bucket=store.bucket, Key=dst)
+                    etag, size = head.get("ETag"), head.get("ContentLength")
+                except (ClientError, BotoCoreError) as exc:
+                    report.warn(f"s3://{store.bucket}/{dst}: its ETag is not recorded in the version ({describe(exc)})")
+                    etag = size = None
+            etags[dst], sizes[dst] = etag, size
+    keys = list(etags)
+    return dataset_objects_table(keys, [etags[k] for k in keys], [_int_or_none(sizes.get(k)) for k in keys])
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def _latest_version(versions: VersionStore, report: RunReport) -> Baseline | None:
@@ -457,7 +514,7 @@ def _plan_run(
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
     latest = InBackground(_latest_version, versions, report)
     try:
-        inventory = list_datasets(store, layout)
+        inventory = list_datasets(store, layout, with_objects=True)
     except InventoryError as exc:
         report.error(f"{exc}; nothing was planned or changed")
         _record_counts(report, None, [e.episode_id for e in episodes])
@@ -466,9 +523,9 @@ def _plan_run(
     baseline = latest.result()
     _check_listing(settings, options, layout, versions, baseline, current, inventory.folders, report)
 
-    # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
-    # sheets added no frame lists the dataset folders alone
-    folders = {eid: layout.source_folder(eid) for eid in episodes_with_unplaced_frames(frames, current)}
+    # every planned episode's source folder (one LIST page per 1,000 frames, several folders at once): each
+    # dataset object is compared with its source, so a re-rendered source reaches its copy the same night
+    folders = {eid: layout.source_folder(eid) for eid in frames}
     sources, source_errors = list_sources(store, folders)
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")
@@ -509,6 +566,7 @@ def _plan_run(
         prune_orphans=prune,
         held_frames=held,
         held_episodes=held_episodes,
+        objects=dataset_objects(inventory),
     )
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
     plan.sources = sources
@@ -537,6 +595,21 @@ def _plan_run(
 
 _MANIFEST_NAMED = re.compile(r"([^/\s:]+)-episodes\.json", re.IGNORECASE)
 _SEASON_CODE = re.compile(r"S[0-9]{2}\Z", re.IGNORECASE)
+
+
+def dataset_objects(inventory: Inventory) -> pd.DataFrame:
+    """The listed dataset objects as OBJECT_COLUMNS (key, etag, size, last_modified), for the refresh."""
+    table = inventory.objects
+    if table is None:
+        return pd.DataFrame(columns=OBJECT_COLUMNS)
+    return pd.DataFrame(
+        {
+            "key": pd.Series(pd.arrays.ArrowStringArray(table["path"].cast(pa.string()))),
+            "etag": pd.Series(pd.arrays.ArrowStringArray(table["e_tag"].cast(pa.string()))),
+            "size": table["size"].cast(pa.int64()).to_pandas(),
+            "last_modified": table["last_modified"].to_pandas(),
+        }
+    )
 
 
 def _concat_frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -712,12 +785,14 @@ def print_report(report: RunReport) -> int:
         )
     for message in report.findings:
         outcome_log.warning(message)
-    if report.errors or report.refused:
+    if report.errors or report.refused or report.refresh_refused:
         outcome_log.error("job failures (%d): the job could not do all its work", report.job_failures)
     for message in report.errors:
         outcome_log.error(message)
     if report.refused:
         outcome_log.error(report.refused)
+    if report.refresh_refused:
+        outcome_log.error(report.refresh_refused)
     if report.seed_fingerprint:
         mode = f"; {report.split_mode}" if report.split_mode else ""
         click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED){mode}")

@@ -233,6 +233,7 @@ def record_version(
     report: RunReport,
     now: datetime | None = None,
     baseline: Baseline | None = None,
+    dataset_objects: pa.Table | None = None,
 ) -> None:
     """Write `<ML prefix>_versions/<time>-<run id>.parquet` unless the datasets (`labels`: this run's labels
     index) match the latest readable version; then delete the versions beyond TUTTLE_VERSIONS_KEEP.
@@ -241,10 +242,12 @@ def record_version(
     `sources` is this run's source listing. Failures are errors on `report` (exit 1): the next run compares
     what it finds with the latest version, so a version not written now is written then, and no change is
     missing from the history. `baseline`: what `find_baseline` found earlier in the run (the lock held since),
-    so the versions are not listed nor the latest one read again.
+    so the versions are not listed nor the latest one read again. `dataset_objects` (dataset_key, dataset_etag,
+    dataset_size; `core.versions.dataset_objects_table`): what each dataset object holds after the apply, recorded
+    per row beside the source's ETag and size.
     """
     try:
-        _record(versions, list_sources, layout, settings, labels, sources, report, now, baseline)
+        _record(versions, list_sources, layout, settings, labels, sources, report, now, baseline, dataset_objects)
     except (ClientError, BotoCoreError) as exc:
         report.error(f"dataset version not written to {versions.folder_url}: {describe(exc)}; the next run writes it")
     except (InventoryError, VersionExists) as exc:
@@ -274,8 +277,9 @@ def _record(
     report: RunReport,
     now: datetime | None,
     baseline: Baseline | None,
+    dataset_objects: pa.Table | None = None,
 ) -> None:
-    table = build_version_table(labels, layout, listed_sources(sources, layout))
+    table = build_version_table(labels, layout, listed_sources(sources, layout), dataset_objects)
     digest = outcome_digest(table)
     found = baseline if baseline is not None else find_baseline(versions, report, digest)
     listing, readable = found.listing, dict(found.readable)
