@@ -130,6 +130,25 @@ def test_a_dataset_object_overwritten_by_hand_is_refreshed(bucket, tmp_path):
     assert set(dataset_keys(bucket)) == {r[FRAME] for r in rows}
 
 
+def test_a_reclassified_frame_whose_source_was_re_rendered_arrives_with_the_new_picture(bucket):
+    """A move would carry the old picture to the new folder: the frame is copied from its source instead, and
+    the old object is deleted as an extra copy (never counted against the delete guard)."""
+    rows = season_of()
+    upload_season(bucket, {E1: rows})
+    sync()
+    frame = rows[0][FRAME]
+    old_key = dataset_object(bucket, frame)
+    rendered = JPEG + b"re-rendered " + frame.encode()
+    bucket.put(source_key(frame), rendered)
+    rows[0]["JONNY's RECLASSIFICATION"] = "Legendary"  # was Common
+    put_sheet(bucket, E1, rows)
+    sync()
+    new_key = dataset_object(bucket, frame)
+    assert new_key != old_key and "/Legendary/" in new_key
+    assert bucket.get(new_key) == rendered
+    assert old_key not in bucket.keys(ML_PREFIX)
+
+
 def test_a_multipart_source_is_copied_once_not_every_night_and_a_re_render_of_it_still_arrives(bucket, faults):
     rows = season_of(4)
     upload_season(bucket, {E1: rows})

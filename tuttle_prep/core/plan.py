@@ -405,6 +405,15 @@ def plan_changes(
     move_src = pc.take(first["key"], pc.drop_null(place))
     unplaced = _select(pending, ~has_copy)
 
+    if objects is not None and len(move_src):
+        # a frame to move whose dataset object is not its source's picture is copied from the source instead
+        # (the old object is then a delete of an extra copy): a move would carry the old picture along
+        stale_moves, _ = _outdated(moves["frame"], move_src, sources, objects)
+        if stale_moves.any():
+            recopied = _select(moves, stale_moves)
+            moves, move_src = _select(moves, ~stale_moves), col.take(move_src, ~stale_moves)
+            unplaced = {name: col.chain(values, recopied[name]) for name, values in unplaced.items()}
+
     has_source = col.is_in(unplaced["frame"], col.strings(sources["frame"]))
     copies = _select(unplaced, has_source)
     missing = _select(unplaced, ~has_source)
