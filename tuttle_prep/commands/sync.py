@@ -380,30 +380,37 @@ def objects_after_apply(
     of a single-part object keeps its MD5 ETag). A copy of a multipart upload may get another ETag, so those
     few are asked of S3 (HEAD), the copy's own answer."""
     listed = plan.objects if plan.objects is not None else pd.DataFrame(columns=OBJECT_COLUMNS)
-    etags = dict(zip(listed["key"].tolist(), listed["etag"].tolist(), strict=True))
-    sizes = dict(zip(listed["key"].tolist(), listed["size"].tolist(), strict=True))
-    if result is not None and result.written:
-        sources = plan.sources
-        source_keys = layout.source_keys(sources["episode_id"], sources["frame"]).tolist() if len(sources) else []
-        source_etags = dict(zip(source_keys, sources["etag"].tolist(), strict=True))
-        source_sizes = dict(zip(source_keys, sources["size"].tolist(), strict=True))
-        for dst, src in result.written:
-            etag = source_etags.get(src, etags.get(src))
-            size = source_sizes.get(src, sizes.get(src))
-            if etag is None or "-" in str(etag):
-                try:
-                    head = store.client.head_object(Bucket=store.bucket, Key=dst)
-                    etag, size = head.get("ETag"), head.get("ContentLength")
-                except (ClientError, BotoCoreError) as exc:
-                    report.warn(f"s3://{store.bucket}/{dst}: its ETag is not recorded in the version ({describe(exc)})")
-                    etag = size = None
-            etags[dst], sizes[dst] = etag, size
-    keys = list(etags)
-    return dataset_objects_table(keys, [etags[k] for k in keys], [_int_or_none(sizes.get(k)) for k in keys])
-
-
-def _int_or_none(value: Any) -> int | None:
-    return None if value is None or pd.isna(value) else int(value)
+    table = dataset_objects_table(listed["key"], listed["etag"], listed["size"])  # columnar: no Python per key
+    if result is None or not result.written:
+        return table
+    # the few objects written this run: what each was copied from (a source, or for a move a dataset object)
+    written = dict(result.written)
+    sources = plan.sources
+    known: dict[str, tuple[Any, Any]] = {}
+    if len(sources):
+        source_keys = layout.source_keys(sources["episode_id"], sources["frame"])
+        wanted = source_keys.isin(set(written.values())).to_numpy(dtype=bool)
+        columns = (source_keys[wanted], sources["etag"][wanted], sources["size"][wanted])
+        rows = zip(*(c.tolist() for c in columns), strict=True)
+        known.update((key, (etag, size)) for key, etag, size in rows)
+    from_objects = listed[listed["key"].isin(set(written.values()))] if len(listed) else listed
+    for key, etag, size in zip(*(from_objects[c].tolist() for c in ("key", "etag", "size")), strict=True):
+        known.setdefault(key, (etag, size))
+    keys, etags, sizes = [], [], []
+    for dst, src in written.items():
+        etag, size = known.get(src, (None, None))
+        if etag is None or "-" in str(etag):  # a multipart source: its copy may carry another ETag; ask S3
+            try:
+                head = store.client.head_object(Bucket=store.bucket, Key=dst)
+                etag, size = head.get("ETag"), head.get("ContentLength")
+            except (ClientError, BotoCoreError) as exc:
+                report.warn(f"s3://{store.bucket}/{dst}: its ETag is not recorded in the version ({describe(exc)})")
+                etag = size = None
+        keys.append(dst)
+        etags.append(etag)
+        sizes.append(None if size is None or pd.isna(size) else int(size))
+    # written objects first: the first row of a key wins (the listing's row is what the object held before)
+    return pa.concat_tables([dataset_objects_table(keys, etags, sizes), table])
 
 
 def _latest_version(versions: VersionStore, report: RunReport) -> Baseline | None:
@@ -513,6 +520,11 @@ def _plan_run(
     # the latest dataset version is read while the ML prefix is listed, to check the listing against it
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
     latest = InBackground(_latest_version, versions, report)
+    # every planned episode's source folder (one LIST page per 1,000 frames, several folders at once), listed
+    # while the ML prefix is: each dataset object is compared with its source, so a re-rendered source reaches
+    # its copy the same night, and the nightly cost is the longer of the two listings, not their sum
+    folders = {eid: layout.source_folder(eid) for eid in frames}
+    source_listing = InBackground(list_sources, store, folders)
     try:
         inventory = list_datasets(store, layout, with_objects=True)
     except InventoryError as exc:
@@ -523,10 +535,7 @@ def _plan_run(
     baseline = latest.result()
     _check_listing(settings, options, layout, versions, baseline, current, inventory.folders, report)
 
-    # every planned episode's source folder (one LIST page per 1,000 frames, several folders at once): each
-    # dataset object is compared with its source, so a re-rendered source reaches its copy the same night
-    folders = {eid: layout.source_folder(eid) for eid in frames}
-    sources, source_errors = list_sources(store, folders)
+    sources, source_errors = source_listing.result()
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")
         report.skip(eid, "source listing failed")

@@ -186,7 +186,12 @@ def list_sources(store: S3Bucket, folders: dict[str, str]) -> tuple[pd.DataFrame
         )
     if not parts:
         return empty_sources(), errors
-    return pa.concat_tables(parts).to_pandas(), errors
+    # strings stay in Arrow (no Python object per frame: every planned episode's folder is listed each night)
+    return pa.concat_tables(parts).to_pandas(types_mapper=_arrow_strings), errors
+
+
+def _arrow_strings(kind: pa.DataType) -> Any:
+    return pd.StringDtype("pyarrow") if kind == pa.string() else None
 
 
 def empty_sources() -> pd.DataFrame:

@@ -179,7 +179,7 @@ def listed_sources(sources: pd.DataFrame | None, layout: KeyLayout) -> pa.Table:
     """A source listing (episode_id, frame, etag, size) as known sources (source_key, source_etag, source_size)."""
     if sources is None or sources.empty or "etag" not in sources:
         return known_sources_table(layout, [], [], [], [])
-    columns = (sources[c].tolist() for c in ("episode_id", "frame", "etag", "size"))
+    columns = (sources[c] for c in ("episode_id", "frame", "etag", "size"))  # columnar: no Python per frame
     return known_sources_table(layout, *columns)
 
 
