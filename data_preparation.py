@@ -4,6 +4,7 @@
 The same as the `tuttle-prep` console script `pip install .` gives (both run `tuttle_prep.cli.run`).
 """
 
+import os
 import signal
 import sys
 
@@ -16,8 +17,12 @@ if __name__ == "__main__":
     stopping.install()
     try:
         from tuttle_prep.cli import run
-    except RunStopped as stopped:  # no thread runs yet: a plain exit is safe
+
+        run()  # it always leaves by os._exit; a stop here came before its own handling began
+    except RunStopped as stopped:
         name = signal.Signals(stopped.signum).name
         sys.stderr.write(f"stopped by {name}: before the run started, nothing was done (exit code {stopped.code})\n")
-        sys.exit(stopped.code)
-    run()
+        sys.stderr.flush()
+        # not sys.exit: the interpreter restores each signal's default action while it finalizes, so a second
+        # SIGTERM then would kill the process (-15) after this line said 143
+        os._exit(stopped.code)

@@ -529,7 +529,9 @@ def copy_destinations(proxy: S3FaultProxy) -> set[str]:
     return {request.key for request in proxy.of("CopyObject")}
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "Ctrl-C", "SIGHUP"]
+)
 def test_a_run_stopped_mid_apply_drains_its_copies_releases_the_lock_and_deletes_nothing(
     bucket: Bucket, proxied: S3FaultProxy, tmp_path: Path, signum: signal.Signals
 ) -> None:
@@ -569,6 +571,58 @@ def test_a_run_stopped_mid_apply_drains_its_copies_releases_the_lock_and_deletes
     rerun = run_cli("sync")
     assert rerun.exit_code == 0, rerun.output
     assert dataset_keys(bucket) == expected_state({"S01E01": rows})
+
+
+def test_signals_in_a_burst_while_the_program_starts_end_it_with_143_and_one_line(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    # the first SIGTERM stops the imports; the next ones arrive while the process leaves: none may kill it
+    # by the signal's default action (the interpreter restores it while it finalizes)
+    upload_season(bucket, {"S01E01": season_rows("S01E01", 4)})
+    for attempt in range(3):
+        process, stderr = start_sync(tmp_path)
+        try:
+            time.sleep(0.6)  # the handlers are installed (the entry script's first lines), the libraries load
+            while process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                time.sleep(0.002)
+            code = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        lines = stderr.read_text().splitlines()
+        assert code == 143, (attempt, code, lines)
+        assert lines and lines[-1].startswith("stopped by SIGTERM: "), lines
+        assert sum("stopped by" in line for line in lines) == 1 and "Traceback" not in stderr.read_text()
+    assert not bucket.keys(ML_PREFIX) and not bucket.keys(LOCK_KEY)
+
+
+def test_a_sync_whose_stdout_is_closed_ends_as_its_summary_says_with_one_line(bucket: Bucket, tmp_path: Path) -> None:
+    # `sync | head -1`: the reader is gone before the table is written; the run's work and its outcome stand
+    rows = season_rows("S01E01", 20)
+    upload_season(bucket, {"S01E01": rows})
+    group = f"/tuttle-twins/pipe-{bucket.name}"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout fails with EPIPE (Python ignores SIGPIPE)
+    err = tmp_path / "stderr.txt"
+    command = [sys.executable, str(REPO / "data_preparation.py"), "sync"]
+    try:
+        with err.open("wb") as errors:
+            process = subprocess.run(
+                command, cwd=tmp_path, stdout=write_end, stderr=errors, timeout=120,
+                env={**os.environ, "TUTTLE_LOG_GROUP": group},
+            )
+    finally:
+        os.close(write_end)
+    text = err.read_text()
+    summary = run_summary(bucket, group)
+    assert dataset_keys(bucket) == expected_state({"S01E01": rows})
+    assert summary["exit_code"] == 0 and summary.get("job_failures", 0) == 0, summary
+    assert process.returncode == 0, text
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+    line = "stdout was closed (broken pipe): the rest of the output was not shown (exit code 0)"
+    assert text.splitlines()[-1] == line
 
 
 def _sigterm_during(process_box: list[subprocess.Popen], marker: bytes) -> Callable[[Request], Answer | None]:

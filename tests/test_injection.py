@@ -156,3 +156,22 @@ def test_csv_safe_neutralises_every_formula_start_and_keeps_numbers():
     assert "\n'=1+cmd" in written and "\n''quote" in written
     back = csv_data_read(pd.read_csv(io.StringIO(written), dtype={"text": str}, keep_default_na=False))
     assert back["text"].tolist() == data["text"].tolist()
+
+
+
+#: a formula after leading blanks: spreadsheets (LibreOffice, Google Sheets on import) skip them and run it. Sheet
+#: cells are stripped when read, but a version object (versions diff --out) or a future column may keep them.
+SPACED = [' =HYPERLINK("https://evil.example","x")', "  @SUM(A1)", "\u00a0+1+cmd|' /C calc'!A0", " \u3000-2+3"]
+
+
+def test_formulas_after_leading_blanks_are_neutralised_and_read_back_intact():
+    from tuttle_prep.core.text import csv_cell, csv_data_read, csv_data_safe, csv_safe
+
+    assert [csv_cell(text) for text in SPACED] == ["'" + text for text in SPACED]
+    texts = [*SPACED, " plain", " 'quote"]
+    table = pd.DataFrame({"text": texts})
+    assert csv_safe(table)["text"].tolist() == [*("'" + text for text in SPACED), " plain", " 'quote"]
+    written = csv_data_safe(table).to_csv(index=False, lineterminator="\n")
+    read = pd.read_csv(io.StringIO(written), dtype=str, keep_default_na=False)
+    assert read["text"].tolist()[: len(SPACED)] == ["'" + text for text in SPACED]
+    assert csv_data_read(read)["text"].tolist() == texts

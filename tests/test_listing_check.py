@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import run_cli
+from s3_fault_proxy import s3_error
 from season import FRAME, HEADER, JONNY, ML_PREFIX, UNSUPERVISED, frame_number, put_sheet, row, sheet_csv, upload_season
 
 from tuttle_prep.core.listing_check import MAX_MISSING, MIN_LISTED_SHARE, ListingVerdict, check_listing
@@ -240,3 +241,38 @@ def test_a_nightly_run_with_a_change_reads_the_latest_version_once(bucket, synce
     reads = [r.key for r in proxied.of("GetObject") if r.key.startswith(VERSIONS)]
     assert reads == [f"{VERSIONS}{version}.parquet"]
     assert len([k for k in bucket.keys(VERSIONS) if k.endswith(".parquet")]) == 2
+
+
+def test_a_run_whose_version_write_failed_is_not_stopped_by_the_version_it_left_behind(bucket, proxied):
+    """A run moves 240 frames and cannot write its version ("the next run writes it"): the next run's listing
+    holds none of the stale version's keys, but it is what the labels index of that run records, so it is no
+    listing fault: the run goes on and writes the version; a listing that drops the folders still stops."""
+    upload_season(bucket, {eid: [row(frame_number(eid, i), "Common") for i in range(120)] for eid in (E1, E2)})
+    assert run_cli("sync").exit_code == 0
+    stale = only_version(bucket)
+    upload_season(bucket, {eid: [row(frame_number(eid, i), "Rare") for i in range(120)] for eid in (E1, E2)})
+
+    def no_version_write(request):
+        if request.operation == "PutObject" and request.key.startswith(VERSIONS):
+            return s3_error(500, "InternalError")
+        return None
+
+    proxied.fail = no_version_write
+    failed = run_cli("sync")
+    assert failed.exit_code == 1 and "the next run writes it" in failed.stderr, failed.output
+    assert only_version(bucket) == stale
+    proxied.fail = None
+    placed = {k for k in bucket.keys(ML_PREFIX) if k.endswith(".jpg")}
+    assert len(placed) == 240 and all("/Rare/" in k for k in placed)
+
+    result = run_cli("sync")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "agrees with the labels index" in result.stderr and "stopped before applying" not in result.stderr
+    assert "written" in result.output.splitlines()[-1]
+    assert len([k for k in bucket.keys(VERSIONS) if k.endswith(".parquet")]) == 2
+    assert {k for k in bucket.keys(ML_PREFIX) if k.endswith(".jpg")} == placed
+
+    proxied.reset()
+    hide_dataset_folders(proxied)
+    stopped = run_cli("sync")
+    assert stopped.exit_code == 1 and writes(proxied) == [], stopped.output

@@ -169,3 +169,61 @@ def test_pull_of_an_unknown_dataset_is_a_usage_error(bucket, tmp_path: Path) -> 
     result = run_cli("pull", "--dataset", "training", "--dest", str(tmp_path / "box"))
     assert result.exit_code == 2
     assert "not a dataset of TUTTLE_SPLIT" in result.output
+
+
+def _tree(root: Path) -> dict[str, bytes | str | None]:
+    """Every file (its bytes), link (its target) and folder (None) under `root`, links not followed."""
+    found: dict[str, bytes | str | None] = {}
+    for path in sorted(root.rglob("*")):
+        where = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            found[where] = str(path.readlink())
+        else:
+            found[where] = path.read_bytes() if path.is_file() else None
+    return found
+
+
+@pytest.mark.parametrize("linked", ["dataset folder", "rarity folder"])
+def test_a_dest_folder_linked_outside_dest_is_refused_and_nothing_written_or_deleted_there(
+    synced, tmp_path: Path, linked: str
+) -> None:
+    """DEST/train (or DEST/train/Common) is a link to another project's folder: `pull --delete` neither deletes
+    its files (before: "deleted 2 local files", weights.bin among them) nor writes frames into it."""
+    dest, outside = tmp_path / "box", tmp_path / "outside"
+    (outside / "Common").mkdir(parents=True)
+    (outside / "weights.bin").write_bytes(b"months of training")
+    (outside / "Common" / "notes.txt").write_bytes(b"mine")
+    if linked == "dataset folder":
+        dest.mkdir()
+        (dest / "train").symlink_to(outside, target_is_directory=True)
+    else:
+        (dest / "train").mkdir(parents=True)
+        (dest / "train" / "Common").symlink_to(outside, target_is_directory=True)
+    before = _tree(tmp_path)
+
+    result = run_cli("pull", "--dataset", "train", "--dest", str(dest), "--delete")
+    assert result.exit_code == 1, result.output
+    assert _tree(tmp_path) == before
+    assert "not a folder under" in result.stderr and "nothing downloaded or deleted" in result.stderr
+
+
+def test_a_leftover_part_file_that_is_a_link_is_replaced_not_written_through(synced, tmp_path: Path) -> None:
+    """A `<frame>.jpg.part` or `labels.csv.part` left in DEST as a link to a file outside DEST: the download
+    and the labels write replace the link; the file it points to keeps its bytes (before: overwritten with
+    the frame's and the labels' bytes)."""
+    dest, outside = tmp_path / "box", tmp_path / "outside"
+    outside.mkdir()
+    frame_path = next(iter(sorted(objects_of(synced, "train"))))
+    local = dest / frame_path
+    local.parent.mkdir(parents=True)
+    targets = {name: outside / name for name in ("authorized_keys", "profile")}
+    for target in targets.values():
+        target.write_bytes(b"someone else's file")
+    local.with_name(local.name + ".part").symlink_to(targets["authorized_keys"])
+    (dest / "labels.csv.part").symlink_to(targets["profile"])
+
+    result = run_cli("pull", "--dataset", "train", "--dest", str(dest))
+    assert result.exit_code == 0, result.output
+    assert {t.read_bytes() for t in targets.values()} == {b"someone else's file"}
+    assert local_files(dest, "train") == objects_of(synced, "train")
+    assert not list(dest.rglob("*.part"))

@@ -404,3 +404,43 @@ def test_retention_never_counts_or_deletes_an_object_it_cannot_read_as_a_version
     assert again.exit_code == 0, again.output
     assert bucket.etags(VERSIONS) == before and "deleted dataset version" not in again.stderr
     assert f"s3://{bucket.name}/{garbage}" in again.stderr
+
+
+FORGED_INFO = {
+    "not an object": lambda info: [info],
+    "frames a string": lambda info: {**info, "frames": "many"},
+    "datasets a list": lambda info: {**info, "datasets": ["train"]},
+    "change a string": lambda info: {**info, "change": "x"},
+    "split a string": lambda info: {**info, "split": "x"},
+    "previous a number": lambda info: {**info, "previous": 5},
+    "a count true": lambda info: {**info, "datasets": {**info["datasets"], "train": True}},
+}
+
+
+@pytest.mark.parametrize("forged", list(FORGED_INFO))
+def test_version_metadata_of_the_wrong_form_is_an_unreadable_version_named_never_a_crash(
+    bucket, season, tmp_path, monkeypatch, forged
+):
+    """The version metadata in the Parquet schema is read back as untrusted: JSON of another form than the
+    job writes makes the object an unreadable version, named by every command; before, sync, versions and
+    pull --version crashed (AttributeError, TypeError, ValueError) on it."""
+    sync_ok()
+    [good] = version_ids(bucket)
+    key = f"{VERSIONS}{good}.parquet"
+    parquet = pq.ParquetFile(io.BytesIO(bucket.get(key)))
+    info = json.loads(parquet.schema_arrow.metadata[b"tuttle_prep.version"])
+    table = parquet.read().replace_schema_metadata({b"tuttle_prep.version": json.dumps(FORGED_INFO[forged](info))})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    bucket.client.put_object(Bucket=bucket.name, Key=key, Body=sink.getvalue())  # no S3 metadata either
+    named = f"s3://{bucket.name}/{key}: its version metadata is not readable"
+
+    for args in (["versions", "list"], ["versions", "show", good], ["versions", "diff", good]):
+        result = run_cli(*args)
+        assert result.exit_code == 1 and named in result.stderr, (args, result.output)
+    pulled = run_cli("pull", "--version", good, "--dest", str(tmp_path / "box"))
+    assert pulled.exit_code == 1 and named in pulled.stderr and not (tmp_path / "box").exists()
+    monkeypatch.setenv("TUTTLE_VERSIONS_KEEP", "1")
+    result = run_cli("sync")  # a new version is written; the forged one is neither counted nor deleted
+    assert result.exit_code == 0 and named in result.stderr, result.output
+    assert len(version_ids(bucket)) == 2 and good in version_ids(bucket)

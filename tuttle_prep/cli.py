@@ -2,7 +2,7 @@
 
 Exit codes: 0 the job did all it could (data findings, if any, are printed); 1 a job failure (or, with
 `sync --strict`, a data finding); 2 usage or configuration error; 128 + signal when stopped by a signal
-(143 SIGTERM, 130 Ctrl-C), with one line on stderr saying so.
+(143 SIGTERM, 130 Ctrl-C, 129 SIGHUP), with one line on stderr saying so.
 """
 
 from __future__ import annotations
@@ -104,6 +104,36 @@ main.add_command(demo)
 main.add_command(status)
 
 
+class _ClosedStdout:
+    """sys.stdout of the process, for a reader that may go away (`sync | head -1`): the first write or flush that
+    fails with a broken pipe is remembered and later output is dropped, so the command runs to its end and exits
+    as its summary records (not 1 by click's own EPIPE handling, not a job failure in the summary)."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        """Write `text`, or drop it once the reader is gone."""
+        if not self.broken:
+            try:
+                return self._stream.write(text)  # type: ignore[attr-defined]
+            except BrokenPipeError:
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush, unless the reader is gone."""
+        if not self.broken:
+            try:
+                self._stream.flush()  # type: ignore[attr-defined]
+            except BrokenPipeError:
+                self.broken = True
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def run() -> None:
     """The process entry point: `python data_preparation.py` and the `tuttle-prep` console script.
 
@@ -112,6 +142,7 @@ def run() -> None:
     """
     stopping.begin_run()
     stopping.install()
+    stdout = sys.stdout = _ClosedStdout(sys.stdout)  # type: ignore[assignment]
     code = EXIT_JOB_FAILED
     try:
         try:
@@ -131,7 +162,12 @@ def run() -> None:
     recorded = stopping.recorded_outcome()
     if recorded is not None:  # the run's summary said this: the process returns the same
         code = recorded
-    _exit(code, _how_it_ended(code))
+    line = _how_it_ended(code)
+    with contextlib.suppress(Exception):
+        stdout.flush()
+    if line is None and stdout.broken:
+        line = f"stdout was closed (broken pipe): the rest of the output was not shown (exit code {code})"
+    _exit(code, line)
 
 
 def _how_it_ended(code: int) -> str | None:

@@ -1,4 +1,5 @@
-"""How a run is stopped by a signal (SIGTERM from cron's timeout or systemd, SIGINT from Ctrl-C).
+"""How a run is stopped by a signal (SIGTERM from cron's timeout or systemd, SIGINT from Ctrl-C, SIGHUP when the
+terminal or ssh session of a run started by hand closes; a SIGHUP that `nohup` ignores stays ignored).
 
 The handler raises `RunStopped` in the main thread, so the run unwinds through its `finally` blocks (the lock
 is released, the summary records 128 + signal). At most ONE `RunStopped` is raised per run: a signal that
@@ -18,7 +19,7 @@ from types import FrameType
 from .errors import RunStopped
 
 #: the signals the process entry point hands to `stop_on_signal`
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
@@ -43,9 +44,11 @@ def begin_run() -> None:
 
 
 def install() -> None:
-    """Hand SIGTERM and SIGINT to `stop_on_signal` (only a process's own entry point may)."""
+    """Hand SIGTERM, SIGINT and SIGHUP to `stop_on_signal` (only a process's own entry point may). A signal the
+    process was started ignoring SIGHUP (`nohup`) stays ignored."""
     for signum in STOP_SIGNALS:
-        signal.signal(signum, stop_on_signal)
+        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, stop_on_signal)
 
 
 def stop_on_signal(signum: int, frame: FrameType | None) -> None:

@@ -9,7 +9,8 @@ are on disk (a second pull of other datasets into the same DEST keeps the first 
 A file is downloaded when it is missing locally or its size differs from the object's; each download
 goes to `<name>.part` first and is renamed when complete, so an interrupted pull never leaves a truncated
 jpg under its real name. `--delete` removes every other file under `DEST/<dataset>/` of the pulled datasets
-(and then-empty folders); nothing outside them is touched.
+(and then-empty folders); nothing outside them is touched. A dataset or rarity folder of the pulled datasets
+that resolves (a symlink) outside DEST, or to DEST itself, refuses the pull before anything is written or deleted.
 Metadata comes from the labels index the sync writes (`<ML prefix>labels.csv`), when there is one.
 
 `pull --version V` takes the files of version V from the source frames instead. The version object is read
@@ -61,7 +62,7 @@ from ..edges.s3_apply import Failure
 from ..edges.s3_bucket import S3Bucket, progress, run_bounded
 from ..edges.s3_labels import read_labels_object
 from ..edges.s3_listing import list_datasets
-from ..edges.s3_objects import PART_SUFFIX, SourceChanged, SourceDownloaded, download_object, download_source
+from ..edges.s3_objects import PART_SUFFIX, SourceChanged, SourceDownloaded, download_object, download_source, open_part
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import IMG_SIZES
@@ -153,7 +154,8 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     except FileNotFoundError:
         pass
     part = path.with_name(path.name + PART_SUFFIX)
-    part.write_bytes(data)
+    with open_part(path) as out:
+        out.write(data)
     os.replace(part, path)
     return True
 
@@ -211,7 +213,8 @@ def pull_datasets(
     delete: bool = False,
     workers: int = 16,
 ) -> PullResult:
-    """Bring `dest` in line with `datasets`; list failures raise InventoryError, download failures are collected."""
+    """Bring `dest` in line with `datasets`; list failures raise InventoryError, download failures are collected;
+    UnsafePath, before anything is written or deleted, if a dataset or rarity folder resolves outside DEST."""
     result = PullResult()
     wanted_layout = replace(layout, datasets=tuple(datasets))
     inventory = list_datasets(store, wanted_layout, with_sizes=True)
@@ -219,6 +222,12 @@ def pull_datasets(
     result.listed = len(current)
     keys = current["key"].tolist()
 
+    # before anything is written: every rarity folder the pull writes to or cleans stays under DEST
+    dest_root = dest.resolve()
+    for dataset in datasets:
+        checked_folder(dest_root, dest / dataset)
+        for rarity in RARITIES:
+            checked_folder(dest_root, dest / dataset / rarity)
     downloads = plan_downloads(dest, layout.ml_prefix, keys, inventory.sizes)
     result.up_to_date = len(keys) - len(downloads)
     log.info("%d dataset files listed, %d to download", len(keys), len(downloads))
@@ -606,7 +615,7 @@ def pull(
     store = open_bucket(settings, workers)
     try:
         result = pull_datasets(store, key_layout(settings), datasets, dest, delete=delete, workers=workers)
-    except InventoryError as exc:
+    except (InventoryError, UnsafePath) as exc:
         outcome_log.error("%s; nothing downloaded or deleted", exc)
         sys.exit(EXIT_ERRORS)
     except OSError as exc:

@@ -31,7 +31,7 @@ from ..core.clock import Clock
 from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard, refresh_guard
 from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
-from ..core.labels import is_job_key, labels_key
+from ..core.labels import is_job_key, labels_key, parse_labels_csv
 from ..core.listing_check import check_listing
 from ..core.manifests import Episode, collect_episodes, filter_episodes
 from ..core.plan import OBJECT_COLUMNS, KeyLayout, Plan, plan_changes, wanted_frames
@@ -53,7 +53,7 @@ from ..edges.data_digest import (
 )
 from ..edges.s3_apply import ApplyResult, apply_plan
 from ..edges.s3_bucket import BOTO3_THREADS, S3Bucket
-from ..edges.s3_labels import update_labels_index
+from ..edges.s3_labels import read_labels_object, update_labels_index
 from ..edges.s3_listing import Inventory, list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
@@ -424,7 +424,41 @@ def _latest_version(versions: VersionStore, report: RunReport) -> Baseline | Non
         return None
 
 
+def _labels_index_agrees(
+    store: S3Bucket,
+    settings: Settings,
+    layout: KeyLayout,
+    current: pd.DataFrame,
+    folders: list[str],
+    report: RunReport,
+) -> bool:
+    """True if the labels index (what the last run that applied left in the datasets) does not contradict the
+    listing: a run that applied its plan but could not write its version leaves the latest version behind the
+    datasets, and the listing is then no fault. False if the index is absent, unreadable or contradicts too."""
+    key = labels_key(settings.ml_prefix)
+    where = f"s3://{settings.bucket}/{key}"
+    try:
+        data = read_labels_object(store, key)
+        labels = parse_labels_csv(data, where) if data is not None else None
+    except (ClientError, BotoCoreError, ValueError) as exc:
+        problem = describe(exc) if isinstance(exc, (ClientError, BotoCoreError)) else str(exc)
+        log.info("labels index %s not read (%s): not compared with the listing", where, problem)
+        return False
+    if labels is None:
+        return False
+    verdict = check_listing(where, labels["s3_key"], current["key"], folders, layout)
+    if verdict.contradicts:
+        return False
+    report.warn(
+        f"the listing contradicts the latest dataset version but agrees with the labels index {where} "
+        f"({verdict.listed:,} of its {verdict.recorded:,} dataset objects listed): the datasets moved on since "
+        "that version (a run that applied its plan did not write its version), so the run goes on"
+    )
+    return True
+
+
 def _check_listing(
+    store: S3Bucket,
     settings: Settings,
     options: SyncOptions,
     layout: KeyLayout,
@@ -451,6 +485,8 @@ def _check_listing(
         len(verdict.missing_folders),
     )
     if not verdict.contradicts:
+        return
+    if _labels_index_agrees(store, settings, layout, current, folders, report):
         return
     message = verdict.describe(f"s3://{settings.bucket}/{settings.ml_prefix}", versions.url(verdict.version_id))
     if options.force:
@@ -533,7 +569,7 @@ def _plan_run(
         return None
     current, unexpected = layout.parse_dataset_keys(inventory.every_key())
     baseline = latest.result()
-    _check_listing(settings, options, layout, versions, baseline, current, inventory.folders, report)
+    _check_listing(store, settings, options, layout, versions, baseline, current, inventory.folders, report)
 
     sources, source_errors = source_listing.result()
     for eid, message in source_errors.items():

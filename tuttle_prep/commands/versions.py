@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.dataset_report import build_dataset_report
 from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
-from ..core.text import csv_safe
+from ..core.text import csv_safe, escape_control
 from ..core.versions import (
     DIFF_INPUT_COLUMNS,
     VersionError,
@@ -65,12 +65,18 @@ def list_ids(versions: VersionStore) -> list[str]:
         sys.exit(EXIT_ERRORS)
 
 
+def echo_lines(text: str, *, err: bool = False) -> None:
+    """`click.echo` of `text`, each of its lines with its control characters escaped: frames, dataset names and
+    ids come from version objects read back from the bucket, and must not forge a line or move the cursor."""
+    click.echo("\n".join(escape_control(line) for line in text.split("\n")), err=err)
+
+
 def resolve_or_exit(ids: list[str], reference: str, versions: VersionStore) -> str:
     """The id `reference` names, or one sentence on stderr and exit 2."""
     try:
         return resolve_version(ids, reference)
     except VersionNotFound as exc:
-        click.echo(f"{exc} (in {versions.folder_url})", err=True)
+        echo_lines(f"{exc} (in {versions.folder_url})", err=True)
         sys.exit(EXIT_CONFIG)
 
 
@@ -122,7 +128,7 @@ def list_command(output_format: str) -> None:
     if output_format == "json":
         click.echo(json.dumps([_record(info, store) for info in newest_first], indent=2))
     else:
-        click.echo(_list_text(newest_first, store, settings))
+        echo_lines(_list_text(newest_first, store, settings))
     for message in sorted(problems):
         log.error("%s", message)
     sys.exit(EXIT_ERRORS if problems else EXIT_OK)
@@ -197,7 +203,7 @@ def diff_command(a: str, b: str, out: Path | None) -> None:
             before = f"{row.from_dataset}/{row.from_rarity}" if row.from_dataset else "-"
             after = f"{row.to_dataset}/{row.to_rarity}" if row.to_dataset else "-"
             lines.append(f"  {row.frame}  {row.change:<22} {before} -> {after}")
-    click.echo("\n".join(lines))
+    echo_lines("\n".join(lines))
     if out is not None:
         try:
             csv_safe(diff.changes).to_csv(out, index=False, lineterminator="\n")
@@ -241,5 +247,5 @@ def show_command(version: str, output_format: str) -> None:
             "",
             report.tables_text(f"{info.frames:,} frames"),
         ]
-        click.echo("\n".join(lines))
+        echo_lines("\n".join(lines))
     sys.exit(EXIT_OK)

@@ -4,7 +4,8 @@
   isolates, BOM) written as visible escapes (`\\n`, `\\x1b`, `\\u202e`), so a manifest title can neither forge
   a line of a log or a digest email, nor move the terminal's cursor, nor reverse the text around it.
 - `csv_cell(text)` / `csv_safe(table)`: the same, plus the OWASP rule against spreadsheet formula injection:
-  a cell that starts with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so a spreadsheet shows it as text.
+  a cell that starts with `=`, `+`, `-`, `@`, tab or CR (also after leading blanks, which a spreadsheet skips)
+  gets a leading `'`, so a spreadsheet shows it as text.
 - `csv_data_safe(table)` / `csv_data_read(table)`: the reversible form for a CSV the job reads back
   (`labels.csv`): only the leading `'` is added (also to a cell that already starts with `'`), and stripped on
   read, so every value means what it meant; control characters stay inside the CSV's quoting.
@@ -26,8 +27,11 @@ _CONTROL_RE = re.compile(f"[{_CONTROL}]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 #: what a spreadsheet takes for the start of a formula (OWASP "CSV Injection")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NEEDS_CELL_WORK = f"^[=+@\\t\\r-]|[{_CONTROL}]"
-_NEEDS_DATA_WORK = "^[=+@\\t\\r'-]"
+#: leading blanks a spreadsheet skips before it looks for a formula (what `str.lstrip()` strips; RE2 syntax, for
+#: Arrow's search: a superset, each hit is checked again in Python)
+_BLANKS = "[\\s\\pZ\\x{0b}\\x{1c}-\\x{1f}\\x{85}]*"
+_NEEDS_CELL_WORK = f"^{_BLANKS}[=+@\\t\\r-]|[{_CONTROL}]"
+_NEEDS_DATA_WORK = f"^'|^{_BLANKS}[=+@\\t\\r-]"
 
 
 def _escape_one(match: re.Match[str]) -> str:
@@ -45,9 +49,14 @@ def escape_control(text: str) -> str:
     return _CONTROL_RE.sub(_escape_one, text) if _CONTROL_RE.search(text) else text
 
 
+def is_formula(text: str) -> bool:
+    """Whether a spreadsheet would take `text` for a formula: it starts with = + - @ tab CR, also after blanks."""
+    return text.startswith(FORMULA_START) or text.lstrip().startswith(FORMULA_START)
+
+
 def neutralise_formula(text: str) -> str:
-    """`'` + `text` if a spreadsheet would take `text` for a formula (it starts with = + - @ tab CR), else `text`."""
-    return "'" + text if text.startswith(FORMULA_START) else text
+    """`'` + `text` if a spreadsheet would take `text` for a formula (`is_formula`), else `text`."""
+    return "'" + text if is_formula(text) else text
 
 
 def csv_cell(text: str) -> str:
@@ -87,7 +96,9 @@ def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
 def csv_data_safe(table: pd.DataFrame) -> pd.DataFrame:
     """`table` for a CSV the job reads back (a copy if any cell changes): a `'` before each text cell that starts
     with a formula character or with `'` (undone by `csv_data_read`); nothing else changes."""
-    return _map_cells(table, _NEEDS_DATA_WORK, lambda text: "'" + text)
+    return _map_cells(
+        table, _NEEDS_DATA_WORK, lambda text: "'" + text if text.startswith("'") or is_formula(text) else text
+    )
 
 
 def csv_data_read(table: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -370,15 +370,42 @@ class VersionInfo:
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str) -> VersionInfo:
+        """The info in `text` (read back from S3: untrusted); VersionError naming `where` unless it is a JSON
+        object whose fields have the forms the job writes (ids and texts strings, counts integers, the maps
+        of names to counts and shares)."""
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
             data.setdefault("split", {})
             data.setdefault("seed", "")
             data.setdefault("group_seconds", 0)
             known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+            for name, value in known.items():
+                if not _INFO_FORMS[name](value):
+                    raise ValueError(f"field {name} is {shown(value)[:60]}, not of the form the job writes")
             return cls(**known)
         except (ValueError, TypeError, KeyError) as exc:
             raise VersionError(f"{where}: its version metadata is not readable ({exc})") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_counts(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and _is_int(v) for k, v in value.items())
+
+
+#: the form of each VersionInfo field as the job writes it
+_INFO_FORMS: dict[str, Callable[[object], bool]] = {
+    **dict.fromkeys(("id", "run_id", "time", "seed", "digest", "stratify"), lambda v: isinstance(v, str)),
+    **dict.fromkeys(("frames", "group_seconds", "format"), _is_int),
+    **dict.fromkeys(("datasets", "rarities", "change"), _is_counts),
+    "split": lambda v: isinstance(v, dict)
+    and all(isinstance(k, str) and (_is_int(x) or isinstance(x, float)) for k, x in v.items()),
+    "previous": lambda v: v is None or isinstance(v, str),
+}
 
 
 def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:

@@ -6,7 +6,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -135,12 +135,22 @@ def download_source(
     return SourceDownloaded(written, digest.hexdigest(), changed, version_id)
 
 
+def open_part(path: Path) -> BinaryIO:
+    """A new, empty `<path>.part` open for writing. Whatever was there under that name (a leftover, or a link
+    to a file elsewhere) is removed first, and the file is created afresh without following a link, so the
+    bytes land under DEST and nowhere else."""
+    part = path.with_name(path.name + PART_SUFFIX)
+    part.unlink(missing_ok=True)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    return os.fdopen(fd, "wb")
+
+
 def _write_body(body: Any, path: Path, digest: Any = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + PART_SUFFIX)
     written = 0
     try:
-        with open(part, "wb") as out:
+        with open_part(path) as out:
             for chunk in body.iter_chunks(_CHUNK):
                 out.write(chunk)
                 written += len(chunk)
