@@ -199,7 +199,9 @@ def test_first_run_copies_every_classified_frame_and_an_unchanged_rerun_writes_n
     assert dataset_keys(bucket) == want
     some_frame = frame_number(E2, 0)
     assert bucket.get(dataset_key(*want[some_frame], some_frame)) == bucket.get(source_key(some_frame))
-    assert counts(result.stdout, E1) == {"keep": 0, "copy": 9, "move": 0, "delete": 0, "missing": 0, "rejected": 0}
+    assert counts(result.stdout, E1) == {
+        "keep": 0, "copy": 9, "move": 0, "refresh": 0, "delete": 0, "missing": 0, "rejected": 0
+    }
     assert "done: copied 18, moved 0, deleted 0; failed 0" in result.stdout
     # server-side copies from the sources, no HEAD before each copy, every prefix listed once
     assert {copy_source(p) for p in s3_calls.of("CopyObject")} == {source_key(f) for f in want}
