@@ -324,15 +324,17 @@ class S3Bench:
         return {f"{folder}/": int(n) for folder, n in folders.value_counts().items()}
 
     def minimum_requests(self, report: RunReport, folders: dict[str, int], first: bool = False) -> dict[str, int]:
-        """The fewest requests a sync can make: one CopyObject per copy or move, ⌈deletes/1000⌉ DeleteObjects
-        (move sources included), and per listed folder ⌈keys/1000⌉ pages (at least one): the ML prefix and each
-        dataset folder ('/' listings), each rarity folder (`folders`: keys per rarity folder before the sync),
-        the source folders of the episodes with frames to copy, the manifests folder, the dataset versions folder
-        (`_versions/`); PutObject: the run lock; when the datasets changed labels.csv, labels.parquet and the new
-        dataset version; and on the `first` sync the sheets' header memory (sheet_headers.json)."""
+        """The fewest requests a sync can make: one CopyObject per copy, move or refresh, ⌈deletes/1000⌉
+        DeleteObjects (move sources included), and per listed folder ⌈keys/1000⌉ pages (at least one): the ML
+        prefix and each dataset folder ('/' listings), each rarity folder (`folders`: keys per rarity folder
+        before the sync), every planned episode's source folder (each dataset object is compared with its source
+        every run), the manifests folder, the dataset versions folder (`_versions/`); PutObject: the run lock;
+        when the datasets changed labels.csv, labels.parquet and the new dataset version; and on the `first`
+        sync the sheets' header memory (sheet_headers.json)."""
         copies, moves, deletes = report.total("copy"), report.total("move"), report.total("delete")
+        copies += report.total("refresh")
         sources = dict(self.episodes)
-        need_sources = [e for e in report.counts.index if report.counts.loc[e, ["copy", "missing"]].sum() > 0]
+        need_sources = list(report.counts.index)
         pages = 1 + len(self.layout.datasets) if folders else 1
         pages += sum(max(1, math.ceil(n / 1000)) for n in folders.values())
         pages += sum(max(1, math.ceil(sources[e] / 1000)) for e in need_sources)

@@ -102,7 +102,9 @@ def test_clean_run_ships_its_lines_and_summary_to_its_own_stream(bucket, account
     assert (summary["copied"], summary["moved"], summary["deleted"], summary["failed"]) == (4, 0, 0, 0)
     assert summary["config_error"] is None
     episode_lines = [m for m in messages if "S01E01: keep" in m]
-    assert episode_lines == ["INFO tuttle_prep.run S01E01: keep 0, copy 4, move 0, delete 0, missing 0, rejected 0; ok"]
+    assert episode_lines == [
+        "INFO tuttle_prep.run S01E01: keep 0, copy 4, move 0, refresh 0, delete 0, missing 0, rejected 0; ok"
+    ]
     assert not any(SECRET in m for m in messages)
     assert not any(isinstance(h, watchtower.CloudWatchLogHandler) for h in logging.getLogger("tuttle_prep").handlers)
 
@@ -129,6 +131,7 @@ def test_copying_run_records_its_counts_in_logs_and_metrics(bucket, account, mon
         "RunFailed": 0,
         "FilesCopied": 4,
         "FilesMoved": 0,
+        "Refreshed": 0,
         "FilesDeleted": 0,
         "OperationErrors": 0,
         "MissingSources": 0,
@@ -154,9 +157,9 @@ def test_a_run_with_only_data_findings_succeeds_and_counts_them_apart(bucket, ac
     summary = summary_of(messages)
     assert (summary["exit_code"], summary["missing_sources"], summary["rejected_rows"]) == (0, 1, 1)
     assert (summary["job_failures"], summary["job_failed"], summary["data_findings"]) == (0, False, 2)
-    assert "INFO tuttle_prep.run S01E01: keep 0, copy 3, move 0, delete 0, missing 1, rejected 1; data findings" in (
-        messages
-    )
+    line = "INFO tuttle_prep.run S01E01: keep 0, copy 3, move 0, refresh 0, delete 0, missing 1, rejected 1; "
+    line += "data findings"
+    assert line in messages
     assert any(m.startswith("WARNING tuttle_prep data findings (2)") for m in messages)
     assert not any(m.startswith("ERROR") for m in messages)
 

@@ -47,7 +47,8 @@ def test_demo_exits_0_and_prints_its_tables(monkeypatch: pytest.MonkeyPatch):
     positions = [out.index(step) for step in steps]
     assert positions == sorted(positions)
     # one table per sync, each with the episodes and a totals line
-    assert out.count("episode         keep      copy      move    delete   missing  rejected  status") == 4
+    header = "episode         keep      copy      move   refresh    delete   missing  rejected  status"
+    assert out.count(header) == 4
     assert all(out.count(episode) >= 4 for episode in ("S01E01", "S01E02", "S01E03"))
     first, dry, second, third = (out[positions[i] : positions[i + 1]] for i in range(4))
     copied = int(re.search(r"done: copied (\d+), moved 0, deleted 0; failed 0", first).group(1))

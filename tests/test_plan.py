@@ -78,7 +78,7 @@ def test_every_action_in_one_plan():
     assert {a: p.count(a) for a in ("keep", "copy", "move", "delete")} == {"keep": 1, "copy": 1, "move": 1, "delete": 1}
     assert p.writes == 1 + 2 + 1
     counts = p.counts_by_episode().loc[E1].to_dict()
-    assert counts == {"keep": 1, "copy": 1, "move": 1, "delete": 1, "missing": 1}
+    assert counts == {"keep": 1, "copy": 1, "move": 1, "refresh": 0, "delete": 1, "missing": 1}
 
 
 def test_extra_copies_of_a_frame_are_deleted_and_one_is_kept():

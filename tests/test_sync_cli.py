@@ -15,6 +15,7 @@ from s3_fault_proxy import Answer, Request, S3FaultProxy, delete_result, s3_erro
 from season import (
     FRAME,
     JONNY,
+    JPEG,
     MANIFESTS_PREFIX,
     ML_PREFIX,
     SUPERVISED,
@@ -121,6 +122,7 @@ def plan_counts(
         "keep": sum(b.get(f) == v for f, v in a.items()),
         "copy": sum(f not in b for f in a),
         "move": sum(f in b and b[f] != v for f, v in a.items()),
+        "refresh": 0,
         "delete": sum(f not in a for f in b),
         "missing": 0,
         "rejected": 0,
@@ -142,9 +144,9 @@ def classified(rows: list[dict[str, str]]) -> dict[str, str]:
 
 
 def put_state(bucket, state: dict[str, tuple[str, str]]) -> None:
-    """Put dataset objects directly, as a previous sync would have left them."""
+    """Put dataset objects directly, as a previous sync would have left them: copies of their source frames."""
     for frame, (dataset, rarity) in state.items():
-        bucket.put(dataset_key(dataset, rarity, frame), b"synced " + frame.encode())
+        bucket.put(dataset_key(dataset, rarity, frame), JPEG + frame.encode())
 
 
 @pytest.fixture
@@ -177,9 +179,11 @@ def table_row(output: str, episode_id: str) -> list[str]:
 
 
 def counts(output: str, episode_id: str) -> dict[str, int]:
-    """The episode's row of the printed table: keep, copy, move, delete, missing, rejected."""
-    cells = table_row(output, episode_id)[1:7]
-    return dict(zip(["keep", "copy", "move", "delete", "missing", "rejected"], map(int, cells), strict=True))
+    """The episode's row of the printed table, by the table's own header: keep, copy, move, refresh, delete,
+    missing, rejected."""
+    header = next(line for line in output.splitlines() if line.startswith("episode")).split()[1:-1]
+    cells = table_row(output, episode_id)[1 : 1 + len(header)]
+    return dict(zip(header, (int(c.replace(",", "")) for c in cells), strict=True))
 
 
 # ---- runs that succeed ----------------------------------------------------------------------------------
@@ -195,7 +199,9 @@ def test_first_run_copies_every_classified_frame_and_an_unchanged_rerun_writes_n
     assert dataset_keys(bucket) == want
     some_frame = frame_number(E2, 0)
     assert bucket.get(dataset_key(*want[some_frame], some_frame)) == bucket.get(source_key(some_frame))
-    assert counts(result.stdout, E1) == {"keep": 0, "copy": 9, "move": 0, "delete": 0, "missing": 0, "rejected": 0}
+    assert counts(result.stdout, E1) == {
+        "keep": 0, "copy": 9, "move": 0, "refresh": 0, "delete": 0, "missing": 0, "rejected": 0
+    }
     assert "done: copied 18, moved 0, deleted 0; failed 0" in result.stdout
     # server-side copies from the sources, no HEAD before each copy, every prefix listed once
     assert {copy_source(p) for p in s3_calls.of("CopyObject")} == {source_key(f) for f in want}
@@ -215,32 +221,35 @@ def test_first_run_copies_every_classified_frame_and_an_unchanged_rerun_writes_n
     assert counts(result.stdout, E1)["keep"] == 9 and "done: copied 0, moved 0, deleted 0" in result.stdout
 
 
-def test_sources_are_listed_only_for_episodes_with_frames_to_place(bucket, s3_calls):
+def test_every_planned_episodes_source_folder_is_listed_once_each_run(bucket, s3_calls):
+    """Each dataset object is compared with its source every run (issue 22), so every planned episode's source
+    folder is listed, one page per 1,000 frames, even when no frame needs placing; --episode lists only its own."""
     sheets = {E1: pattern_rows(E1, 12), E2: pattern_rows(E2, 12)}
     upload_season(bucket, sheets)
     assert run_cli("sync").exit_code == 0
 
-    def source_listings() -> set[str]:
-        return {p["Prefix"] for p in s3_calls.of("ListObjectsV2") if not p["Prefix"].startswith(ML_PREFIX)}
+    def source_listings() -> list[str]:
+        """Each source folder listed, once per listing (the manifests folder is listed too, with and without '/')."""
+        prefixes = [p["Prefix"] for p in s3_calls.of("ListObjectsV2") if not p["Prefix"].startswith(ML_PREFIX)]
+        return sorted(p for p in prefixes if p != MANIFESTS_PREFIX)
+
+    def folder(episode_id: str) -> str:
+        return source_key(frame_number(episode_id, 0)).rsplit("/", 1)[0] + "/"
 
     s3_calls.clear()
     before = expected(all_classified(sheets))
-    sheets[E1][0][JONNY] = "Legendary"  # a reclassification moves dataset objects: no source needed
+    sheets[E1][0][JONNY] = "Legendary"  # a reclassification moves dataset objects: still, the sources are listed
     put_sheet(bucket, E1, sheets[E1])
     result = run_cli("sync")
     assert result.exit_code == 0, result.output
     assert counts(result.stdout, E1) == plan_counts(before, expected(all_classified(sheets)), E1)
     assert counts(result.stdout, E1)["move"] >= 1 and counts(result.stdout, E1)["copy"] == 0
-    assert source_listings() == {MANIFESTS_PREFIX}
+    assert source_listings() == sorted([folder(E1), folder(E2)])
 
     s3_calls.clear()
-    new = frame_number(E2, 50)
-    sheets[E2].append(row(new, "Rare"))
-    put_sources(bucket, [new])
-    put_sheet(bucket, E2, sheets[E2])
-    result = run_cli("sync")
+    result = run_cli("sync", "--episode", E2)
     assert result.exit_code == 0, result.output
-    assert source_listings() == {MANIFESTS_PREFIX, source_key(new).rsplit("/", 1)[0] + "/"}
+    assert source_listings() == [folder(E2)]
     assert dataset_keys(bucket) == expected(all_classified(sheets))
 
 

@@ -16,11 +16,12 @@ Metadata comes from the labels index the sync writes (`<ML prefix>labels.csv`), 
 `pull --version V` takes the files of version V from the source frames instead. The version object is read
 back as untrusted: every row is checked against the layout (`check_version_rows`) and every local folder must
 resolve under DEST before anything is written; a version that fails is refused, exit 1. A file is fetched
-when missing locally, of another size than the recorded source, or of that size with other content (MD5
+when missing locally, of another size than the recorded dataset object, or of that size with other content (MD5
 against the ETag, or against what `DEST/.tuttle-pull-index.parquet` recorded; the index spares a rerun the
-hashing), and checked against the recorded ETag; `--delete` removes only `<dataset>/<rarity>/<frame>.jpg`
-files. Its labels index is the version's rows of the pulled datasets whose file is on disk, with the
-version's metadata.
+hashing), and checked against the ETag the dataset object had (the source's, in versions older than that
+column); a source changed since is taken from the object version with that ETag when the bucket keeps one;
+`--delete` removes only `<dataset>/<rarity>/<frame>.jpg` files. Its labels index is the version's rows of
+the pulled datasets whose file is on disk, with the version's metadata.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.frame_table import FRAME_PATTERN, RARITIES, normalize_rarity
+from ..core.freshness import holds_source
 from ..core.labels import (
     LABELS_NAME,
     PARQUET_NAME,
@@ -379,6 +381,8 @@ class SourceDownload:
     etag: str
     size: int
     local_md5: str | None = None
+    #: other ETags the same bytes may carry (the source's, when the version says the dataset held them)
+    also: tuple[str, ...] = ()
 
 
 @dataclass
@@ -415,6 +419,10 @@ class VersionPullResult:
     changed_sources: list[tuple[str, str, str]] = field(default_factory=list)
     #: the changed sources were downloaded anyway (--accept-changed-sources)
     accepted_changed: bool = False
+    #: files taken from an older S3 object version of their source (the source changed since the version)
+    from_older_versions: int = 0
+    #: why changed sources could not be looked up among object versions (no permission, say), by source key
+    version_lookup_problems: dict[str, str] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     labels_rows: int = 0
     labels_written: bool = False
@@ -466,16 +474,22 @@ def plan_source_downloads(
     verified: dict[str, IndexEntry] = {}
     unrecorded: list[str] = []
     folders: dict[tuple[str, str], Path] = {}
-    names = ("dataset", "rarity", "frame", "source_key", "source_etag", "source_size")
-    for dataset, rarity, frame, key, etag, size in zip(*(rows[n].to_pylist() for n in names), strict=True):
+    names = ("dataset", "rarity", "frame", "source_key", "source_etag", "source_size", "dataset_etag", "dataset_size")
+    columns = [rows[n].to_pylist() if n in rows.column_names else [None] * rows.num_rows for n in names]
+    for dataset, rarity, frame, key, source_etag, source_size, held_etag, held_size in zip(*columns, strict=True):
+        # what the dataset held (recorded since issue 22); a version without it recorded only the source's
+        held = held_etag is not None and held_size is not None
+        etag, size = (held_etag, held_size) if held else (source_etag, source_size)
         if etag is None or size is None:
             unrecorded.append(key)
             continue
+        same = held and holds_source(held_etag, held_size, source_etag, source_size)
+        also = (source_etag,) if same and source_etag != etag else ()
         folder = folders.get((dataset, rarity))
         if folder is None:
             folder = folders[(dataset, rarity)] = checked_folder(dest_root, dest / dataset / rarity)
         name = f"{dataset}/{rarity}/{frame}.jpg"
-        item = SourceDownload(key, folder / f"{frame}.jpg", name, etag, size)
+        item = SourceDownload(key, folder / f"{frame}.jpg", name, etag, size, also=also)
         stat = _local_stat(dest_root, item.path)
         if stat is None or stat.st_size != size:
             downloads.append(item)
@@ -571,7 +585,7 @@ def pull_version(
     )
 
     def fetch(item: SourceDownload) -> tuple[SourceDownloaded, os.stat_result]:
-        done = download_source(store, item.key, item.path, item.etag, accept_changed)
+        done = download_source(store, item.key, item.path, item.etag, accept_changed, item.also)
         return done, os.stat(item.path)
 
     with progress(len(downloads), "download") as bar:
@@ -579,6 +593,8 @@ def pull_version(
             bar.update(1)
             if isinstance(outcome, SourceChanged):
                 result.changed_sources.append((item.key, outcome.recorded, outcome.current))
+                if outcome.why:
+                    result.version_lookup_problems[item.key] = outcome.why
             elif isinstance(outcome, ClientError) and error_code(outcome) in _NOT_FOUND:
                 result.missing_sources.append(item.key)
             elif isinstance(outcome, (ClientError, BotoCoreError, OSError)):
@@ -589,6 +605,7 @@ def pull_version(
                 done, stat = outcome
                 result.downloaded += 1
                 result.downloaded_bytes += done.written
+                result.from_older_versions += done.version_id is not None
                 verified[item.name] = IndexEntry.of(stat, done.changed or item.etag, done.md5)
                 if done.changed is not None:
                     result.changed_sources.append((item.key, item.etag, done.changed))
@@ -896,10 +913,11 @@ def pull_version_command(
                 *(where, key, version_id, recorded, current),
             )
         else:
+            why = result.version_lookup_problems.get(key) or "the bucket keeps no object version with that ETag"
             outcome_log.error(
-                "source frame %s/%s changed since version %s (ETag %s, now %s); not downloaded "
+                "source frame %s/%s changed since version %s (ETag %s, now %s) and %s; not downloaded "
                 "(--accept-changed-sources takes today's picture)",
-                *(where, key, version_id, recorded, current),
+                *(where, key, version_id, recorded, current, why),
             )
     if len(result.changed_sources) > SHOWN:
         outcome_log.error("... and %d more changed source frames", len(result.changed_sources) - SHOWN)
@@ -907,6 +925,13 @@ def pull_version_command(
         outcome_log.error("download %s failed: %s", failure.key, failure.error)
     if len(result.failures) > SHOWN:
         outcome_log.error("... and %d more failed downloads", len(result.failures) - SHOWN)
+    if result.from_older_versions:
+        outcome_log.info(
+            "%d frames of version %s came from older object versions of their sources (changed since; the bucket "
+            "keeps object versions)",
+            result.from_older_versions,
+            version_id,
+        )
     if output_format == "json":
         record = {"version": version_id, "datasets": list(chosen), "dest": str(dest), **dataclasses.asdict(result)}
         record["failures"] = [{"key": f.key, "error": f.error} for f in result.failures]
@@ -914,9 +939,10 @@ def pull_version_command(
         sys.exit(result.exit_code)
     deleted = f", deleted {result.deleted:,} local files" if delete else ""
     labels = "written" if result.labels_written else "unchanged"
+    older = f", {result.from_older_versions:,} from older object versions" if result.from_older_versions else ""
     click.echo(
         f"pulled version {version_id} ({', '.join(chosen)}) to {dest}: {result.files:,} files; downloaded "
-        f"{result.downloaded:,} ({_size(result.downloaded_bytes)}), {result.up_to_date:,} up to date "
+        f"{result.downloaded:,} ({_size(result.downloaded_bytes)}{older}), {result.up_to_date:,} up to date "
         f"({result.hashed:,} hashed), {len(result.corrupted):,} differed from the source{deleted}; "
         f"sources missing {len(result.missing_sources):,}, changed {len(result.changed_sources):,}; "
         f"failed {len(result.failures):,}; labels.csv {labels} ({result.labels_rows:,} rows)"

@@ -32,16 +32,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .. import __version__
 from ..core.clock import Clock
 from ..core.content import canonical_members
-from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
+from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard, refresh_guard
 from ..core.findings import NO_FINDINGS_HASH, UNDECODABLE_COLUMNS, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
 from ..core.labels import is_job_key, labels_key, parse_labels_csv
 from ..core.listing_check import check_listing
 from ..core.manifests import Episode, collect_episodes, filter_episodes
 from ..core.plan import (
+    OBJECT_COLUMNS,
     KeyLayout,
     Plan,
-    episodes_with_unplaced_frames,
     held_in_place,
     plan_changes,
     split_holding_in_place,
@@ -51,6 +51,7 @@ from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
 from ..core.selectors import unmatched
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..core.text import counted, csv_safe, escape_control
+from ..core.versions import dataset_objects_table
 from ..edges import aws
 from ..edges.aws import describe
 from ..edges.cloudwatch import log_group_from_env, metrics_destination, observed_run
@@ -63,11 +64,11 @@ from ..edges.data_digest import (
     record_sent_findings,
     sent_findings_hash,
 )
-from ..edges.s3_apply import apply_plan
+from ..edges.s3_apply import ApplyResult, apply_plan
 from ..edges.s3_bucket import BOTO3_THREADS, S3Bucket
 from ..edges.s3_content import read_all_hashes, stored_episodes, update_hashes
 from ..edges.s3_labels import read_labels_object, update_labels_index
-from ..edges.s3_listing import list_datasets, list_sources
+from ..edges.s3_listing import Inventory, list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
 from ..edges.s3_objects import fetch_object, read_manifests
 from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
@@ -303,6 +304,12 @@ def run_sync(
         if guard and not options.force:
             report.refused = guard
             log.warning(guard)
+        # a refresh is a write, never a delete; but a mass refresh (another TUTTLE_IMG_SIZE) is held to the same
+        # limits, so a mistyped size cannot rewrite the catalogue unasked
+        refresh_refusal = refresh_guard(plan.count("refresh"), plan.current_count, options.max_delete)
+        if refresh_refusal and not options.force:
+            report.refresh_refused = refresh_refusal
+            log.warning(refresh_refusal)
         if options.dry_run:
             return report
         if plan.writes == 0:
@@ -312,21 +319,25 @@ def run_sync(
             _record_version(settings, store, layout, plan, labels, report, baseline)
             return report
         log.info(
-            "applying: %d copies, %d moves, %d deletes", plan.count("copy"), plan.count("move"), plan.count("delete")
+            "applying: %d copies, %d moves, %d refreshes, %d deletes",
+            *(plan.count(action) for action in ("copy", "move", "refresh", "delete")),
         )
         result = apply_plan(
             store,
             plan,
             plain_deletes=report.refused is None,
+            refreshes=report.refresh_refused is None,
             on_progress=log.info,
             before_deletes=getattr(lock, "still_ours", None),
         )
         report.applied = True
         report.copied, report.moved, report.deleted = result.copied, result.moved, result.deleted
+        report.refreshed, report.refreshes_held_back = result.refreshed, result.refreshes_held_back
         report.failed = result.failed
         report.deletes_held_back = result.deletes_held_back
         for failure in result.failures[:20]:
-            report.error(f"{failure.action} {failure.key} failed: {failure.error}")
+            kept = "; the old copy is kept, the next run tries again" if failure.action == "refresh" else ""
+            report.error(f"{failure.action} {failure.key} failed: {failure.error}{kept}")
         if result.failed > 20:
             report.error(f"... and {result.failed - 20:,} more failed operations")
         if result.failed and result.deletes_held_back:
@@ -341,7 +352,7 @@ def run_sync(
             )
             return report  # and writes no version: the next run writes the version of what it finds
         labels = update_labels_index(store, layout, plan, report, result)
-        _record_version(settings, store, layout, plan, labels, report, baseline)
+        _record_version(settings, store, layout, plan, labels, report, baseline, result)
     return report
 
 
@@ -353,15 +364,18 @@ def _record_version(
     labels: pd.DataFrame | None,
     report: RunReport,
     baseline: Baseline | None = None,
+    result: ApplyResult | None = None,
 ) -> None:
     """The dataset version of what the run left, unless the labels index could not be worked out (that error is
-    reported; the next run writes the version). `baseline`: the latest version as read before applying."""
+    reported; the next run writes the version). `baseline`: the latest version as read before applying;
+    `result`: what the apply wrote (its objects' ETags are recorded as the copies')."""
     if labels is None:
         return
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
+    objects = objects_after_apply(store, layout, plan, result, report)
 
-    # a listing of sources for the version is needed only for a first version (or after a crash or an
-    # image-size change): on threads, whatever spreads out the sync's own listing
+    # a listing of sources for the version is needed only for episodes not planned this run that the latest
+    # version has no ETags of (a first version, or after a crash): on threads, as the sync's own listing
     content = None
     if plan.content is not None and len(plan.content):
         known = plan.content[plan.content["hash"].notna()]
@@ -381,8 +395,50 @@ def _record_version(
         plan.sources,
         report,
         baseline=baseline,
+        dataset_objects=objects,
         content=content,
     )
+
+
+def objects_after_apply(
+    store: S3Bucket, layout: KeyLayout, plan: Plan, result: ApplyResult | None, report: RunReport
+) -> pa.Table:
+    """What each dataset object holds after the apply (dataset_key, dataset_etag, dataset_size): the ML listing's
+    ETag and size, and for each object written this run those of what it was copied from (a server-side copy
+    of a single-part object keeps its MD5 ETag). A copy of a multipart upload may get another ETag, so those
+    few are asked of S3 (HEAD), the copy's own answer."""
+    listed = plan.objects if plan.objects is not None else pd.DataFrame(columns=OBJECT_COLUMNS)
+    table = dataset_objects_table(listed["key"], listed["etag"], listed["size"])  # columnar: no Python per key
+    if result is None or not result.written:
+        return table
+    # the few objects written this run: what each was copied from (a source, or for a move a dataset object)
+    written = dict(result.written)
+    sources = plan.sources
+    known: dict[str, tuple[Any, Any]] = {}
+    if len(sources):
+        source_keys = layout.source_keys(sources["episode_id"], sources["frame"])
+        wanted = source_keys.isin(set(written.values())).to_numpy(dtype=bool)
+        columns = (source_keys[wanted], sources["etag"][wanted], sources["size"][wanted])
+        rows = zip(*(c.tolist() for c in columns), strict=True)
+        known.update((key, (etag, size)) for key, etag, size in rows)
+    from_objects = listed[listed["key"].isin(set(written.values()))] if len(listed) else listed
+    for key, etag, size in zip(*(from_objects[c].tolist() for c in ("key", "etag", "size")), strict=True):
+        known.setdefault(key, (etag, size))
+    keys, etags, sizes = [], [], []
+    for dst, src in written.items():
+        etag, size = known.get(src, (None, None))
+        if etag is None or "-" in str(etag):  # a multipart source: its copy may carry another ETag; ask S3
+            try:
+                head = store.client.head_object(Bucket=store.bucket, Key=dst)
+                etag, size = head.get("ETag"), head.get("ContentLength")
+            except (ClientError, BotoCoreError) as exc:
+                report.warn(f"s3://{store.bucket}/{dst}: its ETag is not recorded in the version ({describe(exc)})")
+                etag = size = None
+        keys.append(dst)
+        etags.append(etag)
+        sizes.append(None if size is None or pd.isna(size) else int(size))
+    # written objects first: the first row of a key wins (the listing's row is what the object held before)
+    return pa.concat_tables([dataset_objects_table(keys, etags, sizes), table])
 
 
 def _update_content(
@@ -646,8 +702,13 @@ def _plan_run(
     # the latest dataset version is read while the ML prefix is listed, to check the listing against it
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
     latest = InBackground(_latest_version, versions, report)
+    # every planned episode's source folder (one LIST page per 1,000 frames, several folders at once), listed
+    # while the ML prefix is: each dataset object is compared with its source, so a re-rendered source reaches
+    # its copy the same night, and the nightly cost is the longer of the two listings, not their sum
+    folders = {eid: layout.source_folder(eid) for eid in frames}
+    source_listing = InBackground(list_sources, store, folders)
     try:
-        inventory = list_datasets(store, layout)
+        inventory = list_datasets(store, layout, with_objects=True)
     except InventoryError as exc:
         report.error(f"{exc}; nothing was planned or changed")
         _record_counts(report, None, [e.episode_id for e in episodes])
@@ -656,10 +717,7 @@ def _plan_run(
     baseline = latest.result()
     _check_listing(store, settings, options, layout, versions, baseline, current, inventory.folders, report)
 
-    # only an episode with a classified frame in no dataset folder needs its sources: a nightly run whose
-    # sheets added no frame lists the dataset folders alone
-    folders = {eid: layout.source_folder(eid) for eid in episodes_with_unplaced_frames(frames, current)}
-    sources, source_errors = list_sources(store, folders)
+    sources, source_errors = source_listing.result()
     for eid, message in source_errors.items():
         report.error(f"{eid}: {message}")
         report.skip(eid, "source listing failed")
@@ -721,6 +779,7 @@ def _plan_run(
         prune_orphans=prune,
         held_frames=held,
         held_episodes=held_episodes,
+        objects=dataset_objects(inventory),
     )
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
     plan.sources = sources
@@ -769,6 +828,21 @@ def _sheet_rows(missing: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> np.nd
         found = by_frame.reindex(missing["frame"].to_numpy()[where])
         rows[where] = found.fillna(0).astype(np.int64).to_numpy()
     return rows
+
+
+def dataset_objects(inventory: Inventory) -> pd.DataFrame:
+    """The listed dataset objects as OBJECT_COLUMNS (key, etag, size, last_modified), for the refresh."""
+    table = inventory.objects
+    if table is None:
+        return pd.DataFrame(columns=OBJECT_COLUMNS)
+    return pd.DataFrame(
+        {
+            "key": pd.Series(pd.arrays.ArrowStringArray(table["path"].cast(pa.string()))),
+            "etag": pd.Series(pd.arrays.ArrowStringArray(table["e_tag"].cast(pa.string()))),
+            "size": table["size"].cast(pa.int64()).to_pandas(),
+            "last_modified": table["last_modified"].to_pandas(),
+        }
+    )
 
 
 def _concat_frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -971,12 +1045,14 @@ def print_report(report: RunReport, output_format: str = "text") -> int:
         )
     for message in report.findings:
         outcome_log.warning(message)
-    if report.errors or report.refused:
+    if report.errors or report.refused or report.refresh_refused:
         outcome_log.error("job failures (%d): the job could not do all its work", report.job_failures)
     for message in report.errors:
         outcome_log.error(message)
     if report.refused:
         outcome_log.error(report.refused)
+    if report.refresh_refused:
+        outcome_log.error(report.refresh_refused)
     if output_format == "json":  # built from the run summary: every count the report has, nothing to keep in step
         click.echo(json.dumps(report.summary(), indent=2, default=str))
         return report.exit_code

@@ -91,3 +91,21 @@ def episode_delete_guard(counts: pd.DataFrame, limit: DeleteLimit | None) -> str
         f"refusing the deletes: {named}{more} ({rule}, per episode); check those sheets, then rerun with --force "
         "or a higher --max-delete"
     )
+
+
+def refresh_guard(refreshes: int, existing: int, limit: DeleteLimit | None) -> str | None:
+    """The refusal message if `refreshes` (dataset objects rewritten from their sources) are too many, by the
+    delete guard's rule: a mistyped TUTTLE_IMG_SIZE must not rewrite the catalogue unasked."""
+    if limit is None:
+        too_many = refreshes > DEFAULT_DELETE_FLOOR and refreshes > existing * DEFAULT_DELETE_SHARE
+        rule = f"more than {DEFAULT_DELETE_SHARE:.0%} of them and more than {DEFAULT_DELETE_FLOOR}"
+    else:
+        too_many = limit.exceeded(refreshes, existing)
+        rule = f"more than --max-delete {limit.count if limit.count is not None else f'{limit.percent:g}%'}"
+    if not too_many:
+        return None
+    return (
+        f"refusing {refreshes:,} refreshes of the {existing:,} dataset files of the planned episodes ({rule}): "
+        "that many sources differ from their dataset copies (a changed TUTTLE_IMG_SIZE?); check, then rerun with "
+        "--force or a higher --max-delete"
+    )

@@ -4,8 +4,12 @@ Change sets, each a DataFrame with PLAN_COLUMNS:
 - keep:   the frame is already where it should be;
 - move:   the frame is in the datasets elsewhere: copy from that dataset object, then delete it;
 - copy:   the frame is wanted but in no dataset folder: copy from the source frame;
+- refresh: the frame is where it should be, but the dataset object no longer holds its source's picture (a
+  re-rendered source, an object overwritten by hand, another TUTTLE_IMG_SIZE): copy the source over it (no delete);
 - delete: a dataset object of a planned episode that is not wanted (or an orphan, when pruning).
-Wanted frames with neither a dataset copy nor a source frame are reported as `missing`.
+Wanted frames with neither a dataset copy nor a source frame are reported as `missing`; so are, when the
+dataset objects are compared with their sources, frames in place whose source is gone: those are both a `keep`
+(their copy stays, and counts as staying for the delete guard) and `missing` (reported).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import pyarrow.compute as pc
 
 from . import columns as col
 from .frame_table import FRAME_PATTERN, RARITIES
+from .freshness import stale
 from .split import DEFAULT_STRATIFY, split_frames
 
 PLAN_COLUMNS = ["action", "episode_id", "frame", "src_key", "dst_key"]
-ACTIONS = ("keep", "copy", "move", "delete")
+ACTIONS = ("keep", "copy", "move", "refresh", "delete")
+#: what a listing says of each dataset object, for the comparison with its source (`etag` as S3 quotes it)
+OBJECT_COLUMNS = ["key", "etag", "size", "last_modified"]
 INVENTORY_COLUMNS = ["key", "episode_id", "frame", "dataset", "rarity"]
 _FRAME_LENGTH = len("TT_S01_E01_FRM-00-00-08-12")
 #: `<FRAME NUMBER>.jpg`: the last characters of every dataset object key
@@ -232,8 +239,11 @@ class Plan:
     current: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INVENTORY_COLUMNS))
     #: the sheets' metadata of the planned frames (episode_id, frame, metadata), for the labels index
     metadata: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["episode_id", "frame", "metadata"]))
-    #: the source frames listed this run (episode_id, frame, etag, size), for the dataset version's ETags
+    #: the source frames listed this run (episode_id, frame, etag, size, last_modified): the refresh's and the
+    #: dataset version's ETags (every planned episode's source folder is listed)
     sources: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["episode_id", "frame", "etag", "size"]))
+    #: every listed dataset object's ETag, size and time (OBJECT_COLUMNS), when the run compared them
+    objects: pd.DataFrame | None = None
     #: the content hashes known this run (HASH_COLUMNS of core.content, with episode_id), for the version
     content: pd.DataFrame | None = None
 
@@ -246,8 +256,8 @@ class Plan:
 
     @property
     def writes(self) -> int:
-        """S3 objects this plan would write or delete."""
-        return self.count("copy") + 2 * self.count("move") + self.count("delete")
+        """S3 objects this plan would write or delete (a refresh is one write over the dataset object)."""
+        return self.count("copy") + 2 * self.count("move") + self.count("refresh") + self.count("delete")
 
     def deletes_leaving(self) -> int:
         """Plain deletes of frames that leave the datasets. An extra copy of a frame that stays (what an
@@ -275,7 +285,7 @@ class Plan:
         return counts.sort_index()
 
     def counts_by_episode(self) -> pd.DataFrame:
-        """Per episode: keep, copy, move, delete, missing."""
+        """Per episode: keep, copy, move, refresh, delete, missing."""
         both = (self.actions, self.missing)
         rows = pa.table({name: col.chain(*(col.strings(t[name]) for t in both)) for name in ("episode_id", "action")})
         grouped = rows.group_by(["episode_id", "action"]).aggregate([([], "count_all")]).to_pandas()
@@ -386,8 +396,9 @@ def plan_changes(
     prune_orphans: bool = False,
     held_frames: Collection[str] = (),
     held_episodes: Collection[str] = (),
+    objects: pd.DataFrame | None = None,
 ) -> Plan:
-    """Diff the wanted state against the bucket into keep / copy / move / delete.
+    """Diff the wanted state against the bucket into keep / copy / move / refresh / delete.
 
     - `wanted`: episode_id, frame, rarity, dataset — one row per frame, planned episodes only.
     - `current`: the parsed ML listing (INVENTORY_COLUMNS), all episodes.
@@ -396,6 +407,9 @@ def plan_changes(
     - `known_episodes`: every episode in a manifest; dataset objects of others are orphans.
     - `held_frames`: frames whose sheet rows were rejected; their dataset objects are not deleted.
     - `held_episodes`: episodes with a rejected row that names no frame; none of their objects is a plain delete.
+    - `objects`: OBJECT_COLUMNS of the listed dataset objects. Given, `sources` must be every source of the
+      planned episodes (etag, size, last_modified too): a frame in place whose object is not its source's
+      picture (`freshness.stale`) is a refresh, one whose source is gone is kept and also reported missing.
 
     Columnar throughout (pyarrow.compute on Arrow-backed columns): set membership is a hash lookup built on the
     smaller side, so a nightly plan of a million frames costs a few passes over the columns.
@@ -427,6 +441,19 @@ def plan_changes(
         pending = _select(want, ~in_place)
         pending["dst_key"] = layout._dataset_keys(pending["dataset"], pending["rarity"], pending["frame"])
     keep = {name: col.take(want[name], in_place) for name in ("episode_id", "frame")}
+    refresh: dict[str, pa.ChunkedArray] = {"episode_id": keep["episode_id"][:0], "frame": keep["frame"][:0]}
+    refresh_keys = keep_keys[:0]
+    gone: dict[str, pa.ChunkedArray] = dict(refresh)
+    gone_keys = keep_keys[:0]
+    if objects is not None:
+        outdated, sourced = _outdated(keep["frame"], keep_keys, sources, objects)
+        staying = ~outdated  # a frame in place without a source stays a keep (and is reported missing too)
+        refresh = {name: col.take(values, outdated) for name, values in keep.items()}
+        refresh_keys = col.take(keep_keys, outdated)
+        gone = {name: col.take(values, ~sourced) for name, values in keep.items()}
+        gone_keys = col.take(keep_keys, ~sourced)
+        keep = {name: col.take(values, staying) for name, values in keep.items()}
+        keep_keys = col.take(keep_keys, staying)
 
     # a frame already in the datasets elsewhere moves from its first (by key) dataset object
     elsewhere = _select(mine, pending_objects)
@@ -438,6 +465,15 @@ def plan_changes(
     moves = _select(pending, has_copy)
     move_src = pc.take(first["key"], pc.drop_null(place))
     unplaced = _select(pending, ~has_copy)
+
+    if objects is not None and len(move_src):
+        # a frame to move whose dataset object is not its source's picture is copied from the source instead
+        # (the old object is then a delete of an extra copy): a move would carry the old picture along
+        stale_moves, _ = _outdated(moves["frame"], move_src, sources, objects)
+        if stale_moves.any():
+            recopied = _select(moves, stale_moves)
+            moves, move_src = _select(moves, ~stale_moves), col.take(move_src, ~stale_moves)
+            unplaced = {name: col.chain(values, recopied[name]) for name, values in unplaced.items()}
 
     has_source = col.is_in(unplaced["frame"], col.strings(sources["frame"]))
     copies = _select(unplaced, has_source)
@@ -459,11 +495,15 @@ def plan_changes(
             _rows("keep", keep, keep_keys, keep_keys),
             _rows("copy", copies, layout._source_keys(copies["episode_id"], copies["frame"]), copies["dst_key"]),
             _rows("move", moves, move_src, moves["dst_key"]),
+            _rows("refresh", refresh, layout._source_keys(refresh["episode_id"], refresh["frame"]), refresh_keys),
             *delete_parts,
         ]
     )
     missing_rows = _table(
-        [_rows("missing", missing, layout._source_keys(missing["episode_id"], missing["frame"]), missing["dst_key"])]
+        [
+            _rows("missing", missing, layout._source_keys(missing["episode_id"], missing["frame"]), missing["dst_key"]),
+            _rows("missing", gone, layout._source_keys(gone["episode_id"], gone["frame"]), gone_keys),
+        ]
     )
     mine_count = int(len(mine["key"]))
     return Plan(
@@ -473,4 +513,40 @@ def plan_changes(
         episodes=sorted(set(planned_episodes)),
         current_count=mine_count + (int(orphan_rows.sum()) if prune_orphans else 0),
         current=current,
+        objects=objects,
     )
+
+
+def _outdated(
+    frames: pa.ChunkedArray, keys: pa.ChunkedArray, sources: pd.DataFrame, objects: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """For frames in place (their dataset object `keys`): whose object is not its source's picture, and which
+    have a source at all."""
+    source_frames = col.strings(sources["frame"])
+    at = pc.index_in(frames, value_set=col._one_array(source_frames))
+    sourced = col.mask(pc.is_valid(at))
+    object_keys = col.strings(objects["key"])
+    mine = pc.index_in(keys, value_set=col._one_array(object_keys))
+    listed = col.mask(pc.is_valid(mine))
+
+    def pick(frame: pd.DataFrame, name: str, rows: pa.ChunkedArray) -> pa.ChunkedArray:
+        values = frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object)
+        return pc.take(_arrow(values, name), rows)
+
+    outdated = stale(
+        pick(objects, "etag", mine),
+        pick(objects, "size", mine),
+        pick(objects, "last_modified", mine),
+        pick(sources, "etag", at),
+        pick(sources, "size", at),
+        pick(sources, "last_modified", at),
+    )
+    return outdated & sourced & listed, sourced
+
+
+def _arrow(values: pd.Series, name: str) -> pa.ChunkedArray:
+    """A column of a listing as one Arrow chunked array of its kind (string ETags, int64 sizes, UTC times)."""
+    kind = {"etag": pa.string(), "size": pa.int64(), "last_modified": pa.timestamp("us", tz="UTC")}[name]
+    if name == "last_modified":
+        return pa.chunked_array([pa.array(pd.to_datetime(values, utc=True), type=kind, from_pandas=True)])
+    return pa.chunked_array([pa.array(values, type=kind, from_pandas=True)])

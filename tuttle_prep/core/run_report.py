@@ -39,7 +39,7 @@ EXIT_CONFIG = 2
 #: `row`: the frame's sheet row (0 where it is not known)
 MISSING_COLUMNS = ["episode_id", "frame", "src_key", "row"]
 
-COUNT_COLUMNS = ["keep", "copy", "move", "delete", "missing", "rejected"]
+COUNT_COLUMNS = ["keep", "copy", "move", "refresh", "delete", "missing", "rejected"]
 
 
 @dataclass
@@ -87,10 +87,16 @@ class RunReport:
     digest: str | None = None
     _findings: tuple[tuple, pd.DataFrame, str] | None = field(default=None, repr=False, compare=False)
     refused: str | None = None
+    #: the refresh guard's refusal (too many dataset objects differ from their sources), if it refused
+    refresh_refused: str | None = None
     config_error: str | None = None
     applied: bool = False
     copied: int = 0
     moved: int = 0
+    #: dataset objects copied over from their sources (re-rendered, overwritten by hand, another image size)
+    refreshed: int = 0
+    #: refreshes not applied (the refresh guard refused them)
+    refreshes_held_back: int = 0
     deleted: int = 0
     failed: int = 0
     deletes_held_back: int = 0
@@ -161,8 +167,9 @@ class RunReport:
 
     @property
     def job_failures(self) -> int:
-        """Job failures: errors, a refused delete guard, a configuration error."""
-        return len(self.errors) + bool(self.refused) + bool(self.config_error) + bool(self.failed and not self.errors)
+        """Job failures: errors, a refused delete or refresh guard, a configuration error."""
+        refusals = bool(self.refused) + bool(self.refresh_refused)
+        return len(self.errors) + refusals + bool(self.config_error) + bool(self.failed and not self.errors)
 
     @property
     def job_failed(self) -> bool:
@@ -272,7 +279,12 @@ class RunReport:
             return f"usage error: {self.usage_error}; nothing was changed"
         if self.dry_run:
             deletes = "refuse the deletes" if self.refused else f"delete {self.total('delete'):,}"
-            line = f"dry run: would copy {self.total('copy'):,}, move {self.total('move'):,}, {deletes}"
+            refreshes = ""
+            if self.refresh_refused:
+                refreshes = "refuse the refreshes, "
+            elif self.total("refresh"):
+                refreshes = f"refresh {self.total('refresh'):,}, "
+            line = f"dry run: would copy {self.total('copy'):,}, move {self.total('move'):,}, {refreshes}{deletes}"
             if self.listing_stop:
                 line = f"dry run: would stop: the listing contradicts dataset version {self.listing_stop}"
             return f"{line}; nothing was changed"
@@ -280,12 +292,17 @@ class RunReport:
             return f"stopped: the listing contradicts dataset version {self.listing_stop}; nothing was applied"
         if not self.applied:
             return "nothing was applied"
-        line = f"done: copied {self.copied:,}, moved {self.moved:,}, deleted {self.deleted:,}; failed {self.failed:,}"
+        # the refreshes are named when there were any to do
+        refreshed = f"refreshed {self.refreshed:,}, " if self.refreshed or self.total("refresh") else ""
+        line = f"done: copied {self.copied:,}, moved {self.moved:,}, {refreshed}deleted {self.deleted:,}"
+        line += f"; failed {self.failed:,}"
         if self.deletes_held_back:
             line += f"; {self.deletes_held_back:,} deletes held back"
+        if self.refreshes_held_back:
+            line += f"; {self.refreshes_held_back:,} refreshes held back"
         if self.version:
             line += f"; dataset version {self.version} written" + (" (partial)" if self.version_partial else "")
-        elif self.version_unchanged and not (self.copied or self.moved or self.deleted):
+        elif self.version_unchanged and not (self.copied or self.moved or self.refreshed or self.deleted):
             line += f"; datasets unchanged since version {self.version_unchanged}"
         elif self.version_unchanged:  # objects were written or deleted, yet the outcome is the version's
             line += f"; the datasets' outcome matches version {self.version_unchanged}, so no version was written"
@@ -302,6 +319,8 @@ class RunReport:
             "counts": {c: self.total(c) for c in COUNT_COLUMNS},
             "copied": self.copied,
             "moved": self.moved,
+            "refreshed": self.refreshed,
+            "refreshes_held_back": self.refreshes_held_back,
             "deleted": self.deleted,
             "failed": self.failed,
             "deletes_held_back": self.deletes_held_back,
@@ -316,6 +335,7 @@ class RunReport:
             "split_seed_fingerprint": self.seed_fingerprint,
             "split_mode": self.split_mode,
             "refused": self.refused,
+            "refresh_refused": self.refresh_refused,
             "errors": len(self.errors),
             "job_failures": self.job_failures,
             "job_failed": self.job_failed,
@@ -323,6 +343,7 @@ class RunReport:
                 *([self.config_error] if self.config_error else []),
                 *self.errors[:10],
                 *([self.refused] if self.refused else []),
+                *([self.refresh_refused] if self.refresh_refused else []),
             ],
             "data_findings": self.data_finding_count,
             "data_findings_sha256": self.data_findings_sha256() if self.planned else None,

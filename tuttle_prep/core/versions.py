@@ -38,9 +38,19 @@ VERSION_COLUMNS = [
     "source_key",
     "source_etag",
     "source_size",
+    "dataset_etag",
+    "dataset_size",
 ]
-#: the columns that make a dataset's outcome; a source's ETag or size alone makes no new version
+#: the labels and keys of a version's rows (the rows a diff compares)
 OUTCOME_COLUMNS = VERSION_COLUMNS[:7]
+#: what the dataset object held when the version was written (from the ML listing, or the copy made this run);
+#: versions written before these columns existed have none, and are read with them empty
+DATASET_OBJECT_COLUMNS = ["dataset_etag", "dataset_size"]
+#: what a version's digest covers: the outcome and the bytes each dataset object held (its ETag), so a refreshed
+#: picture makes a new version; a source's ETag or size alone makes none
+DIGEST_COLUMNS = [*OUTCOME_COLUMNS, "dataset_etag"]
+#: the columns every version object has
+REQUIRED_COLUMNS = [c for c in VERSION_COLUMNS if c not in DATASET_OBJECT_COLUMNS]
 #: the dHash (uint64) of the source bytes the version's ETag names, null when not hashed; versions written
 #: before it existed lack the column and read back with nulls
 CONTENT_COLUMN = "content_hash"
@@ -80,9 +90,12 @@ _SCHEMA = pa.schema(
         ("source_key", pa.string()),
         ("source_etag", pa.string()),
         ("source_size", pa.int64()),
+        ("dataset_etag", pa.string()),
+        ("dataset_size", pa.int64()),
         (CONTENT_COLUMN, pa.uint64()),
     ]
 )
+_INT_COLUMNS = ("source_size", "dataset_size")
 
 
 class VersionError(ValueError):
@@ -186,12 +199,18 @@ def source_keys_of(
     return pc.binary_join_element_wise(head, lower, tail, frames.cast(pa.string()), ".jpg", "")
 
 
-def build_version_table(labels: pd.DataFrame, layout: KeyLayout, known_sources: pa.Table | None = None) -> pa.Table:
+def build_version_table(
+    labels: pd.DataFrame,
+    layout: KeyLayout,
+    known_sources: pa.Table | None = None,
+    dataset_objects: pa.Table | None = None,
+) -> pa.Table:
     """One VERSION_COLUMNS row per dataset object, as an Arrow table (strings stay in Arrow: no Python objects).
 
     `labels`: frame, episode_id, dataset, rarity, metadata, s3_key (the labels index, sorted by key);
     `known_sources` (KNOWN_COLUMNS): source objects known this run (a listing first, then the previous
-    version); rows of other frames get a null ETag and size.
+    version); rows of other frames get a null ETag and size. `dataset_objects` (dataset_key, dataset_etag,
+    dataset_size): what each dataset object holds (`dataset_objects_table`); rows of other keys get nulls.
     """
 
     def column(name: str) -> pa.Array:
@@ -209,7 +228,44 @@ def build_version_table(labels: pd.DataFrame, layout: KeyLayout, known_sources: 
             "source_key": source_keys_of(layout, episode_ids, frames),
         }
     )
-    return fill_sources(table, known_sources)
+    return fill_dataset_objects(fill_sources(table, known_sources), dataset_objects)
+
+
+def dataset_objects_table(keys: Sequence[str], etags: Sequence[str | None], sizes: Sequence[int | None]) -> pa.Table:
+    """Dataset objects as (dataset_key, dataset_etag without S3's quotes, dataset_size)."""
+    return pa.table(
+        {
+            "dataset_key": pa.array(keys, type=pa.string()),
+            "dataset_etag": pc.utf8_trim(pa.array(etags, type=pa.string()), characters='" '),
+            "dataset_size": pa.array(sizes, type=pa.int64()),
+        }
+    )
+
+
+def fill_dataset_objects(table: pa.Table, dataset_objects: pa.Table | None) -> pa.Table:
+    """Set dataset_etag / dataset_size of each row from `dataset_objects` by dataset key (the first row of a key
+    wins); rows of keys it does not hold get nulls."""
+    n = table.num_rows
+    if dataset_objects is None or dataset_objects.num_rows == 0:
+        etags, sizes = pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())
+    else:
+        keys = dataset_objects["dataset_key"].cast(pa.string()).combine_chunks()
+        position = pc.index_in(table["dataset_key"].cast(pa.string()), value_set=keys)
+        etags = dataset_objects["dataset_etag"].cast(pa.string()).take(position)
+        sizes = dataset_objects["dataset_size"].cast(pa.int64()).take(position)
+    return _set(_set(table, "dataset_etag", etags), "dataset_size", sizes)
+
+
+def _set(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """`table` with column `name` replaced by `values` (appended if it has none)."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)
+
+
+def _extra(table: pa.Table) -> list[str]:
+    """The columns after the source ones that a version table carries along (the dataset objects')."""
+    return [c for c in DATASET_OBJECT_COLUMNS if c in table.column_names]
 
 
 def known_sources_table(
@@ -239,12 +295,13 @@ def normalize_etag(etag: str | None) -> str | None:
 def fill_sources(table: pa.Table, known_sources: pa.Table | None) -> pa.Table:
     """Set source_etag / source_size of each row from `known_sources` (KNOWN_COLUMNS; the first row of a frame
     wins, and only if its source key is the row's: another image size is another object)."""
-    table = table.select(OUTCOME_COLUMNS)
+    extra = _extra(table)
+    table = table.select([*OUTCOME_COLUMNS, *extra])
     n = table.num_rows
     if known_sources is None or known_sources.num_rows == 0:
-        return table.append_column("source_etag", pa.nulls(n, pa.string())).append_column(
-            "source_size", pa.nulls(n, pa.int64())
-        )
+        filled = table.select(OUTCOME_COLUMNS).append_column("source_etag", pa.nulls(n, pa.string()))
+        filled = filled.append_column("source_size", pa.nulls(n, pa.int64()))
+        return _carry(filled, table, extra)
     # by frame: hashing the 26-character frame numbers costs a third of hashing the keys
     frames = known_sources["frame"].cast(pa.string()).combine_chunks()
     position = pc.index_in(table["frame"], value_set=frames)
@@ -253,7 +310,14 @@ def fill_sources(table: pa.Table, known_sources: pa.Table | None) -> pa.Table:
     )
     etags = pc.if_else(same_key, known_sources["source_etag"].cast(pa.string()).take(position), None)
     sizes = pc.if_else(same_key, known_sources["source_size"].cast(pa.int64()).take(position), None)
-    return table.append_column("source_etag", etags).append_column("source_size", sizes)
+    filled = table.select(OUTCOME_COLUMNS).append_column("source_etag", etags).append_column("source_size", sizes)
+    return _carry(filled, table, extra)
+
+
+def _carry(filled: pa.Table, table: pa.Table, extra: list[str]) -> pa.Table:
+    for name in extra:
+        filled = filled.append_column(name, table[name])
+    return filled
 
 
 def with_sources(table: pa.Table, known_sources: pa.Table) -> pa.Table:
@@ -264,7 +328,7 @@ def with_sources(table: pa.Table, known_sources: pa.Table) -> pa.Table:
     filled = fill_sources(table, known_sources)
     etag = pc.if_else(missing, filled["source_etag"], table["source_etag"])
     size = pc.if_else(missing, filled["source_size"], table["source_size"])
-    return table.select(OUTCOME_COLUMNS).append_column("source_etag", etag).append_column("source_size", size)
+    return _set(_set(table, "source_etag", etag), "source_size", size)
 
 
 def rows_without_source(table: pa.Table) -> pa.Table:
@@ -273,10 +337,12 @@ def rows_without_source(table: pa.Table) -> pa.Table:
 
 
 def outcome_digest(table: pa.Table) -> str:
-    """SHA-256 of the outcome columns' values in row order (tables come sorted by dataset key)."""
+    """SHA-256 of the DIGEST_COLUMNS' values in row order (tables come sorted by dataset key); a table without
+    dataset ETags (a version written before they were recorded) digests them as empty."""
     digest = hashlib.sha256()
-    for name in OUTCOME_COLUMNS:
-        values = pc.fill_null(table[name].cast(pa.large_string()), "").combine_chunks()
+    for name in DIGEST_COLUMNS:
+        column = table[name] if name in table.column_names else pa.nulls(table.num_rows, pa.string())
+        values = pc.fill_null(column.cast(pa.large_string()), "").combine_chunks()
         if len(values) == 0:
             digest.update(b"\x1e")
             continue
@@ -457,7 +523,7 @@ def version_to_parquet(table: pa.Table, info: VersionInfo) -> bytes:
         table = table.append_column(CONTENT_COLUMN, pa.nulls(table.num_rows, pa.uint64()))
     for name in [*VERSION_COLUMNS, CONTENT_COLUMN]:
         kind = _SCHEMA.field(name).type
-        values = table[name]
+        values = table[name] if name in table.column_names else pa.nulls(table.num_rows, kind)
         values = values.cast(pa.string()).dictionary_encode() if pa.types.is_dictionary(kind) else values.cast(kind)
         columns.append(values)
     arrow = pa.Table.from_arrays(columns, schema=_SCHEMA.with_metadata({INFO_KEY: info.to_json().encode()}))
@@ -481,7 +547,7 @@ def version_from_parquet(data: bytes, where: str, columns: Sequence[str] | None 
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise VersionError(f"{where}: not a Parquet file ({exc})") from None
-    missing = [c for c in VERSION_COLUMNS if c not in schema.names]
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         raise VersionError(f"{where}: not a dataset version (no column {', '.join(missing)})")
     raw_info = (schema.metadata or {}).get(INFO_KEY)
@@ -492,8 +558,15 @@ def version_from_parquet(data: bytes, where: str, columns: Sequence[str] | None 
     kinds = {"source_size": pa.int64(), CONTENT_COLUMN: pa.uint64()}
     present = [c for c in wanted if c != CONTENT_COLUMN or c in schema.names]
     try:
-        arrow = parquet.read(columns=present)
-        arrow = pa.table({name: arrow[name].cast(kinds.get(name, pa.string())) for name in present})
+        arrow = parquet.read(columns=[c for c in present if c in schema.names])
+        kinds.update({name: pa.int64() for name in _INT_COLUMNS})
+
+        def read(name: str) -> pa.ChunkedArray | pa.Array:
+            kind = kinds.get(name, pa.string())
+            # an older version has no dataset ETags: read with them empty (`pull --version` uses the source's)
+            return arrow[name].cast(kind) if name in arrow.column_names else pa.nulls(arrow.num_rows, kind)
+
+        arrow = pa.table({name: read(name) for name in present})
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise VersionError(f"{where}: unreadable Parquet data ({exc})") from None
     if CONTENT_COLUMN in wanted and CONTENT_COLUMN not in present:
@@ -544,6 +617,8 @@ CHECKED_COLUMNS = [
     "source_key",
     "source_etag",
     "source_size",
+    "dataset_etag",
+    "dataset_size",
 ]
 
 
@@ -622,6 +697,17 @@ def check_version_rows(table: pa.Table, layout: KeyLayout, img_sizes: Collection
     size = table["source_size"].cast(pa.int64())
     ok["source_size"] = col.mask(pc.is_null(size)) | col.mask(pc.greater_equal(size, 0))
     reasons["source_size"] = "is a negative size"
+    for name, kind in (("dataset_etag", col.TYPE), ("dataset_size", pa.int64())):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(n, kind))
+    dataset_etag = strings("dataset_etag")
+    ok["dataset_etag"] = col.mask(pc.is_null(dataset_etag)) | col.mask(
+        pc.match_substring_regex(dataset_etag, _ETAG_RE2)
+    )
+    reasons["dataset_etag"] = reasons["source_etag"]
+    dataset_size = table["dataset_size"].cast(pa.int64())
+    ok["dataset_size"] = col.mask(pc.is_null(dataset_size)) | col.mask(pc.greater_equal(dataset_size, 0))
+    reasons["dataset_size"] = "is a negative size"
     # one row per frame: two rows of one frame would be two files, or one local path written twice
     repeated = np.zeros(n, dtype=bool)
     first_row: dict[str, int] = {}

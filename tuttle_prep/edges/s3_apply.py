@@ -1,7 +1,8 @@
 """Applying a plan to S3: server-side copies in parallel (obstore), then batched deletes (boto3).
 
-Copies run before deletes, and the source of a move is deleted only after its copy succeeded. Deletes stay on
-boto3's DeleteObjects: its answer lists every key that failed, and each one is checked.
+Copies (and refreshes: a copy from the source over the dataset object, never a delete) run before deletes, and
+the source of a move is deleted only after its copy succeeded. A refresh that fails leaves the old object.
+Deletes stay on boto3's DeleteObjects: its answer lists every key that failed, and each one is checked.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ class ApplyResult:
 
     copied: int = 0
     moved: int = 0
+    refreshed: int = 0
+    #: refreshes not attempted (the guard refused them)
+    refreshes_held_back: int = 0
+    #: (dataset key, the key it was copied from) of every copy, move and refresh that succeeded
+    written: list[tuple[str, str]] = field(default_factory=list)
     deleted: int = 0
     failures: list[Failure] = field(default_factory=list)
     #: plain deletes not attempted (a copy failed, or the delete guard refused them)
@@ -73,6 +79,7 @@ def apply_plan(
     store: S3Bucket,
     plan: Plan,
     plain_deletes: bool = True,
+    refreshes: bool = True,
     on_progress: Callable[[str], None] | None = None,
     before_deletes: Callable[[], str | None] | None = None,
 ) -> ApplyResult:
@@ -87,17 +94,27 @@ def apply_plan(
     moves = plan.of("move")
     jobs = list(zip(copies["src_key"].tolist(), copies["dst_key"].tolist(), strict=True))
     jobs += zip(moves["src_key"].tolist(), moves["dst_key"].tolist(), strict=True)
-    first_move = len(copies)
+    first_move, first_refresh = len(copies), len(jobs)
+    refresh_rows = plan.of("refresh")
+    if refreshes:
+        jobs += zip(refresh_rows["src_key"].tolist(), refresh_rows["dst_key"].tolist(), strict=True)
+    else:
+        result.refreshes_held_back = len(refresh_rows)
     moved_sources: list[str] = []
     with progress(len(jobs), "copy") as bar:
 
         def done(index: int, error: BaseException | None) -> None:
             src, dst = jobs[index]
-            action = "copy" if index < first_move else "move"
+            action = "copy" if index < first_move else "move" if index < first_refresh else "refresh"
             if error is not None:
                 result.failures.append(Failure(action, dst, f"copy from {src}: {s3_dataplane.describe(error)}"))
-            elif action == "copy":
+                bar.update(1)
+                return
+            result.written.append((dst, src))
+            if action == "copy":
                 result.copied += 1
+            elif action == "refresh":
+                result.refreshed += 1
             else:
                 moved_sources.append(src)
             bar.update(1)
@@ -105,7 +122,7 @@ def apply_plan(
         if jobs:
             copy_objects(store.data_plane, jobs, store.workers, done)
     if on_progress:
-        on_progress(f"copied {result.copied + len(moved_sources)} of {len(jobs)} objects")
+        on_progress(f"copied {result.copied + len(moved_sources) + result.refreshed} of {len(jobs)} objects")
     deletes = plan.of("delete")["src_key"].tolist()
     if before_deletes is not None and (stopped := before_deletes()) is not None:
         result.deletes_stopped = stopped

@@ -39,7 +39,14 @@ log = logging.getLogger(__name__)
 #: errors of one request, reported by key (a 404, a 5xx after the retries, a timeout, a refused signature, ...)
 REQUEST_ERRORS: tuple[type[BaseException], ...] = (ObstoreError, OSError)
 #: the columns kept of a listing
-LIST_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.uint64()), ("e_tag", pa.string())])
+LIST_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("size", pa.uint64()),
+        ("e_tag", pa.string()),
+        ("last_modified", pa.timestamp("us", tz="UTC")),
+    ]
+)
 #: how long a stopped run waits for the requests in flight before it lets them go
 DRAIN_SECONDS = 15.0
 #: the pause at interpreter exit after async work, for processes that embed the job (pytest) only: obstore's

@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 
 #: folders listed at once (each is a sequence of pages; S3 pages cannot be fetched in parallel)
 FOLDERS_AT_ONCE = 16
-SOURCE_COLUMNS = ["episode_id", "frame", "etag", "size"]
+#: a source listing's rows; `etag` is S3's (quoted), `last_modified` a UTC timestamp
+SOURCE_COLUMNS = ["episode_id", "frame", "etag", "size", "last_modified"]
+#: the dataset objects' columns of a listing (`Inventory.objects`): what the refresh compares with the sources
+OBJECT_COLUMNS = ("path", "size", "e_tag", "last_modified")
 
 
 @dataclass
@@ -53,6 +56,8 @@ class Inventory:
     sizes: dict[str, int] = field(default_factory=dict)
     #: the rarity folders (`<ML>/<dataset>/<rarity>/`) the '/'-delimited discovery listings named
     folders: list[str] = field(default_factory=list)
+    #: the listed objects (OBJECT_COLUMNS: path, size, e_tag, last_modified), rows in the order of `keys`
+    objects: pa.Table | None = None
 
     def every_key(self) -> pd.Series:
         """`keys` and then `unexpected`, for the key parser (the keys' Arrow buffers are not copied)."""
@@ -80,18 +85,18 @@ def _boto3_listing(
     delimiter: str | None = None,
     sizes: dict[str, int] | None = None,
     on_page: Callable[[int], Any] | None = None,
-) -> tuple[list[str], list[str], list[tuple[int, str]]]:
+) -> tuple[list[str], list[str], list[tuple[int, str, Any]]]:
     kwargs: dict[str, Any] = {"Bucket": store.bucket, "Prefix": prefix}
     if delimiter:
         kwargs["Delimiter"] = delimiter
     keys: list[str] = []
     folders: list[str] = []
-    details: list[tuple[int, str]] = []
+    details: list[tuple[int, str, Any]] = []
     try:
         for page in store.client.get_paginator("list_objects_v2").paginate(**kwargs):
             contents = page.get("Contents", ())
             keys.extend(obj["Key"] for obj in contents)
-            details.extend((obj.get("Size", 0), obj.get("ETag", "")) for obj in contents)
+            details.extend((obj.get("Size", 0), obj.get("ETag", ""), obj.get("LastModified")) for obj in contents)
             folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
             if sizes is not None:
                 sizes.update((obj["Key"], obj["Size"]) for obj in contents)
@@ -107,8 +112,9 @@ def _boto3_table(store: S3Bucket, folder: str, on_page: Callable[[int], Any] | N
     return pa.table(
         {
             "path": pa.array(keys, pa.string()),
-            "size": pa.array([size for size, _ in details], pa.uint64()),
-            "e_tag": pa.array([etag for _, etag in details], pa.string()),
+            "size": pa.array([size for size, _, _ in details], pa.uint64()),
+            "e_tag": pa.array([etag for _, etag, _ in details], pa.string()),
+            "last_modified": pa.array([when for _, _, when in details], pa.timestamp("us", tz="UTC")),
         },
         schema=LIST_SCHEMA,
     )
@@ -154,8 +160,8 @@ def _has_empty_objects(table: pa.Table) -> bool:
 
 
 def list_sources(store: S3Bucket, folders: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """List each episode's source folder: SOURCE_COLUMNS rows (episode_id, frame, etag, size) of its `<frame>.jpg`
-    objects, and an error message by episode whose folder could not be listed."""
+    """List each episode's source folder: SOURCE_COLUMNS rows (episode_id, frame, etag, size, last_modified) of
+    its `<frame>.jpg` objects, and an error message by episode whose folder could not be listed."""
     outcomes = list_folder_tables(store, list(dict.fromkeys(folders.values()))) if folders else {}
     parts: list[pa.Table] = []
     errors: dict[str, str] = {}
@@ -174,18 +180,32 @@ def list_sources(store: S3Bucket, folders: dict[str, str]) -> tuple[pd.DataFrame
                     "frame": frame_names,
                     "etag": outcome["e_tag"].filter(frames),
                     "size": outcome["size"].filter(frames).cast(pa.int64()),
+                    "last_modified": outcome["last_modified"].filter(frames),
                 }
             )
         )
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "size" else "str") for c in SOURCE_COLUMNS}), errors
-    return pa.concat_tables(parts).to_pandas(), errors
+        return empty_sources(), errors
+    # strings stay in Arrow (no Python object per frame: every planned episode's folder is listed each night)
+    return pa.concat_tables(parts).to_pandas(types_mapper=_arrow_strings), errors
 
 
-def list_datasets(store: S3Bucket, layout: KeyLayout, with_sizes: bool = False) -> Inventory:
+def _arrow_strings(kind: pa.DataType) -> Any:
+    return pd.StringDtype("pyarrow") if kind == pa.string() else None
+
+
+def empty_sources() -> pd.DataFrame:
+    """A source listing with no rows (SOURCE_COLUMNS)."""
+    kinds = {"size": "int64", "last_modified": "datetime64[us, UTC]"}
+    return pd.DataFrame({c: pd.Series(dtype=kinds.get(c, "str")) for c in SOURCE_COLUMNS})
+
+
+def list_datasets(
+    store: S3Bucket, layout: KeyLayout, with_sizes: bool = False, with_objects: bool = False
+) -> Inventory:
     """List the ML prefix once: discover folders with '/' listings (boto3), then every rarity folder (obstore,
     in parallel). A progress bar counts the listed objects on a terminal. `with_sizes` also records each key's
-    size."""
+    size; `with_objects` keeps each object's size, ETag and time (`Inventory.objects`) for the refresh."""
     top_keys, dataset_folders = list_page_keys(store, layout.ml_prefix, "/")
     unexpected = list(top_keys)
     known = {f"{layout.ml_prefix}{d}/" for d in layout.datasets}
@@ -211,15 +231,19 @@ def list_datasets(store: S3Bucket, layout: KeyLayout, with_sizes: bool = False) 
             with bar_lock:
                 bar.update(n)
 
-        columns = ("path", "size") if with_sizes else ("path",)  # a million ETags would be 40 MB for nothing
+        # a million ETags are 40 MB: kept only when the caller compares the objects with their sources
+        columns = OBJECT_COLUMNS if with_objects else ("path", "size") if with_sizes else ("path",)
         outcomes = list_folder_tables(store, leaves, count, columns) if leaves else {}
         for folder in leaves:
             outcome = outcomes[folder]
             if isinstance(outcome, BaseException):
                 raise outcome
             tables.append(outcome)
-    listing = pa.concat_tables(tables) if tables else LIST_SCHEMA.empty_table().select(["path", "size"])
+    listing = pa.concat_tables(tables) if tables else LIST_SCHEMA.empty_table().select(list(columns))
     sizes: dict[str, int] = {}
     if with_sizes:
         sizes = dict(zip(listing["path"].to_pylist(), listing["size"].to_pylist(), strict=True))
-    return Inventory(keys=listing["path"].to_pandas(), unexpected=sorted(unexpected), sizes=sizes, folders=leaves)
+    objects = listing if with_objects else None
+    return Inventory(
+        keys=listing["path"].to_pandas(), unexpected=sorted(unexpected), sizes=sizes, folders=leaves, objects=objects
+    )

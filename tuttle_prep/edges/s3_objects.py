@@ -50,12 +50,14 @@ def read_manifests(
 
 
 class SourceChanged(Exception):
-    """The object's ETag is not the one a dataset version recorded; nothing was written."""
+    """The object's ETag is not the one a dataset version recorded, and no older object version has it (the
+    bucket keeps none, or not that one); nothing was written. `why`: why no older version was looked up."""
 
-    def __init__(self, key: str, recorded: str, current: str) -> None:
+    def __init__(self, key: str, recorded: str, current: str, why: str = "") -> None:
         super().__init__(f"{key}: ETag {current}, the version recorded {recorded}")
         self.recorded = recorded
         self.current = current
+        self.why = why
 
 
 def download_object(store: S3Bucket, key: str, path: Path) -> int:
@@ -66,25 +68,71 @@ def download_object(store: S3Bucket, key: str, path: Path) -> int:
 @dataclass
 class SourceDownloaded:
     """A source frame written to its local path: bytes written, the MD5 of what was written, the object's ETag
-    now if it differs from the recorded one."""
+    now if it differs from the recorded one (taken anyway), the S3 object version it came from if not the
+    current one."""
 
     written: int
     md5: str
     changed: str | None
+    version_id: str | None = None
 
 
-def download_source(store: S3Bucket, key: str, path: Path, etag: str, accept_changed: bool) -> SourceDownloaded:
-    """Download a source frame a dataset version recorded with `etag`. SourceChanged, and nothing written, if
-    the object's ETag now differs and `accept_changed` is false."""
+def find_object_version(store: S3Bucket, key: str, etags: set[str]) -> tuple[str | None, str]:
+    """The newest S3 object version of `key` whose ETag is one of `etags` (ListObjectVersions on that key), and
+    why there is none: "" (the bucket keeps no such version), or the error of the listing (no
+    s3:ListBucketVersions, say). Only versions of exactly `key` count; delete markers have no ETag."""
+    wanted = {e.lower() for e in etags if e}
+    found: list[tuple[Any, str]] = []
+    try:
+        pages = store.client.get_paginator("list_object_versions").paginate(Bucket=store.bucket, Prefix=key)
+        for page in pages:
+            for version in page.get("Versions", ()):
+                if version.get("Key") != key or not version.get("VersionId") or version.get("VersionId") == "null":
+                    continue
+                if (normalize_etag(version.get("ETag")) or "").lower() in wanted:
+                    found.append((version.get("LastModified"), version["VersionId"]))
+    except (ClientError, BotoCoreError) as exc:
+        return None, f"its object versions could not be listed ({describe(exc)})"
+    if not found:
+        return None, ""
+    found.sort(key=lambda item: (item[0] is not None, item[0]), reverse=True)
+    return found[0][1], ""
+
+
+def download_source(
+    store: S3Bucket,
+    key: str,
+    path: Path,
+    etag: str,
+    accept_changed: bool,
+    also: tuple[str, ...] = (),
+    older_versions: bool = True,
+) -> SourceDownloaded:
+    """Download a source frame whose bytes a dataset version recorded as `etag` (or as one of `also`: ETags the
+    same bytes may carry). When the object's ETag now differs and `older_versions`, the object version that has
+    the recorded ETag is downloaded instead (a bucket that keeps object versions: GetObject VersionId=).
+    Otherwise SourceChanged, and nothing written, unless `accept_changed` (today's picture is taken)."""
+    accepted = {etag.lower(), *(e.lower() for e in also if e)}
     response = store.client.get_object(Bucket=store.bucket, Key=key)
     current = normalize_etag(response.get("ETag")) or ""
-    changed = current if current != etag else None
+    version_id: str | None = None
+    why = ""
+    if current.lower() not in accepted and older_versions:
+        version_id, why = find_object_version(store, key, accepted)
+        if version_id is not None:
+            response["Body"].close()
+            response = store.client.get_object(Bucket=store.bucket, Key=key, VersionId=version_id)
+            current = normalize_etag(response.get("ETag")) or ""
+            if current.lower() not in accepted:  # the listing and the object disagree: trust neither
+                response["Body"].close()
+                raise SourceChanged(key, etag, current, "its object version changed under the job")
+    changed = current if current.lower() not in accepted else None
     if changed is not None and not accept_changed:
         response["Body"].close()
-        raise SourceChanged(key, etag, current)
+        raise SourceChanged(key, etag, current, why)
     digest = hashlib.md5(usedforsecurity=False)
     written = _write_body(response["Body"], path, digest)
-    return SourceDownloaded(written, digest.hexdigest(), changed)
+    return SourceDownloaded(written, digest.hexdigest(), changed, version_id)
 
 
 def open_part(path: Path) -> BinaryIO:

@@ -184,7 +184,7 @@ def listed_sources(sources: pd.DataFrame | None, layout: KeyLayout) -> pa.Table:
     """A source listing (episode_id, frame, etag, size) as known sources (source_key, source_etag, source_size)."""
     if sources is None or sources.empty or "etag" not in sources:
         return known_sources_table(layout, [], [], [], [])
-    columns = (sources[c].tolist() for c in ("episode_id", "frame", "etag", "size"))
+    columns = (sources[c] for c in ("episode_id", "frame", "etag", "size"))  # columnar: no Python per frame
     return known_sources_table(layout, *columns)
 
 
@@ -238,6 +238,7 @@ def record_version(
     report: RunReport,
     now: datetime | None = None,
     baseline: Baseline | None = None,
+    dataset_objects: pa.Table | None = None,
     content: pa.Table | None = None,
 ) -> None:
     """Write `<ML prefix>_versions/<time>-<run id>.parquet` unless the datasets (`labels`: this run's labels
@@ -247,11 +248,15 @@ def record_version(
     `sources` is this run's source listing. Failures are errors on `report` (exit 1): the next run compares
     what it finds with the latest version, so a version not written now is written then, and no change is
     missing from the history. `baseline`: what `find_baseline` found earlier in the run (the lock held since),
-    so the versions are not listed nor the latest one read again. `content` (source_key, source_etag,
-    content_hash): the content hashes known this run; a row's hash is recorded only for the ETag it has.
+    so the versions are not listed nor the latest one read again. `dataset_objects` (dataset_key, dataset_etag,
+    dataset_size; `core.versions.dataset_objects_table`): what each dataset object holds after the apply, recorded
+    per row beside the source's ETag and size. `content` (source_key, source_etag, content_hash): the content
+    hashes known this run; a row's hash is recorded only for the ETag it has.
     """
     try:
-        _record(versions, list_sources, layout, settings, labels, sources, report, now, baseline, content)
+        _record(
+            versions, list_sources, layout, settings, labels, sources, report, now, baseline, dataset_objects, content
+        )
     except (ClientError, BotoCoreError) as exc:
         report.error(f"dataset version not written to {versions.folder_url}: {describe(exc)}; the next run writes it")
     except (InventoryError, VersionExists) as exc:
@@ -281,9 +286,10 @@ def _record(
     report: RunReport,
     now: datetime | None,
     baseline: Baseline | None,
+    dataset_objects: pa.Table | None = None,
     content: pa.Table | None = None,
 ) -> None:
-    table = build_version_table(labels, layout, listed_sources(sources, layout))
+    table = build_version_table(labels, layout, listed_sources(sources, layout), dataset_objects)
     digest = outcome_digest(table)
     # a run that failed (exit 1) records what the bucket holds all the same, marked partial
     partial = (
