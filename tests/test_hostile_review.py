@@ -1,0 +1,33 @@
+"""Found by a hostile review of issues 22, 23 and 25 (on moto server, the real CLI): each test failed before its
+fix. Assertions are on the bucket and on what the commands print."""
+
+from __future__ import annotations
+
+from conftest import run_cli
+from season import FRAME, source_key, upload_season
+from test_refresh import E1, copies, dataset_object, put_multipart, season_of
+
+
+def test_a_dataset_object_overwritten_by_a_same_size_multipart_upload_is_refreshed(bucket, proxied, tmp_path):
+    """The job writes dataset objects by CopyObject from a single-part source, so a dataset object with a
+    multipart ETag over a single-part source was written by someone else: comparing sizes and times is not
+    enough (the same size, newer than the source), it is refreshed once, and `pull --version` gets its bytes."""
+    rows = season_of()
+    upload_season(bucket, {E1: rows})
+    assert run_cli("sync").exit_code == 0
+    frame = rows[2][FRAME]
+    key = dataset_object(bucket, frame)
+    source = bucket.get(source_key(frame))
+    forged = bytes(reversed(source))  # another picture of the same size
+    put_multipart(bucket, key, forged)
+
+    proxied.reset()
+    result = run_cli("sync")
+    assert result.exit_code == 0, result.output
+    assert copies(proxied) == [(source_key(frame), key)]
+    assert bucket.get(key) == source
+    assert "refreshed 1" in result.output
+
+    proxied.reset()
+    assert run_cli("sync").exit_code == 0
+    assert copies(proxied) == []
