@@ -31,3 +31,14 @@ def test_a_dataset_object_overwritten_by_a_same_size_multipart_upload_is_refresh
     proxied.reset()
     assert run_cli("sync").exit_code == 0
     assert copies(proxied) == []
+
+
+def test_config_show_masks_the_password_in_an_endpoint_url(bucket, monkeypatch):
+    """An S3-compatible endpoint may carry user:password in its URL: `config show` (text and JSON) names the
+    endpoint without them."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio-user:s3cr3t-pass@127.0.0.1:9000/")
+    for args in (["config", "show"], ["config", "show", "--format", "json"]):
+        result = run_cli(*args)
+        assert result.exit_code == 0, result.output
+        assert "s3cr3t-pass" not in result.output and "minio-user" not in result.output
+        assert "127.0.0.1:9000" in result.output
