@@ -3,6 +3,8 @@ fix. Assertions are on the bucket and on what the commands print."""
 
 from __future__ import annotations
 
+import json
+
 from conftest import run_cli
 from season import FRAME, source_key, upload_season
 from test_refresh import E1, copies, dataset_object, put_multipart, season_of
@@ -42,3 +44,20 @@ def test_config_show_masks_the_password_in_an_endpoint_url(bucket, monkeypatch):
         assert result.exit_code == 0, result.output
         assert "s3cr3t-pass" not in result.output and "minio-user" not in result.output
         assert "127.0.0.1:9000" in result.output
+
+
+def test_json_output_is_json_on_stdout_even_when_a_setting_is_unusable(bucket, monkeypatch):
+    """With `--format json`, a configuration or usage error is a JSON object on stdout (the sentence stays on
+    stderr, exit 2), as `sync --format json` already gives its run summary: a script parsing stdout sees why."""
+    monkeypatch.setenv("TUTTLE_BUCKET", "no-such-bucket-r3")
+    for args in (["status"], ["manifests", "list"]):
+        result = run_cli(*args, "--format", "json")
+        assert result.exit_code == 2, result.output
+        answer = json.loads(result.stdout)
+        assert answer["exit_code"] == 2 and "check TUTTLE_BUCKET" in answer["error"], answer
+        assert "check TUTTLE_BUCKET" in result.stderr
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "abc")
+    result = run_cli("sync", "--format", "json")
+    assert result.exit_code == 2 and "AWS_MAX_ATTEMPTS" in json.loads(result.stdout)["error"]
+    text = run_cli("status")
+    assert text.exit_code == 2 and text.stdout == ""  # the text format prints nothing on stdout
