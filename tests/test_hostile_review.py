@@ -3,6 +3,7 @@ fix. Assertions are on the bucket and on what the commands print."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 from conftest import run_cli
@@ -61,3 +62,20 @@ def test_json_output_is_json_on_stdout_even_when_a_setting_is_unusable(bucket, m
     assert result.exit_code == 2 and "AWS_MAX_ATTEMPTS" in json.loads(result.stdout)["error"]
     text = run_cli("status")
     assert text.exit_code == 2 and text.stdout == ""  # the text format prints nothing on stdout
+
+
+def test_an_undecodable_source_finding_names_no_memory_address(bucket, monkeypatch, tmp_path):
+    """Pillow's "cannot identify image file <_io.BytesIO object at 0x7f…>" carries a memory address: the finding
+    a sheet owner reads (and the digest, the hash store) says what the object is not, the same on every run."""
+    monkeypatch.setenv("TUTTLE_CONTENT_HASH", "on")
+    rows = season_of(2)
+    upload_season(bucket, {E1: rows})
+    bucket.put(source_key(rows[0][FRAME]), b"")  # 0 bytes
+    bucket.put(source_key(rows[1][FRAME]), b"GIF89a")  # not a picture at all
+    findings = tmp_path / "findings.csv"
+    result = run_cli("sync", "--findings-out", str(findings))
+    assert result.exit_code == 0, result.output
+    reasons = [r["reason"] for r in csv.DictReader(findings.open(encoding="utf-8"))]
+    assert len(reasons) == 2
+    assert all("BytesIO" not in r and " at 0x" not in r for r in reasons), reasons
+    assert all("not a picture Pillow can decode (not an image file Pillow knows)" in r for r in reasons), reasons
