@@ -79,3 +79,11 @@ def test_an_undecodable_source_finding_names_no_memory_address(bucket, monkeypat
     assert len(reasons) == 2
     assert all("BytesIO" not in r and " at 0x" not in r for r in reasons), reasons
     assert all("not a picture Pillow can decode (not an image file Pillow knows)" in r for r in reasons), reasons
+
+
+def test_sync_json_with_a_selector_that_matches_nothing_is_one_json_document(bucket):
+    """The run summary alone (its `usage_error`), not the summary and an error object one after the other."""
+    upload_season(bucket, {E1: season_of(2)})
+    result = run_cli("sync", "--episode", "S09E09", "--format", "json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["usage_error"]
