@@ -139,7 +139,9 @@ def update_labels_index(
         data = labels_csv(labels)
         written = write_labels_if_changed(store, key, data, previous_bytes)
         parquet_key = labels_parquet_key(layout.ml_prefix)
-        parquet_written = write_labels_if_changed(store, parquet_key, labels_parquet(labels), content_type=PARQUET_TYPE)
+        parquet_written = write_labels_if_changed(
+            store, parquet_key, labels_parquet(labels, layout.datasets), content_type=PARQUET_TYPE
+        )
     except (ClientError, BotoCoreError) as exc:
         report.error(f"labels index {where} not updated: {describe(exc)}")
         return None
