@@ -144,7 +144,8 @@ def test_delete_removes_local_files_no_longer_in_the_pulled_datasets_only(synced
     before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     without = run_cli("pull", "--dataset", "train", "--dest", str(dest))
     assert without.exit_code == 1, without.output
-    assert gone[len(ML_PREFIX) :] in without.stderr and "train/Legendary/TT_S09_E09_FRM-00-00-00-00.jpg" in without.stderr
+    assert gone[len(ML_PREFIX) :] in without.stderr
+    assert "train/Legendary/TT_S09_E09_FRM-00-00-00-00.jpg" in without.stderr
     assert "rerun with --delete" in without.stderr and "notes.txt" not in without.stderr
     assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
 
