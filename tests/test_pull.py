@@ -71,7 +71,7 @@ def local_files(dest: Path, *datasets: str) -> dict[str, bytes]:
         p.relative_to(dest).as_posix(): p.read_bytes()
         for d in datasets
         for p in (dest / d).rglob("*")
-        if p.is_file() and p.name != "metadata.jsonl"  # Hugging Face's metadata, beside the rarity folders
+        if p.is_file() and p.name != "metadata.parquet"  # Hugging Face's metadata, beside the rarity folders
     }
 
 

@@ -1,10 +1,17 @@
 """`pull`: copy datasets from S3 to a local folder (a training box), incrementally; `pull --version V`
 rebuilds a dataset version there from the source frames.
 
-The local layout mirrors the ML prefix: `DEST/<dataset>/<rarity>/<frame>.jpg`, plus `DEST/labels.csv` and
-`DEST/labels.parquet` (LABEL_COLUMNS, the same table): the pulled datasets' files that are on disk after this
-run (a failed download has no row), and the files of every other configured dataset folder under DEST, as they
-are on disk (a second pull of other datasets into the same DEST keeps the first pull's datasets in the index).
+The local layout mirrors the ML prefix: `DEST/<dataset>/<rarity>/<frame>.jpg`, plus `DEST/labels.csv`
+(LABEL_COLUMNS) and `DEST/labels.parquet` (the same rows in the label schema, with `file_name` relative to DEST):
+the pulled datasets' files that are on disk after this run (a failed download has no row), and the files of
+every other configured dataset folder under DEST, as they are on disk (a second pull of other datasets into the
+same DEST keeps the first pull's datasets in the index). For Hugging Face `datasets` it writes
+`DEST/<dataset>/metadata.parquet` and the card `DEST/README.md` (`load_dataset(DEST)`: one split per dataset,
+rarity a ClassLabel in the fixed order), and `DEST/.tuttle-version.json` names the dataset version the files are.
+
+One frame, one place: a pull that would leave a frame file the pulled datasets no longer hold (without
+`--delete`), or a frame the pulled datasets hold also in another dataset folder under DEST, is refused before
+anything is written (MisplacedFiles, exit 1), naming the files and the fix.
 
 A file is downloaded when it is missing locally or its size differs from the object's; each download
 goes to `<name>.part` first and is renamed when complete, so an interrupted pull never leaves a truncated
@@ -54,9 +61,9 @@ from ..core.labels import (
     imagefolder_metadata,
     labels_csv,
     labels_key,
-    labels_parquet,
     labels_table,
     parse_labels_csv,
+    table_parquet,
 )
 from ..core.plan import KeyLayout
 from ..core.run_report import EXIT_ERRORS, EXIT_OK
@@ -379,12 +386,12 @@ def write_labels(
     dest: Path, labels: pd.DataFrame, datasets: Sequence[str], marker: dict[str, object], result: object = None
 ) -> bool:
     """`DEST/labels.csv`, `DEST/labels.parquet` (label schema, `file_name`, the version in its schema metadata),
-    `DEST/<dataset>/metadata.jsonl` and `DEST/README.md` for Hugging Face `datasets`, and DEST/.tuttle-version.json
+    `DEST/<dataset>/metadata.parquet` and `DEST/README.md` for Hugging Face `datasets`, and DEST/.tuttle-version.json
     (`marker`), each only if its content changed; True if labels.csv or labels.parquet was written."""
     info = {"version": marker.get("version")}
     csv_written = write_if_changed(dest / LABELS_NAME, labels_csv(labels))
-    parquet_written = write_if_changed(dest / PARQUET_NAME, labels_parquet(labels, datasets, True, info))
     table = labels_table(labels, datasets, True, info)
+    parquet_written = write_if_changed(dest / PARQUET_NAME, table_parquet(table))
     present = [d for d in datasets if d in set(labels["dataset"])]
     for dataset in present:
         write_if_changed(dest / dataset / HF_METADATA_NAME, imagefolder_metadata(table, dataset))
@@ -696,7 +703,12 @@ def _size(n: int) -> str:
     required=True,
     help="Local folder; files land in DEST/<dataset>/<rarity>/<frame>.jpg.",
 )
-@click.option("--delete", is_flag=True, help="Remove local files under DEST/<dataset>/ that are no longer in it.")
+@click.option(
+    "--delete",
+    is_flag=True,
+    help="Remove local files under DEST/<dataset>/ that are no longer in it (without it, a pull that would leave "
+    "such a frame file is refused, naming them).",
+)
 @click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True, help="Parallel downloads.")
 @click.option(
     "--version",
@@ -721,15 +733,18 @@ def pull(
 ) -> None:
     """Download datasets to a local folder: only files missing locally or of another size.
 
-    Writes DEST/labels.csv and DEST/labels.parquet (frame,episode_id,dataset,rarity,metadata,s3_key) for every
-    dataset folder under DEST: the pulled datasets' files that are on disk (a failed download gets no row) and,
-    as they are on disk, the files of other datasets pulled earlier into DEST. Metadata comes from the labels
+    Writes DEST/labels.csv (frame,episode_id,dataset,rarity,metadata,s3_key), DEST/labels.parquet (the same with
+    file_name, season, seconds; rarity coded in the fixed class order), Hugging Face's metadata and card
+    (load_dataset(DEST)) and DEST/.tuttle-version.json (the version pulled) for every dataset folder under DEST: the
+    pulled datasets' files that are on disk (a failed download gets no row) and, as they are on disk, the files of
+    other datasets pulled earlier into DEST. A pull that would leave one frame in two places (a stale file without
+    --delete, a frame also in another dataset folder) is refused, naming the files. Metadata comes from the labels
     index a real sync keeps in S3. A rerun with nothing changed downloads nothing. With --version V the files of
     that dataset version come from the source frames, each checked against the ETag the version recorded, so a
-    version can be rebuilt after the datasets moved on; local files are kept only if their content (MD5) is
-    the source's, and a version whose rows break the dataset layout is refused. Exit status: 0 done, 1 a
-    listing or download failed (with --version also: a source deleted or changed since the version, or a
-    version refused), 2 usage or configuration error.
+    version can be rebuilt after the datasets moved on; local files are kept only if their content (MD5) is the
+    source's, and a version whose rows break the dataset layout is refused. Exit status: 0 done, 1 a listing or
+    download failed or the pull was refused (with --version also: a source deleted or changed since the version, or
+    a version refused), 2 usage or configuration error.
     """
     if version is not None:
         pull_version_command(version, datasets, dest, delete, workers, accept_changed_sources)
