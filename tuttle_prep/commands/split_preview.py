@@ -38,7 +38,7 @@ from .common import (
     load_settings,
     season_option,
 )
-from .sync import SyncOptions, build_context, load_frames
+from .sync import SyncOptions, build_context, canonical_of_store, load_frames
 
 log = logging.getLogger("tuttle_prep")
 
@@ -52,12 +52,20 @@ class SplitSetting:
     stratify: str
     group_seconds: int
     seed: str
+    #: TUTTLE_SPLIT_GROUP: "content" keeps near-duplicate clusters together, "" does not
+    group: str = ""
 
     def describe(self) -> str:
-        return f"stratify={self.stratify}, group seconds={self.group_seconds}, seed={self.seed}"
+        text = f"stratify={self.stratify}, group seconds={self.group_seconds}, seed={self.seed}"
+        return f"{text}, group=content" if self.group == "content" else text
 
     def to_json(self) -> dict[str, Any]:
-        return {"stratify": self.stratify, "group_seconds": self.group_seconds, "seed": self.seed}
+        return {
+            "stratify": self.stratify,
+            "group_seconds": self.group_seconds,
+            "seed": self.seed,
+            "group": self.group or "none",
+        }
 
 
 @dataclass
@@ -75,10 +83,18 @@ class SplitOutcome:
 
 
 def preview_split(
-    frames: pd.DataFrame, split: dict[str, float], setting: SplitSetting, seconds: tuple[float, ...]
+    frames: pd.DataFrame,
+    split: dict[str, float],
+    setting: SplitSetting,
+    seconds: tuple[float, ...],
+    canonical: dict[str, str] | None = None,
 ) -> SplitOutcome:
-    """Split `frames` (episode_id, frame, rarity) with `setting` and measure it."""
-    wanted = wanted_frames(frames, split, setting.seed, setting.group_seconds, stratify=setting.stratify)
+    """Split `frames` (episode_id, frame, rarity) with `setting` and measure it (`canonical`: the clusters, for
+    group=content)."""
+    clusters = canonical if setting.group == "content" else None
+    wanted = wanted_frames(
+        frames, split, setting.seed, setting.group_seconds, stratify=setting.stratify, canonical=clusters
+    )
     counts = pd.crosstab(wanted["dataset"], wanted["rarity"]).reindex(index=list(split), columns=list(RARITIES))
     counts = counts.fillna(0).astype(int)
     return SplitOutcome(
@@ -128,6 +144,11 @@ def split() -> None:
 @click.option("--stratify", type=click.Choice(STRATIFY_CHOICES), help="Preview this TUTTLE_SPLIT_STRATIFY.")
 @click.option("--group-seconds", type=click.IntRange(0), help="Preview this TUTTLE_SPLIT_GROUP_SECONDS.")
 @click.option("--seed", help="Preview this TUTTLE_SPLIT_SEED.")
+@click.option(
+    "--group",
+    type=click.Choice(["content", "none"]),
+    help="Preview this TUTTLE_SPLIT_GROUP (content: near-duplicate clusters of the stored hashes kept together).",
+)
 @leak_seconds_option
 @click.option(
     "--format",
@@ -143,6 +164,7 @@ def preview(
     stratify: str | None,
     group_seconds: int | None,
     seed: str | None,
+    group: str | None,
     leak_seconds: tuple[float, ...],
     output_format: str,
 ) -> None:
@@ -157,25 +179,36 @@ def preview(
         if not seed:
             raise click.BadParameter("must not be empty", param_hint="--seed")
     settings = load_settings()
-    current = SplitSetting(settings.split_stratify, settings.split_group_seconds, settings.split_seed)
+    current = SplitSetting(
+        settings.split_stratify, settings.split_group_seconds, settings.split_seed, settings.split_group
+    )
+    wanted_group = None if group is None else ("" if group == "none" else group)
     changed = replace(
         current,
         **{
             k: v
-            for k, v in {"stratify": stratify, "group_seconds": group_seconds, "seed": seed}.items()
+            for k, v in {
+                "stratify": stratify,
+                "group_seconds": group_seconds,
+                "seed": seed,
+                "group": wanted_group,
+            }.items()
             if v is not None
         },
     )
-    frames, report = _read_frames(settings, seasons, episodes)
+    frames, report, store = _read_frames(settings, seasons, episodes)
+    canonical = None
+    if "content" in (current.group, changed.group):
+        canonical = canonical_of_store(store, settings, None, report.warn)
     for message in report.warnings:
         log.warning(message)
     for message in report.findings:  # data findings (a sheet without FRAME NUMBER, rejected rows): as in sync
         log.warning(message)
     for message in report.errors:
         log.error(message)
-    outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds)}
+    outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds, canonical)}
     if changed != current:
-        outcome = preview_split(frames, settings.split, changed, leak_seconds)
+        outcome = preview_split(frames, settings.split, changed, leak_seconds, canonical)
         before, after = outcomes["current"].datasets.to_numpy(), outcome.datasets.to_numpy()
         changed = before != after
         outcome.moved = int(changed.sum())
@@ -204,8 +237,9 @@ def preview(
 
 def _read_frames(
     settings: Settings, seasons: tuple[str, ...], episodes: tuple[str, ...]
-) -> tuple[pd.DataFrame, RunReport]:
-    """The classified frames of the selected episodes' sheets; problems go into the returned report."""
+) -> tuple[pd.DataFrame, RunReport, Any]:
+    """The classified frames of the selected episodes' sheets (problems go into the returned report), and the
+    bucket."""
     report = RunReport(dry_run=True, clock=invocation_clock())
     context = build_context(settings, SyncOptions(seasons=seasons, episodes=episodes, workers=SHEET_WORKERS))
     try:
@@ -241,4 +275,4 @@ def _read_frames(
         fail_config(str(exc))
     frames = [f[["episode_id", "frame", "rarity"]] for f in loaded.values()]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["episode_id", "frame", "rarity"])
-    return table, report
+    return table, report, context.store
