@@ -9,16 +9,13 @@ from __future__ import annotations
 from datetime import UTC
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError
 
+from ..core.names import EXIT_ERRORS, EXIT_OK
 from ..core.run_history import history_table, record_from_stream
-from ..core.run_report import EXIT_ERRORS, EXIT_OK
-from ..edges import aws
-from ..edges.alarms import DID_NOT_RUN_ALARM, RUN_FAILED_ALARM, alarm_states
-from ..edges.cloudwatch import recent_run_summaries
-from ..edges.s3_lock import S3Lock
 from ..errors import LockError
 from .common import invocation_clock, load_settings
+
+# boto3 (through the edges) is imported by the functions that call AWS, not to print `status --help`
 
 
 @click.command("status")
@@ -47,6 +44,11 @@ def status(runs: int) -> None:
 
 
 def _show_runs(log_group: str, count: int) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..edges import aws
+    from ..edges.cloudwatch import recent_run_summaries
+
     try:
         found = recent_run_summaries(log_group, count)
     except (BotoCoreError, ClientError) as exc:
@@ -61,6 +63,9 @@ def _show_runs(log_group: str, count: int) -> int:
 
 
 def _show_lock(bucket: str, key: str, stale_seconds: int) -> int:
+    from ..edges import aws
+    from ..edges.s3_lock import S3Lock
+
     url = f"s3://{bucket}/{key}"
     clock = invocation_clock()
     try:
@@ -79,6 +84,11 @@ def _show_lock(bucket: str, key: str, stale_seconds: int) -> int:
 
 
 def _show_alarms() -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..edges import aws
+    from ..edges.alarms import DID_NOT_RUN_ALARM, RUN_FAILED_ALARM, alarm_states
+
     names = (RUN_FAILED_ALARM, DID_NOT_RUN_ALARM)
     try:
         states = alarm_states(names)
