@@ -9,20 +9,12 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..core.clock import utc
-from ..core.dataset_report import DatasetReport, build_dataset_report, leakage_csv, rarity_shares_csv, table_csv
-from ..core.labels import is_job_key
-from ..core.manifests import collect_episodes
-from ..core.run_report import EXIT_ERRORS, EXIT_OK
-from ..edges.csv_sheets import local_path_exists
-from ..edges.s3_bucket import S3Bucket
-from ..edges.s3_listing import list_datasets
-from ..edges.s3_objects import read_manifests
-from ..edges.s3_sheet_headers import headers_key
+from ..core.names import EXIT_ERRORS, EXIT_OK
 from ..errors import InventoryError
 from ..settings import Settings
 from .common import (
@@ -36,6 +28,10 @@ from .common import (
     open_bucket,
     season_option,
 )
+
+if TYPE_CHECKING:  # the functions import what they use: `report --help` needs no pandas, pyarrow or boto3
+    from ..core.dataset_report import DatasetReport
+    from ..edges.s3_bucket import S3Bucket
 
 log = logging.getLogger("tuttle_prep")
 
@@ -74,6 +70,11 @@ def report(
     (rarity,dataset,files,rarity_files,share,target,deviation,deviation_files) and leakage.csv
     (dataset,seconds,frames,leaking,share). Changes nothing in the bucket.
     """
+    from ..core.dataset_report import build_dataset_report
+    from ..core.labels import is_job_key
+    from ..edges.s3_listing import list_datasets
+    from ..edges.s3_sheet_headers import headers_key
+
     settings = load_settings()
     make_folder(out, "--out")
     store = open_bucket(settings, LIST_WORKERS)
@@ -123,6 +124,7 @@ def report(
 
 def write_report_files(report: DatasetReport, out: Path, title: str) -> dict[str, Path]:
     """report.png, report.csv, rarity_shares.csv and leakage.csv in `out`; their paths by name (OSError)."""
+    from ..core.dataset_report import leakage_csv, rarity_shares_csv, table_csv
     from ..edges.report_chart import write_chart  # matplotlib: imported only by the command that draws
 
     files = {
@@ -140,6 +142,10 @@ def write_report_files(report: DatasetReport, out: Path, title: str) -> dict[str
 
 def _manifest_episodes(store: S3Bucket, settings: Settings) -> set[str] | None:
     """Every episode of the manifests, or None (with a warning) if they cannot be read at all."""
+    from ..core.manifests import collect_episodes
+    from ..edges.csv_sheets import local_path_exists
+    from ..edges.s3_objects import read_manifests
+
     try:
         ignored: list[str] = []
         files, read_errors = read_manifests(store, settings.manifests_prefix, ignored)

@@ -12,22 +12,11 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pandas as pd
 
-from ..core.dataset_report import json_records, leakage_lines, rarity_share_lines
-from ..core.frame_table import RARITIES
-from ..core.manifests import collect_episodes, filter_episodes
-from ..core.plan import wanted_frames
-from ..core.run_report import EXIT_ERRORS, EXIT_OK, RunReport
-from ..core.sheets import is_google_location
-from ..core.split import STRATIFY_CHOICES
-from ..core.split_quality import leakage_table, rarity_shares
-from ..edges import aws
-from ..edges.csv_sheets import local_path_exists
-from ..edges.s3_objects import read_manifests
+from ..core.names import EXIT_ERRORS, EXIT_OK, STRATIFY_CHOICES
 from ..errors import ConfigError, InventoryError
 from ..settings import Settings
 from .common import (
@@ -38,7 +27,11 @@ from .common import (
     load_settings,
     season_option,
 )
-from .sync import SyncOptions, build_context, load_frames
+
+if TYPE_CHECKING:  # the functions import what they use: `split preview --help` needs no pandas or boto3
+    import pandas as pd
+
+    from ..core.run_report import RunReport
 
 log = logging.getLogger("tuttle_prep")
 
@@ -78,6 +71,12 @@ def preview_split(
     frames: pd.DataFrame, split: dict[str, float], setting: SplitSetting, seconds: tuple[float, ...]
 ) -> SplitOutcome:
     """Split `frames` (episode_id, frame, rarity) with `setting` and measure it."""
+    import pandas as pd
+
+    from ..core.frame_table import RARITIES
+    from ..core.plan import wanted_frames
+    from ..core.split_quality import leakage_table, rarity_shares
+
     wanted = wanted_frames(frames, split, setting.seed, setting.group_seconds, stratify=setting.stratify)
     counts = pd.crosstab(wanted["dataset"], wanted["rarity"]).reindex(index=list(split), columns=list(RARITIES))
     counts = counts.fillna(0).astype(int)
@@ -91,6 +90,9 @@ def preview_split(
 
 
 def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
+    from ..core.dataset_report import json_records
+    from ..core.frame_table import RARITIES
+
     return {
         "settings": outcome.setting.to_json(),
         "counts": {
@@ -105,6 +107,8 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
 
 
 def _outcome_text(title: str, outcome: SplitOutcome, total: int) -> list[str]:
+    from ..core.dataset_report import leakage_lines, rarity_share_lines
+
     lines = [f"{title}: {outcome.setting.describe()}"]
     lines += rarity_share_lines(outcome.shares, list(outcome.counts.index))
     lines += ["", *leakage_lines(outcome.leakage)]
@@ -152,6 +156,8 @@ def preview(
     current settings' split; with --stratify, --group-seconds or --seed, also that setting's split and how
     many frames it would move compared with the current one.
     """
+    import pandas as pd
+
     if seed is not None:
         seed = seed.strip()  # as TUTTLE_SPLIT_SEED is read
         if not seed:
@@ -206,6 +212,16 @@ def _read_frames(
     settings: Settings, seasons: tuple[str, ...], episodes: tuple[str, ...]
 ) -> tuple[pd.DataFrame, RunReport]:
     """The classified frames of the selected episodes' sheets; problems go into the returned report."""
+    import pandas as pd
+
+    from ..core.manifests import collect_episodes, filter_episodes
+    from ..core.run_report import RunReport
+    from ..core.sheets import is_google_location
+    from ..edges import aws
+    from ..edges.csv_sheets import local_path_exists
+    from ..edges.s3_objects import read_manifests
+    from .sync import SyncOptions, build_context, load_frames
+
     report = RunReport(dry_run=True, clock=invocation_clock())
     context = build_context(settings, SyncOptions(seasons=seasons, episodes=episodes, workers=SHEET_WORKERS))
     try:

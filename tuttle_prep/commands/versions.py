@@ -10,29 +10,21 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import pandas as pd
-from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core.dataset_report import build_dataset_report
-from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
-from ..core.text import csv_safe, escape_control
-from ..core.versions import (
-    DIFF_INPUT_COLUMNS,
-    VersionError,
-    VersionInfo,
-    VersionNotFound,
-    diff_versions,
-    resolve_version,
-)
-from ..edges.aws import describe
-from ..edges.s3_bucket import run_bounded
-from ..edges.s3_versions import VersionStore
+from ..core.names import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
+from ..core.text import escape_control
 from ..errors import InventoryError
 from ..settings import Settings, seed_fingerprint
 from .common import load_settings, open_bucket
+
+if TYPE_CHECKING:  # the functions import what they use: `versions --help` needs no pandas, pyarrow or boto3
+    import pandas as pd
+
+    from ..core.versions import VersionInfo
+    from ..edges.s3_versions import VersionStore
 
 #: the commands' outcome is logged under the package's own name, as every command's is
 log = logging.getLogger("tuttle_prep")
@@ -52,6 +44,8 @@ _FORMAT = click.option(
 
 def version_store(settings: Settings, workers: int = HEAD_WORKERS) -> VersionStore:
     """The bucket's versions folder (exit 2 with one sentence if the bucket is unusable)."""
+    from ..edges.s3_versions import VersionStore
+
     store = open_bucket(settings, workers)
     return VersionStore(store.client, store.bucket, settings.ml_prefix)
 
@@ -73,6 +67,8 @@ def echo_lines(text: str, *, err: bool = False) -> None:
 
 def resolve_or_exit(ids: list[str], reference: str, versions: VersionStore) -> str:
     """The id `reference` names, or one sentence on stderr and exit 2."""
+    from ..core.versions import VersionNotFound, resolve_version
+
     try:
         return resolve_version(ids, reference)
     except VersionNotFound as exc:
@@ -82,6 +78,11 @@ def resolve_or_exit(ids: list[str], reference: str, versions: VersionStore) -> s
 
 def read_or_exit(versions: VersionStore, version_id: str, columns: list[str] | None = None) -> Any:
     """The version's (table, info), or the object named on stderr and exit 1."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..core.versions import VersionError
+    from ..edges.aws import describe
+
     try:
         return versions.read(version_id, columns)
     except VersionError as exc:
@@ -110,6 +111,12 @@ def versions() -> None:
 @_FORMAT
 def list_command(output_format: str) -> None:
     """Every version, newest first: time, id, frames per dataset, and the change against the one before."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..core.versions import VersionError
+    from ..edges.aws import describe
+    from ..edges.s3_bucket import run_bounded
+
     settings = load_settings()
     store = version_store(settings)
     ids = list_ids(store)
@@ -180,6 +187,9 @@ def _list_text(infos: list[VersionInfo], store: VersionStore, settings: Settings
 def diff_command(a: str, b: str, out: Path | None) -> None:
     """What changed from version A to version B (default: latest): frames added, removed, moved between
     datasets, reclassified, with other METADATA, and the rarity transition table."""
+    from ..core.text import csv_safe
+    from ..core.versions import DIFF_INPUT_COLUMNS, diff_versions
+
     settings = load_settings()
     store = version_store(settings)
     ids = list_ids(store)
@@ -227,6 +237,8 @@ def _grid_text(grid: pd.DataFrame) -> list[str]:
 @_FORMAT
 def show_command(version: str, output_format: str) -> None:
     """The dataset × rarity table of version V (as `report` prints it for today), and its metadata."""
+    from ..core.dataset_report import build_dataset_report
+
     settings = load_settings()
     store = version_store(settings)
     version_id = resolve_or_exit(list_ids(store), version, store)
