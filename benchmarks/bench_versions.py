@@ -158,7 +158,7 @@ def main() -> None:
     )
     print(
         f"versions diff (decode both + diff): {median(diffs, 0):.2f} s wall, {median(diffs, 1):.2f} s CPU "
-        f"(target <= 3 s); {result.counts}, {len(result.changes):,} changed frames"
+        f"(target <= 3 s); {result.counts}, {len(result.changes):,} changed dataset objects"
     )
 
 

@@ -573,6 +573,21 @@ def test_a_run_stopped_mid_apply_drains_its_copies_releases_the_lock_and_deletes
     assert dataset_keys(bucket) == expected_state({"S01E01": rows})
 
 
+def wait_until_it_catches_sigterm(pid: int, timeout: float = 60.0) -> None:
+    """Wait until the process has installed its SIGTERM handler (Linux: the SigCgt mask in /proc/PID/status).
+
+    A fixed sleep is not enough on a loaded machine: a signal sent before the handler exists kills the process
+    by the default action, which is the interpreter's start-up, not the job's.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)):
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not install a SIGTERM handler within {timeout} s")
+
+
 def test_signals_in_a_burst_while_the_program_starts_end_it_with_143_and_one_line(
     bucket: Bucket, tmp_path: Path
 ) -> None:
@@ -582,7 +597,7 @@ def test_signals_in_a_burst_while_the_program_starts_end_it_with_143_and_one_lin
     for attempt in range(3):
         process, stderr = start_sync(tmp_path)
         try:
-            time.sleep(0.6)  # the handlers are installed (the entry script's first lines), the libraries load
+            wait_until_it_catches_sigterm(process.pid)  # the entry script's first lines; then the libraries load
             while process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 time.sleep(0.002)

@@ -222,9 +222,9 @@ def test_metadata_edit_alone_rewrites_only_the_index(bucket, s3_calls: S3Calls) 
     s3_calls.clear()
     result = run_cli("sync")
     assert result.exit_code == 0, result.output
-    # the index (CSV and Parquet) and a dataset version, nothing else
+    # the index (Parquet first, then the CSV: both or neither) and a dataset version, nothing else
     writes = s3_calls.writes(ML_PREFIX)
-    assert writes[:2] == [("PutObject", LABELS), ("PutObject", PARQUET)]
+    assert writes[:2] == [("PutObject", PARQUET), ("PutObject", LABELS)]
     assert [op for op, _ in writes[2:]] == ["PutObject"] and writes[2][1].startswith(f"{ML_PREFIX}_versions/")
     assert_index_matches_bucket(bucket, edited)
 
@@ -272,3 +272,73 @@ def test_after_a_failed_copy_the_index_describes_what_the_bucket_holds(bucket, s
     assert by_frame.loc[changed[1], "rarity"] == "Legendary"
     assert by_frame.loc[changed[1], "metadata"] == "changed 1"
     assert by_frame.loc[dropped, "metadata"] == before.loc[dropped, "metadata"] != ""
+
+
+# ---- both or neither (issue 21, point 3) ---------------------------------------------------------
+
+
+def failing_put(proxy: S3FaultProxy, keys: set[str]) -> None:
+    """Fail every PutObject to `keys` (InternalError, before it reaches moto)."""
+    proxy.fail = lambda r: (
+        s3_error(500, "InternalError", "injected") if r.operation == "PutObject" and r.key in keys else None
+    )
+
+
+def edited_sheets(bucket) -> dict[str, list[dict[str, str]]]:
+    """A synced season, then sheets where frames change rarity, one is dropped and one is added: the index changes."""
+    sheets = season_sheets()
+    upload_season(bucket, sheets)
+    assert run_cli("sync").exit_code == 0
+    for s in (0, 1, 2):
+        sheets["S01E01"][s] = row(frame("S01E01", s), "Legendary", METADATA=f"changed {s}")
+    sheets["S01E02"].pop(0)
+    sheets["S01E02"].append(row(frame("S01E02", 40), "Common", METADATA="new"))
+    upload_season(bucket, sheets)
+    return sheets
+
+
+@pytest.mark.parametrize("failing", ["parquet", "csv"])
+def test_the_labels_csv_and_parquet_change_both_or_neither(bucket, s3_calls: S3Calls, failing: str) -> None:
+    sheets = edited_sheets(bucket)
+    before = {LABELS: bucket.get(LABELS), PARQUET: bucket.get(PARQUET)}
+    failing_key = PARQUET if failing == "parquet" else LABELS
+    failing_put(s3_calls.proxy, {failing_key})
+
+    result = run_cli("sync")
+    assert result.exit_code == 1, result.output
+    # the datasets changed, yet neither index object did: they still agree, with each other and the last run
+    assert {LABELS: bucket.get(LABELS), PARQUET: bucket.get(PARQUET)} == before
+    url = f"s3://{bucket.name}/"
+    message = f"labels index: writing {url}{failing_key} failed (InternalError"
+    assert message in result.output
+    if failing == "parquet":
+        assert f"neither {url}{PARQUET} nor {url}{LABELS} was updated: both are as they were" in result.output
+    else:  # the Parquet object, written first, was put back
+        assert f"{url}{PARQUET}, written first, was put back as it was: neither is updated" in result.output
+        assert ("PutObject", PARQUET) in s3_calls.calls
+
+    s3_calls.proxy.fail = None
+    assert run_cli("sync").exit_code == 0
+    assert_index_matches_bucket(bucket, sheets)
+
+
+def test_when_the_parquet_cannot_be_put_back_the_message_says_the_two_differ(bucket, s3_calls: S3Calls) -> None:
+    edited_sheets(bucket)
+    before = {LABELS: bucket.get(LABELS), PARQUET: bucket.get(PARQUET)}
+    puts: list[str] = []
+
+    def fail(request: Request) -> Answer | None:
+        if request.operation != "PutObject" or request.key not in (LABELS, PARQUET):
+            return None
+        puts.append(request.key)
+        return s3_error(500, "InternalError", "injected") if len(puts) > 1 else None  # all but the first PUT fail
+
+    s3_calls.proxy.fail = fail
+    result = run_cli("sync")
+    assert result.exit_code == 1 and puts[:3] == [PARQUET, LABELS, PARQUET]
+    assert bucket.get(LABELS) == before[LABELS] and bucket.get(PARQUET) != before[PARQUET]
+    url = f"s3://{bucket.name}/"
+    assert (
+        f"{url}{PARQUET} is updated, {url}{LABELS} is not; they differ until the next run rewrites them"
+        in result.output
+    )

@@ -117,10 +117,15 @@ def test_preview_of_the_current_and_a_new_setting(bucket, sheets, requests_made)
     assert got["frames"] == len(frames) and got["episodes"] == ["S01E01", "S01E02", "S02E01"]
 
     current = wanted_frames(frames, SHARES, DEFAULT_SEED)  # the default settings: stratified, no groups
-    assert got["current"]["settings"] == {"stratify": "rarity", "group_seconds": 0, "seed": DEFAULT_SEED}
+    assert got["current"]["settings"] == {
+        "stratify": "rarity",
+        "group_seconds": 0,
+        "seed": DEFAULT_SEED,
+        "group": "none",
+    }
     check_outcome(got["current"], current, (0.25, 1, 5))
     preview = wanted_frames(frames, SHARES, "other", 2, stratify="none")
-    assert got["preview"]["settings"] == {"stratify": "none", "group_seconds": 2, "seed": "other"}
+    assert got["preview"]["settings"] == {"stratify": "none", "group_seconds": 2, "seed": "other", "group": "none"}
     check_outcome(got["preview"], preview, (0.25, 1, 5))
     assert got["preview"]["moved"] == int((current["dataset"] != preview["dataset"]).sum()) > 0
     pairs = pd.Series([f"{a} -> {b}" for a, b in zip(current["dataset"], preview["dataset"], strict=True) if a != b])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 
 import pandas as pd
 import pyarrow as pa
@@ -16,11 +17,14 @@ from tuttle_prep.core.versions import (
     ABSENT,
     VERSION_COLUMNS,
     VersionError,
+    VersionInfo,
     VersionNotFound,
     build_version_table,
+    describe_partial,
     diff_versions,
     known_sources_table,
     outcome_digest,
+    partial_record,
     resolve_version,
     rows_without_source,
     version_from_parquet,
@@ -29,6 +33,7 @@ from tuttle_prep.core.versions import (
     version_labels,
     version_to_parquet,
     versions_to_delete,
+    with_content_hashes,
     with_sources,
 )
 
@@ -107,13 +112,32 @@ def test_the_digest_follows_the_outcome_not_the_etags_or_the_chunking() -> None:
     assert outcome_digest(version([(0, "train", "Rare", "[Ethan]"), *BASE[1:]])) != outcome_digest(table)
 
 
+def test_content_hashes_are_recorded_only_for_the_etag_they_were_computed_from() -> None:
+    table = version(BASE, etags={0: "a", 1: "b", 2: "c"})
+    keys, etags = table["source_key"].to_pylist(), table["source_etag"].to_pylist()
+    assert etags[0] is not None
+    known = pa.table(
+        {
+            "source_key": pa.array([keys[0], keys[1]], pa.string()),
+            "source_etag": pa.array([etags[0], "other"], pa.string()),
+            "content_hash": pa.array([2**64 - 1, 5], pa.uint64()),
+        }
+    )
+    with_hashes = with_content_hashes(table, known)
+    by_key = dict(zip(with_hashes["source_key"].to_pylist(), with_hashes["content_hash"].to_pylist(), strict=True))
+    assert by_key[keys[0]] == 2**64 - 1 and by_key[keys[1]] is None  # a hash of other bytes is not this ETag's
+    back, _ = version_from_parquet(version_to_parquet(with_hashes, info_of(table)), "v")
+    assert back["content_hash"].to_pylist() == with_hashes["content_hash"].to_pylist()
+
+
 def test_parquet_round_trip_keeps_rows_and_info() -> None:
     table = version(BASE)
     info = info_of(table)
     data = version_to_parquet(table, info)
     assert data == version_to_parquet(table, info)  # deterministic bytes
     back, read_info = version_from_parquet(data, "v")
-    assert back.to_pylist() == table.to_pylist()
+    assert back.select(VERSION_COLUMNS).to_pylist() == table.to_pylist()
+    assert back["content_hash"].null_count == len(table)  # no hashes given: null, never made up
     assert read_info == info
     assert list(read_info.split) == list(SPLIT) and read_info.datasets == {"train": 2, "validate": 1, "test": 1}
     assert read_info.rarities == {"Common": 1, "Rare": 2, "Trash": 1}
@@ -216,3 +240,86 @@ def test_diff_from_or_to_an_empty_version() -> None:
     assert diff.counts["added"] == 4 and diff.counts["removed"] == 0
     diff = diff_versions(version(BASE), version([]))
     assert diff.counts["removed"] == 4 and set(diff.changes["change"]) == {"removed"}
+
+
+# ---- issue 21: objects, not frames; partial versions ---------------------------------------------------
+
+PLACES = [(d, r) for d in SPLIT for r in ("Rare", "Common", "Trash")]
+
+
+def brute_force_diff(a: set[tuple[int, str, str]], b: set[tuple[int, str, str]]) -> dict[str, int]:
+    """Over sets of (frame, dataset, rarity) objects: a frame's objects only in A and only in B are paired in
+    (dataset, rarity) order, the rest removed / added."""
+    counts = dict.fromkeys(["added", "removed", "moved", "reclassified"], 0)
+    for f in {o[0] for o in a | b}:
+        gone = sorted(o[1:] for o in a - b if o[0] == f)
+        new = sorted(o[1:] for o in b - a if o[0] == f)
+        for i in range(max(len(gone), len(new))):
+            if i >= len(gone):
+                counts["added"] += 1
+            elif i >= len(new):
+                counts["removed"] += 1
+            else:
+                counts["moved"] += gone[i][0] != new[i][0]
+                counts["reclassified"] += gone[i][1] != new[i][1]
+    return counts
+
+
+objects = st.sets(st.tuples(st.integers(0, 12), st.sampled_from(PLACES)), max_size=30).map(
+    lambda s: {(f, d, r) for f, (d, r) in s}
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(objects, objects)
+def test_diff_counts_dataset_objects_as_a_brute_force_does_even_with_frames_in_two_places(a: set, b: set) -> None:
+    diff = diff_versions(
+        version([(f, d, r, "") for f, d, r in sorted(a)]), version([(f, d, r, "") for f, d, r in sorted(b)])
+    )
+    expected = brute_force_diff(a, b)
+    assert {k: diff.counts[k] for k in expected} == expected and diff.counts["metadata"] == 0
+    paired = len(a - b) - expected["removed"]
+    assert paired == len(b - a) - expected["added"]  # A = removed + paired + kept, B = added + paired + kept
+    assert diff.unchanged == len(a & b) and (diff.objects_a, diff.objects_b) == (len(a), len(b))
+    assert diff.doubled_a == sum(n > 1 for n in Counter(f for f, *_ in a).values())
+    assert int(diff.transitions.to_numpy().sum()) == len(a & b) + paired + expected["removed"] + expected["added"]
+    assert len(diff.changes) == paired + expected["removed"] + expected["added"]
+
+
+def test_latest_and_previous_skip_partial_versions_and_an_id_names_one() -> None:
+    partial = {IDS[2]}
+    asked: list[str] = []
+
+    def is_partial(version_id: str) -> bool:
+        asked.append(version_id)
+        return version_id in partial
+
+    assert resolve_version(IDS, "latest", is_partial) == IDS[1] and asked == [IDS[2], IDS[1]]
+    assert resolve_version(IDS, "previous", is_partial) == IDS[0]
+    assert resolve_version(IDS, IDS[2], is_partial) == IDS[2]  # named: partial or not
+    assert resolve_version(IDS, "latest") == IDS[2]  # --include-partial
+    with pytest.raises(VersionNotFound, match=r"no complete version; 3 partial versions .* --include-partial"):
+        resolve_version(IDS, "latest", lambda _: True)
+    with pytest.raises(VersionNotFound, match="no previous version: 1 complete version"):
+        resolve_version(IDS, "previous", lambda v: v != IDS[0])
+
+
+def test_a_version_without_a_partial_marker_is_complete_and_a_garbled_marker_is_unreadable() -> None:
+    old = '{"id":"x","run_id":"r","time":"t","frames":1,"datasets":{}}'
+    info = VersionInfo.from_json(old, "old")
+    assert info.partial is None and info.counted == "frames"
+    with pytest.raises(VersionError, match="field partial is 'yes"):
+        VersionInfo.from_json(old[:-1] + ',"partial":"yes\\n"}', "garbled")
+    odd = VersionInfo.from_json(old[:-1] + ',"partial":{"failed":"many\\n"}}', "odd")
+    assert "'many\\n' failed operations" in describe_partial(odd.partial)
+    marker = partial_record(1, 2, 3, 4, ["delete k failed: \u00e9\n"])
+    assert marker == {
+        "exit_code": 1,
+        "failed": 2,
+        "held_back": 3,
+        "frames_in_two_places": 4,
+        "job_failures": 1,
+        "reason": "delete k failed: \\xe9\n",
+    }
+    assert "2 failed operations, 3 deletes held back, 4 frames in two places" in describe_partial(marker)
+    assert "\n" not in describe_partial(marker)

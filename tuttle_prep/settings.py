@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core.names import DEFAULT_STRATIFY, RARITY_COLUMNS, STRATIFY_CHOICES, normalize_header
+from .core.names import DEFAULT_DISTANCE, DEFAULT_STRATIFY, RARITY_COLUMNS, STRATIFY_CHOICES, normalize_header
 from .errors import ConfigError
 
 DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"
@@ -126,6 +126,13 @@ def local_sheets_dir_from_env(env: Mapping[str, str] | None = None) -> Path | No
     return _local_sheets_dir(env.get("TUTTLE_LOCAL_SHEETS_DIR", ""))
 
 
+def _distance(env: Mapping[str, str]) -> int:
+    distance = env_number(env, "TUTTLE_CONTENT_DISTANCE", DEFAULT_DISTANCE)
+    if distance > 16:
+        raise ConfigError(f"TUTTLE_CONTENT_DISTANCE must be at most 16 (of 64 bits), got {distance}")
+    return distance
+
+
 def seed_fingerprint(seed: str) -> str:
     """The first 8 hex digits of the SHA-256 of `seed` (the seed itself is never printed)."""
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:8]
@@ -156,6 +163,12 @@ class Settings:
     sheet_optional_columns: tuple[str, ...] = ()
     #: the only folder (resolved) local CSV sheets named by a manifest may be read from; None: no local sheets
     local_sheets_dir: Path | None = None
+    #: TUTTLE_CONTENT_HASH: `sync` keeps a perceptual hash of every listed source frame (off: skipped)
+    content_hash: bool = True
+    #: TUTTLE_CONTENT_DISTANCE: Hamming distance (bits of 64) at or below which two frames are near-duplicates
+    content_distance: int = DEFAULT_DISTANCE
+    #: TUTTLE_SPLIT_GROUP: `content` keeps each near-duplicate cluster in one dataset; "" the frame (or window)
+    split_group: str = ""
 
     @property
     def seed_fingerprint(self) -> str:
@@ -165,7 +178,8 @@ class Settings:
     @property
     def split_mode(self) -> str:
         """The split settings besides the seed, as run summaries show them: `stratify=rarity, group seconds=0`."""
-        return f"stratify={self.split_stratify}, group seconds={self.split_group_seconds}"
+        mode = f"stratify={self.split_stratify}, group seconds={self.split_group_seconds}"
+        return f"{mode}, group=content" if self.split_group == "content" else mode
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -188,6 +202,14 @@ class Settings:
                 f"TUTTLE_SPLIT_STRATIFY must be one of {', '.join(STRATIFY_CHOICES)}; got '{raw_stratify}'"
             )
         creds = env.get("GOOGLE_DRIVE_CREDENTIALS_FILE", "").strip()
+        raw_hash = env.get("TUTTLE_CONTENT_HASH", "").strip()
+        if raw_hash.lower() not in ("", "on", "off"):
+            raise ConfigError(f"TUTTLE_CONTENT_HASH must be on or off; got '{raw_hash}'")
+        raw_group = env.get("TUTTLE_SPLIT_GROUP", "").strip()
+        if raw_group.lower() not in ("", "content"):
+            raise ConfigError(f"TUTTLE_SPLIT_GROUP must be content or empty; got '{raw_group}'")
+        if raw_group and raw_hash.lower() == "off":
+            raise ConfigError("TUTTLE_SPLIT_GROUP=content needs the content hashes: TUTTLE_CONTENT_HASH is off")
         log_group = env.get("TUTTLE_LOG_GROUP", "").strip()
         return cls(
             bucket=bucket,
@@ -209,4 +231,7 @@ class Settings:
             versions_pinned=_pinned(env.get("TUTTLE_VERSIONS_PINNED", "")),
             sheet_optional_columns=parse_optional_columns(env.get("TUTTLE_SHEET_OPTIONAL_COLUMNS", "")),
             local_sheets_dir=_local_sheets_dir(env.get("TUTTLE_LOCAL_SHEETS_DIR", "")),
+            content_hash=raw_hash.lower() != "off",
+            content_distance=_distance(env),
+            split_group=raw_group.lower(),
         )

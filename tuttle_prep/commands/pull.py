@@ -65,7 +65,7 @@ from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import IMG_SIZES
 from .common import key_layout, load_settings, make_folder, open_bucket
-from .versions import list_ids, read_or_exit, resolve_or_exit
+from .versions import flag_partial, list_ids, read_or_exit, resolve_or_exit
 
 log = logging.getLogger(__name__)
 #: the command's outcome is logged under the package's own name, as every command's is
@@ -561,6 +561,12 @@ def _size(n: int) -> str:
     help="With --version: download a source frame whose ETag differs from the version's (it is still named) "
     "instead of leaving it out and exiting 1.",
 )
+@click.option(
+    "--include-partial",
+    is_flag=True,
+    help="With --version latest|previous: a partial version (written by a run that failed) may be the one; "
+    "by default they are skipped. A version named by id is pulled partial or not (with a warning).",
+)
 def pull(
     datasets: tuple[str, ...],
     dest: Path,
@@ -568,6 +574,7 @@ def pull(
     workers: int,
     version: str | None,
     accept_changed_sources: bool,
+    include_partial: bool,
 ) -> None:
     """Download datasets to a local folder: only files missing locally or of another size.
 
@@ -582,9 +589,11 @@ def pull(
     version refused), 2 usage or configuration error.
     """
     if version is not None:
-        pull_version_command(version, datasets, dest, delete, workers, accept_changed_sources)
+        pull_version_command(version, datasets, dest, delete, workers, accept_changed_sources, include_partial)
     if accept_changed_sources:
         raise click.UsageError("--accept-changed-sources goes with --version")
+    if include_partial:
+        raise click.UsageError("--include-partial goes with --version")
     if not datasets:
         raise click.UsageError("Missing option '--dataset' (or rebuild a dataset version with --version V).")
     settings = load_settings()
@@ -653,14 +662,21 @@ def refuse_unsound_version(url: str, table: pa.Table, counts: dict, layout: KeyL
 
 
 def pull_version_command(
-    reference: str, datasets: tuple[str, ...], dest: Path, delete: bool, workers: int, accept_changed: bool
+    reference: str,
+    datasets: tuple[str, ...],
+    dest: Path,
+    delete: bool,
+    workers: int,
+    accept_changed: bool,
+    include_partial: bool = False,
 ) -> NoReturn:
     """`pull --version V`: rebuild version V under `dest` from the source frames, then exit."""
     settings = load_settings()
     store = open_bucket(settings, workers)
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
-    version_id = resolve_or_exit(list_ids(versions), reference, versions)
+    version_id = resolve_or_exit(list_ids(versions), reference, versions, include_partial)
     table, info = read_or_exit(versions, version_id)
+    flag_partial(info)
     layout = key_layout(settings)
     known = [d for d in dict.fromkeys([*info.split, *info.datasets]) if isinstance(d, str)]
     for name in datasets:

@@ -9,12 +9,30 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from ..core.clock import utc
-from ..core.names import EXIT_ERRORS, EXIT_OK
+from ..core.content_leakage import content_leakage, content_leakage_lines, leak_clusters
+from ..core.dataset_report import (
+    DatasetReport,
+    build_dataset_report,
+    json_records,
+    leakage_csv,
+    rarity_shares_csv,
+    table_csv,
+)
+from ..core.labels import is_job_key
+from ..core.manifests import collect_episodes
+from ..core.run_report import EXIT_ERRORS, EXIT_OK
+from ..core.text import csv_safe
+from ..edges.csv_sheets import local_path_exists
+from ..edges.s3_bucket import S3Bucket
+from ..edges.s3_content import read_all_hashes
+from ..edges.s3_listing import list_datasets
+from ..edges.s3_objects import read_manifests
+from ..edges.s3_sheet_headers import headers_key
 from ..errors import InventoryError
 from ..settings import Settings
 from .common import (
@@ -28,10 +46,6 @@ from .common import (
     open_bucket,
     season_option,
 )
-
-if TYPE_CHECKING:  # the functions import what they use: `report --help` needs no pandas, pyarrow or boto3
-    from ..core.dataset_report import DatasetReport
-    from ..edges.s3_bucket import S3Bucket
 
 log = logging.getLogger("tuttle_prep")
 
@@ -50,6 +64,12 @@ LIST_WORKERS = 16
 )
 @leak_seconds_option
 @click.option(
+    "--contact-sheet",
+    "contact_sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw the worst content-leak clusters (thumbnails, frame names, datasets) to this PNG.",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["text", "json"]),
@@ -58,7 +78,12 @@ LIST_WORKERS = 16
     help="What to print: tables for people, or one JSON object for machines.",
 )
 def report(
-    seasons: tuple[str, ...], episodes: tuple[str, ...], out: Path, leak_seconds: tuple[float, ...], output_format: str
+    seasons: tuple[str, ...],
+    episodes: tuple[str, ...],
+    out: Path,
+    leak_seconds: tuple[float, ...],
+    contact_sheet: Path | None,
+    output_format: str,
 ) -> None:
     """Count the dataset files per dataset and rarity against the target split.
 
@@ -68,13 +93,11 @@ def report(
     episode, orphans and unexpected keys. Writes report.png (four panels), report.csv
     (level,scope,dataset,<rarities>,total,share,target), rarity_shares.csv
     (rarity,dataset,files,rarity_files,share,target,deviation,deviation_files) and leakage.csv
-    (dataset,seconds,frames,leaking,share). Changes nothing in the bucket.
+    (dataset,seconds,frames,leaking,share). With the content hashes kept by sync, also the content leakage
+    (validate/test frames with a train frame within TUTTLE_CONTENT_DISTANCE bits of dHash, within and across
+    episodes, per rarity; content_leakage.csv) and, with --contact-sheet, a PNG of the worst leak clusters.
+    Changes nothing in the bucket.
     """
-    from ..core.dataset_report import build_dataset_report
-    from ..core.labels import is_job_key
-    from ..edges.s3_listing import list_datasets
-    from ..edges.s3_sheet_headers import headers_key
-
     settings = load_settings()
     make_folder(out, "--out")
     store = open_bucket(settings, LIST_WORKERS)
@@ -105,6 +128,7 @@ def report(
     except OSError as exc:
         fail_config(f"cannot write to --out {out}: {exc.strerror or exc}")
     png, csv = files["png"], files["csv"]
+    content = _content_report(store, settings, current, selected, files, out, contact_sheet)
 
     if output_format == "json":
         record: dict[str, Any] = {
@@ -113,18 +137,66 @@ def report(
             "generated": utc(invocation_clock()()).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "selection": list(seasons + episodes),
             **report.to_json(),
+            "content_leakage": content,
             "files": {name: str(path) for name, path in files.items()},
         }
         click.echo(json.dumps(record, indent=2))
     else:
         click.echo(report.to_text(where + scope))
-        click.echo(f"\nwrote {png}, {csv}, {files['rarity_shares']} and {files['leakage']}")
+        click.echo("\n" + "\n".join(content["lines"]))
+        others = ", ".join(
+            str(files[n]) for n in ("rarity_shares", "leakage", "content_leakage", "contact_sheet") if n in files
+        )
+        click.echo(f"\nwrote {png}, {csv}, {others}")
     sys.exit(EXIT_OK)
+
+
+def _content_report(
+    store: S3Bucket,
+    settings: Settings,
+    current: Any,
+    selected: set[str] | None,
+    files: dict[str, Path],
+    out: Path,
+    contact_sheet: Path | None,
+) -> dict[str, Any]:
+    """The content leakage of the dataset objects with a stored hash: content_leakage.csv in `out`, the contact
+    sheet if asked for; the JSON record (its text lines under "lines")."""
+    hashes, warnings = read_all_hashes(store, settings.ml_prefix)
+    for message in warnings:
+        log.warning(message)
+    known = hashes[hashes["hash"].notna()].drop_duplicates("frame")[["frame", "hash"]]
+    frames = current[["key", "episode_id", "frame", "dataset", "rarity"]].astype(str)
+    if selected is not None:
+        frames = frames[frames["episode_id"].isin(selected)]
+    frames = frames.merge(known, on="frame", how="left")
+    k = settings.content_distance
+    order = list(settings.split)
+    table = content_leakage(frames, order, k)
+    hashed = int(frames["hash"].notna().sum())
+    try:
+        files["content_leakage"] = out / "content_leakage.csv"
+        csv_safe(table).to_csv(files["content_leakage"], index=False)
+        if contact_sheet is not None:
+            from ..edges.contact_sheet import write_contact_sheet
+
+            clusters = leak_clusters(frames, order[0], k)
+            title = f"worst content-leak clusters (dHash within {k} bits): {len(clusters)} shown"
+            write_contact_sheet(store, clusters, contact_sheet, title)
+            files["contact_sheet"] = contact_sheet
+    except OSError as exc:
+        fail_config(f"cannot write the content leakage files: {exc.strerror or exc}")
+    return {
+        "distance": k,
+        "hashed_frames": hashed,
+        "frames": len(frames),
+        "table": json_records(table),
+        "lines": content_leakage_lines(table, k, hashed, len(frames)),
+    }
 
 
 def write_report_files(report: DatasetReport, out: Path, title: str) -> dict[str, Path]:
     """report.png, report.csv, rarity_shares.csv and leakage.csv in `out`; their paths by name (OSError)."""
-    from ..core.dataset_report import leakage_csv, rarity_shares_csv, table_csv
     from ..edges.report_chart import write_chart  # matplotlib: imported only by the command that draws
 
     files = {
@@ -142,10 +214,6 @@ def write_report_files(report: DatasetReport, out: Path, title: str) -> dict[str
 
 def _manifest_episodes(store: S3Bucket, settings: Settings) -> set[str] | None:
     """Every episode of the manifests, or None (with a warning) if they cannot be read at all."""
-    from ..core.manifests import collect_episodes
-    from ..edges.csv_sheets import local_path_exists
-    from ..edges.s3_objects import read_manifests
-
     try:
         ignored: list[str] = []
         files, read_errors = read_manifests(store, settings.manifests_prefix, ignored)

@@ -12,11 +12,22 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
+import pandas as pd
 
-from ..core.names import EXIT_ERRORS, EXIT_OK, STRATIFY_CHOICES
+from ..core.dataset_report import json_records, leakage_lines, rarity_share_lines
+from ..core.frame_table import RARITIES
+from ..core.manifests import collect_episodes, filter_episodes
+from ..core.plan import wanted_frames
+from ..core.run_report import EXIT_ERRORS, EXIT_OK, RunReport
+from ..core.sheets import is_google_location
+from ..core.split import STRATIFY_CHOICES
+from ..core.split_quality import leakage_table, rarity_shares
+from ..edges import aws
+from ..edges.csv_sheets import local_path_exists
+from ..edges.s3_objects import read_manifests
 from ..errors import ConfigError, InventoryError
 from ..settings import Settings
 from .common import (
@@ -27,11 +38,7 @@ from .common import (
     load_settings,
     season_option,
 )
-
-if TYPE_CHECKING:  # the functions import what they use: `split preview --help` needs no pandas or boto3
-    import pandas as pd
-
-    from ..core.run_report import RunReport
+from .sync import SyncOptions, build_context, canonical_of_store, load_frames
 
 log = logging.getLogger("tuttle_prep")
 
@@ -45,12 +52,20 @@ class SplitSetting:
     stratify: str
     group_seconds: int
     seed: str
+    #: TUTTLE_SPLIT_GROUP: "content" keeps near-duplicate clusters together, "" does not
+    group: str = ""
 
     def describe(self) -> str:
-        return f"stratify={self.stratify}, group seconds={self.group_seconds}, seed={self.seed}"
+        text = f"stratify={self.stratify}, group seconds={self.group_seconds}, seed={self.seed}"
+        return f"{text}, group=content" if self.group == "content" else text
 
     def to_json(self) -> dict[str, Any]:
-        return {"stratify": self.stratify, "group_seconds": self.group_seconds, "seed": self.seed}
+        return {
+            "stratify": self.stratify,
+            "group_seconds": self.group_seconds,
+            "seed": self.seed,
+            "group": self.group or "none",
+        }
 
 
 @dataclass
@@ -68,16 +83,18 @@ class SplitOutcome:
 
 
 def preview_split(
-    frames: pd.DataFrame, split: dict[str, float], setting: SplitSetting, seconds: tuple[float, ...]
+    frames: pd.DataFrame,
+    split: dict[str, float],
+    setting: SplitSetting,
+    seconds: tuple[float, ...],
+    canonical: dict[str, str] | None = None,
 ) -> SplitOutcome:
-    """Split `frames` (episode_id, frame, rarity) with `setting` and measure it."""
-    import pandas as pd
-
-    from ..core.frame_table import RARITIES
-    from ..core.plan import wanted_frames
-    from ..core.split_quality import leakage_table, rarity_shares
-
-    wanted = wanted_frames(frames, split, setting.seed, setting.group_seconds, stratify=setting.stratify)
+    """Split `frames` (episode_id, frame, rarity) with `setting` and measure it (`canonical`: the clusters, for
+    group=content)."""
+    clusters = canonical if setting.group == "content" else None
+    wanted = wanted_frames(
+        frames, split, setting.seed, setting.group_seconds, stratify=setting.stratify, canonical=clusters
+    )
     counts = pd.crosstab(wanted["dataset"], wanted["rarity"]).reindex(index=list(split), columns=list(RARITIES))
     counts = counts.fillna(0).astype(int)
     return SplitOutcome(
@@ -90,9 +107,6 @@ def preview_split(
 
 
 def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
-    from ..core.dataset_report import json_records
-    from ..core.frame_table import RARITIES
-
     return {
         "settings": outcome.setting.to_json(),
         "counts": {
@@ -107,8 +121,6 @@ def _outcome_json(outcome: SplitOutcome) -> dict[str, Any]:
 
 
 def _outcome_text(title: str, outcome: SplitOutcome, total: int) -> list[str]:
-    from ..core.dataset_report import leakage_lines, rarity_share_lines
-
     lines = [f"{title}: {outcome.setting.describe()}"]
     lines += rarity_share_lines(outcome.shares, list(outcome.counts.index))
     lines += ["", *leakage_lines(outcome.leakage)]
@@ -132,6 +144,11 @@ def split() -> None:
 @click.option("--stratify", type=click.Choice(STRATIFY_CHOICES), help="Preview this TUTTLE_SPLIT_STRATIFY.")
 @click.option("--group-seconds", type=click.IntRange(0), help="Preview this TUTTLE_SPLIT_GROUP_SECONDS.")
 @click.option("--seed", help="Preview this TUTTLE_SPLIT_SEED.")
+@click.option(
+    "--group",
+    type=click.Choice(["content", "none"]),
+    help="Preview this TUTTLE_SPLIT_GROUP (content: near-duplicate clusters of the stored hashes kept together).",
+)
 @leak_seconds_option
 @click.option(
     "--format",
@@ -147,6 +164,7 @@ def preview(
     stratify: str | None,
     group_seconds: int | None,
     seed: str | None,
+    group: str | None,
     leak_seconds: tuple[float, ...],
     output_format: str,
 ) -> None:
@@ -156,32 +174,41 @@ def preview(
     current settings' split; with --stratify, --group-seconds or --seed, also that setting's split and how
     many frames it would move compared with the current one.
     """
-    import pandas as pd
-
     if seed is not None:
         seed = seed.strip()  # as TUTTLE_SPLIT_SEED is read
         if not seed:
             raise click.BadParameter("must not be empty", param_hint="--seed")
     settings = load_settings()
-    current = SplitSetting(settings.split_stratify, settings.split_group_seconds, settings.split_seed)
+    current = SplitSetting(
+        settings.split_stratify, settings.split_group_seconds, settings.split_seed, settings.split_group
+    )
+    wanted_group = None if group is None else ("" if group == "none" else group)
     changed = replace(
         current,
         **{
             k: v
-            for k, v in {"stratify": stratify, "group_seconds": group_seconds, "seed": seed}.items()
+            for k, v in {
+                "stratify": stratify,
+                "group_seconds": group_seconds,
+                "seed": seed,
+                "group": wanted_group,
+            }.items()
             if v is not None
         },
     )
-    frames, report = _read_frames(settings, seasons, episodes)
+    frames, report, store = _read_frames(settings, seasons, episodes)
+    canonical = None
+    if "content" in (current.group, changed.group):
+        canonical = canonical_of_store(store, settings, None, report.warn)
     for message in report.warnings:
         log.warning(message)
     for message in report.findings:  # data findings (a sheet without FRAME NUMBER, rejected rows): as in sync
         log.warning(message)
     for message in report.errors:
         log.error(message)
-    outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds)}
+    outcomes = {"current": preview_split(frames, settings.split, current, leak_seconds, canonical)}
     if changed != current:
-        outcome = preview_split(frames, settings.split, changed, leak_seconds)
+        outcome = preview_split(frames, settings.split, changed, leak_seconds, canonical)
         before, after = outcomes["current"].datasets.to_numpy(), outcome.datasets.to_numpy()
         changed = before != after
         outcome.moved = int(changed.sum())
@@ -210,18 +237,9 @@ def preview(
 
 def _read_frames(
     settings: Settings, seasons: tuple[str, ...], episodes: tuple[str, ...]
-) -> tuple[pd.DataFrame, RunReport]:
-    """The classified frames of the selected episodes' sheets; problems go into the returned report."""
-    import pandas as pd
-
-    from ..core.manifests import collect_episodes, filter_episodes
-    from ..core.run_report import RunReport
-    from ..core.sheets import is_google_location
-    from ..edges import aws
-    from ..edges.csv_sheets import local_path_exists
-    from ..edges.s3_objects import read_manifests
-    from .sync import SyncOptions, build_context, load_frames
-
+) -> tuple[pd.DataFrame, RunReport, Any]:
+    """The classified frames of the selected episodes' sheets (problems go into the returned report), and the
+    bucket."""
     report = RunReport(dry_run=True, clock=invocation_clock())
     context = build_context(settings, SyncOptions(seasons=seasons, episodes=episodes, workers=SHEET_WORKERS))
     try:
@@ -257,4 +275,4 @@ def _read_frames(
         fail_config(str(exc))
     frames = [f[["episode_id", "frame", "rarity"]] for f in loaded.values()]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["episode_id", "frame", "rarity"])
-    return table, report
+    return table, report, context.store

@@ -24,11 +24,13 @@ from typing import Any
 
 import click
 import pandas as pd
+import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.clock import Clock
+from ..core.content import canonical_members
 from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
-from ..core.findings import NO_FINDINGS_HASH, SheetRef, render_digest
+from ..core.findings import NO_FINDINGS_HASH, UNDECODABLE_COLUMNS, SheetRef, render_digest
 from ..core.frame_table import build_frame_table
 from ..core.labels import is_job_key, labels_key, parse_labels_csv
 from ..core.listing_check import check_listing
@@ -51,6 +53,7 @@ from ..edges.data_digest import (
 )
 from ..edges.s3_apply import apply_plan
 from ..edges.s3_bucket import BOTO3_THREADS, S3Bucket
+from ..edges.s3_content import read_all_hashes, stored_episodes, update_hashes
 from ..edges.s3_labels import read_labels_object, update_labels_index
 from ..edges.s3_listing import list_datasets, list_sources
 from ..edges.s3_lock import S3Lock
@@ -135,9 +138,7 @@ def build_context(
     ]
     if settings.google_credentials_file is not None:
         sources.insert(0, LazyGoogleSource(settings))
-    lock = partial(
-        S3Lock, client, settings.bucket, settings.lock_key, settings.lock_stale_seconds, run_id, clock=clock
-    )
+    lock = partial(S3Lock, client, settings.bucket, settings.lock_key, settings.lock_stale_seconds, run_id, clock=clock)
     return SyncContext(store=store, reader=SheetReader(sources), lock=lock)
 
 
@@ -344,9 +345,134 @@ def _record_version(
 
     # a listing of sources for the version is needed only for a first version (or after a crash or an
     # image-size change): on threads, whatever spreads out the sync's own listing
+    content = None
+    if plan.content is not None and len(plan.content):
+        known = plan.content[plan.content["hash"].notna()]
+        content = pa.table(
+            {
+                "source_key": pa.array(known["source_key"].tolist(), pa.string()),
+                "source_etag": pa.array(known["source_etag"].tolist(), pa.string()),
+                "content_hash": pa.array(known["hash"].astype("uint64").to_numpy(), pa.uint64()),
+            }
+        )
     record_version(
-        versions, partial(list_sources, store), layout, settings, labels, plan.sources, report, baseline=baseline
+        versions,
+        partial(list_sources, store),
+        layout,
+        settings,
+        labels,
+        plan.sources,
+        report,
+        baseline=baseline,
+        content=content,
     )
+
+
+def _update_content(
+    settings: Settings,
+    options: SyncOptions,
+    store: S3Bucket,
+    layout: KeyLayout,
+    planned: set[str],
+    sources: pd.DataFrame,
+    report: RunReport,
+) -> pd.DataFrame | None:
+    """Hash the planned episodes' listed source frames not hashed yet (`edges.s3_content`); an episode with no hash
+    store object is listed for it once. None when TUTTLE_CONTENT_HASH=off or in a dry run (nothing is fetched)."""
+    if not settings.content_hash or options.dry_run or not planned:
+        return None
+    try:
+        stored = stored_episodes(store, settings.ml_prefix)
+    except InventoryError as exc:
+        report.warn(f"{exc}; no content hashes this run")
+        return None
+    listed = sources[sources["episode_id"].isin(planned)]
+    unlisted = sorted(planned - set(listed["episode_id"]) - stored)
+    if unlisted:
+        more, errors = list_sources(store, {e: layout.source_folder(e) for e in unlisted})
+        for eid, message in errors.items():
+            report.warn(f"{eid}: {message}; its frames are not hashed this run")
+        listed = pd.concat([listed, more], ignore_index=True) if len(more) else listed
+    if listed.empty:
+        return None
+    rows = pd.DataFrame(
+        {
+            "episode_id": listed["episode_id"].astype(str).to_numpy(),
+            "frame": listed["frame"].astype(str).to_numpy(),
+            "source_key": layout.source_keys(listed["episode_id"], listed["frame"]).astype(str).to_numpy(),
+            "source_etag": listed["etag"].astype(str).to_numpy(),
+        }
+    )
+    run = update_hashes(store, settings.ml_prefix, rows)
+    for message in run.warnings:
+        report.warn(message)
+    for eid, key, problem in run.undecodable[:20]:
+        report.finding(f"{eid}: source frame s3://{store.bucket}/{key} is {problem}; it has no content hash")
+    if len(run.undecodable) > 20:
+        report.finding(f"... and {len(run.undecodable) - 20:,} more source frames that are no picture")
+    if run.undecodable:
+        report.undecodable = pd.DataFrame(
+            [
+                (e, k.rsplit("/", 1)[-1].removesuffix(".jpg"), f"s3://{store.bucket}/{k}", p)
+                for e, k, p in run.undecodable
+            ],
+            columns=UNDECODABLE_COLUMNS,
+        )
+    for eid, key, error in run.failed[:20]:
+        report.warn(f"{eid}: s3://{store.bucket}/{key} not read for its content hash ({error}); tried again next run")
+    if len(run.failed) > 20:
+        report.warn(f"... and {len(run.failed) - 20:,} more source frames not read for their content hash")
+    report.content_hashed, report.content_reused = run.fetched, run.reused
+    log.info(
+        "content hashes: %d source frames hashed, %d already hashed, %d episode tables written",
+        run.fetched,
+        run.reused,
+        len(run.written),
+    )
+    tables = list(run.tables.values())
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+
+def canonical_of_store(
+    store: S3Bucket, settings: Settings, fresh: pd.DataFrame | None, warn: Callable[[str], Any]
+) -> dict[str, str]:
+    """frame -> canonical member of its near-duplicate cluster, over every stored hash (`fresh`: this run's
+    tables, which replace the stored ones of their episodes)."""
+    stored, warnings = read_all_hashes(store, settings.ml_prefix)
+    for message in warnings:
+        warn(message)
+    if fresh is not None and len(fresh):
+        stored = pd.concat([stored[~stored["episode_id"].isin(set(fresh["episode_id"]))], fresh], ignore_index=True)
+    known = stored[stored["hash"].notna()].drop_duplicates("frame")
+    return canonical_members(
+        known["frame"].tolist(), known["hash"].astype("uint64").to_numpy(), settings.content_distance
+    )
+
+
+def _content_split(
+    settings: Settings,
+    options: SyncOptions,
+    context: SyncContext,
+    frames: dict[str, pd.DataFrame],
+    others: list[Episode],
+    content: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """TUTTLE_SPLIT_GROUP=content: split with the clusters of every stored hash. A cluster spans episodes, so a
+    run of some episodes also reads the other sheets (for the split only: they are not planned), and its
+    frames go where a full run puts them."""
+    canonical = canonical_of_store(context.store, settings, content, log.warning)
+    parts = [_concat_frames(frames)]
+    if others and (options.seasons or options.episodes):
+        scratch = RunReport(dry_run=True)
+        extra, _, _ = load_frames(others, context.reader, scratch, True, settings.sheet_optional_columns)
+        parts += list(extra.values())
+        for message in scratch.errors:
+            log.warning("content split: %s (its frames are not counted in the split)", message)
+    table = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else parts[0]
+    wanted = wanted_frames(
+        table, settings.split, settings.split_seed, settings.split_group_seconds, settings.split_stratify, canonical
+    )
+    return wanted[wanted["episode_id"].isin(set(frames))].reset_index(drop=True)
 
 
 def _latest_version(versions: VersionStore, report: RunReport) -> Baseline | None:
@@ -480,14 +606,17 @@ def _plan_run(
     )
     # the split hashes every frame in Python (~0.5 µs a frame): it runs on a thread while the listings wait on S3
     # and the listed keys are parsed in Arrow; plan_changes leaves out the episodes skipped meanwhile
-    split = InBackground(
-        wanted_frames,
-        _concat_frames(frames),
-        settings.split,
-        settings.split_seed,
-        settings.split_group_seconds,
-        settings.split_stratify,
-    )
+    content_split = settings.split_group == "content"  # needs the content hashes: split after them
+    split = None
+    if not content_split:
+        split = InBackground(
+            wanted_frames,
+            _concat_frames(frames),
+            settings.split,
+            settings.split_seed,
+            settings.split_group_seconds,
+            settings.split_stratify,
+        )
 
     # the latest dataset version is read while the ML prefix is listed, to check the listing against it
     versions = VersionStore(store.client, store.bucket, settings.ml_prefix)
@@ -510,6 +639,10 @@ def _plan_run(
         report.error(f"{eid}: {message}")
         report.skip(eid, "source listing failed")
         frames.pop(eid, None)
+    hashed = set(frames)
+    if settings.split_group == "content":  # the clusters span episodes: every episode's frames are hashed
+        hashed |= {e.episode_id for e in manifests.episodes if e.episode_id not in report.skipped}
+    content = _update_content(settings, options, store, layout, hashed, sources, report)
 
     # the job's own keys: the header memory; is_job_key: the labels index (CSV, Parquet) and the versions
     unexpected = [k for k in unexpected if k != memory_key and not is_job_key(k, settings.ml_prefix)]
@@ -534,7 +667,11 @@ def _plan_run(
         prune = False
     known_episodes = manifests.episode_ids | doubtful_episodes(manifest_problems, current["episode_id"])
     all_frames = _concat_frames(frames)
-    wanted = split.result()
+    if split is not None:
+        wanted = split.result()
+    else:
+        others = [e for e in manifests.episodes if e.episode_id not in frames and e.episode_id not in report.skipped]
+        wanted = _content_split(settings, options, context, frames, others, content)
     plan = plan_changes(
         wanted,
         current,
@@ -548,6 +685,7 @@ def _plan_run(
     )
     plan.metadata = all_frames.reindex(columns=["episode_id", "frame", "metadata"]).fillna("")
     plan.sources = sources
+    plan.content = content
     report.planned = True
     report.orphans = len(plan.orphans)
     if len(plan.orphans):

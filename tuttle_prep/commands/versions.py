@@ -10,21 +10,31 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import click
+import pandas as pd
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core.names import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
-from ..core.text import escape_control
+from ..core.dataset_report import build_dataset_report
+from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
+from ..core.text import csv_safe, escape_control
+from ..core.versions import (
+    DIFF_INPUT_COLUMNS,
+    DIFF_UNIT,
+    VersionError,
+    VersionInfo,
+    VersionNotFound,
+    describe_partial,
+    diff_versions,
+    resolve_version,
+)
+from ..edges.aws import describe
+from ..edges.s3_bucket import run_bounded
+from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import Settings, seed_fingerprint
 from .common import load_settings, open_bucket
-
-if TYPE_CHECKING:  # the functions import what they use: `versions --help` needs no pandas, pyarrow or boto3
-    import pandas as pd
-
-    from ..core.versions import VersionInfo
-    from ..edges.s3_versions import VersionStore
 
 #: the commands' outcome is logged under the package's own name, as every command's is
 log = logging.getLogger("tuttle_prep")
@@ -44,8 +54,6 @@ _FORMAT = click.option(
 
 def version_store(settings: Settings, workers: int = HEAD_WORKERS) -> VersionStore:
     """The bucket's versions folder (exit 2 with one sentence if the bucket is unusable)."""
-    from ..edges.s3_versions import VersionStore
-
     store = open_bucket(settings, workers)
     return VersionStore(store.client, store.bucket, settings.ml_prefix)
 
@@ -65,24 +73,41 @@ def echo_lines(text: str, *, err: bool = False) -> None:
     click.echo("\n".join(escape_control(line) for line in text.split("\n")), err=err)
 
 
-def resolve_or_exit(ids: list[str], reference: str, versions: VersionStore) -> str:
-    """The id `reference` names, or one sentence on stderr and exit 2."""
-    from ..core.versions import VersionNotFound, resolve_version
+def resolve_or_exit(ids: list[str], reference: str, versions: VersionStore, include_partial: bool = False) -> str:
+    """The id `reference` names (`latest` and `previous` skip partial versions unless `include_partial`), or
+    one sentence on stderr and exit 2 (exit 1 if S3 fails while telling which versions are partial)."""
+
+    def is_partial(version_id: str) -> bool:
+        try:
+            return versions.summary(version_id).partial is not None
+        except VersionError:
+            return False  # resolved all the same: reading it names the object and exits 1
+        except (ClientError, BotoCoreError) as exc:
+            _unusable(f"{versions.url(version_id)}: cannot read ({describe(exc)})")
 
     try:
-        return resolve_version(ids, reference)
+        return resolve_version(ids, reference, None if include_partial else is_partial)
     except VersionNotFound as exc:
         echo_lines(f"{exc} (in {versions.folder_url})", err=True)
         sys.exit(EXIT_CONFIG)
 
 
+def flag_partial(info: VersionInfo) -> None:
+    """A warning on stderr when `info` is a partial version (written by a run that failed)."""
+    if info.partial is not None:
+        log.warning("version %s is %s", info.id, describe_partial(info.partial))
+
+
+INCLUDE_PARTIAL = click.option(
+    "--include-partial",
+    is_flag=True,
+    help="Let `latest` and `previous` name a partial version too (one written by a run that failed); "
+    "by default they skip those.",
+)
+
+
 def read_or_exit(versions: VersionStore, version_id: str, columns: list[str] | None = None) -> Any:
     """The version's (table, info), or the object named on stderr and exit 1."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from ..core.versions import VersionError
-    from ..edges.aws import describe
-
     try:
         return versions.read(version_id, columns)
     except VersionError as exc:
@@ -111,12 +136,6 @@ def versions() -> None:
 @_FORMAT
 def list_command(output_format: str) -> None:
     """Every version, newest first: time, id, frames per dataset, and the change against the one before."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from ..core.versions import VersionError
-    from ..edges.aws import describe
-    from ..edges.s3_bucket import run_bounded
-
     settings = load_settings()
     store = version_store(settings)
     ids = list_ids(store)
@@ -150,6 +169,8 @@ def _record(info: VersionInfo, store: VersionStore) -> dict[str, Any]:
         "datasets": info.datasets,
         "previous": info.previous,
         "change": info.change,
+        "counted": info.counted,
+        "partial": info.partial,
         "url": store.url(info.id),
     }
 
@@ -159,20 +180,36 @@ def _list_text(infos: list[VersionInfo], store: VersionStore, settings: Settings
         return f"{store.folder_url}: no versions yet (a real sync writes the first one)"
     datasets = list(dict.fromkeys([*settings.split, *(d for i in infos for d in i.datasets)]))
     header = (
-        f"{'time (UTC)':<21}{'id':<32}{'frames':>10}"
+        f"{'time (UTC)':<21}{'id':<32}{'objects':>10}"
         + "".join(f"{d:>10}" for d in datasets)
-        + f"{'added':>9}{'removed':>9}{'moved':>8}{'reclass.':>9}{'metadata':>9}"
+        + f"{'added':>9}{'removed':>9}{'moved':>8}{'reclass.':>9}{'metadata':>9}  state"
     )
-    lines = [f"{store.folder_url}: {len(infos)} versions, newest first", header, "-" * len(header)]
+    lines = [
+        f"{store.folder_url}: {len(infos)} versions, newest first; counts are {DIFF_UNIT}, "
+        "the change is against the version before",
+        header,
+        "-" * len(header),
+    ]
+    notes: list[str] = []
     for info in infos:
         change = info.change
+        state = "PARTIAL" if info.partial is not None else ""
+        if info.counted != "objects":
+            state = (state + " *").strip()
         lines.append(
             f"{info.time.replace('T', ' ').rstrip('Z'):<21}{info.id:<32}{info.frames:>10,}"
             + "".join(f"{info.datasets.get(d, 0):>10,}" for d in datasets)
             + f"{'+' + format(change.get('added', 0), ','):>9}{'-' + format(change.get('removed', 0), ','):>9}"
             + f"{change.get('moved', 0):>8,}{change.get('reclassified', 0):>9,}{change.get('metadata', 0):>9,}"
+            + (f"  {state}" if state else "")
         )
-    return "\n".join(lines)
+        if info.partial is not None:
+            notes.append(f"{info.id} is {describe_partial(info.partial)}")
+    if any(i.counted != "objects" for i in infos):
+        notes.append("* change counted by frame (its first row): written before versions counted dataset objects")
+    if any(i.partial is not None for i in infos):
+        notes.append("`latest` and `previous` skip PARTIAL versions unless --include-partial (or name one by id)")
+    return "\n".join([*lines, *([""] + notes if notes else [])])
 
 
 @versions.command("diff")
@@ -184,31 +221,45 @@ def _list_text(infos: list[VersionInfo], store: VersionStore, settings: Settings
     help="Write one row per changed frame to this CSV: frame,episode_id,change,from_dataset,to_dataset,"
     "from_rarity,to_rarity,from_metadata,to_metadata.",
 )
-def diff_command(a: str, b: str, out: Path | None) -> None:
-    """What changed from version A to version B (default: latest): frames added, removed, moved between
-    datasets, reclassified, with other METADATA, and the rarity transition table."""
-    from ..core.text import csv_safe
-    from ..core.versions import DIFF_INPUT_COLUMNS, diff_versions
-
+@INCLUDE_PARTIAL
+def diff_command(a: str, b: str, out: Path | None, include_partial: bool) -> None:
+    """What changed from version A to version B (default: latest), dataset object by dataset object (key by
+    key: a frame in two places is two objects): objects added, removed, moved between datasets, reclassified,
+    with other METADATA, and the rarity transition table."""
     settings = load_settings()
     store = version_store(settings)
     ids = list_ids(store)
-    id_a, id_b = resolve_or_exit(ids, a, store), resolve_or_exit(ids, b, store)
-    table_a, _ = read_or_exit(store, id_a, DIFF_INPUT_COLUMNS)
-    table_b, _ = read_or_exit(store, id_b, DIFF_INPUT_COLUMNS)
+    id_a = resolve_or_exit(ids, a, store, include_partial)
+    id_b = resolve_or_exit(ids, b, store, include_partial)
+    table_a, info_a = read_or_exit(store, id_a, DIFF_INPUT_COLUMNS)
+    table_b, info_b = read_or_exit(store, id_b, DIFF_INPUT_COLUMNS)
+    flag_partial(info_a)
+    flag_partial(info_b)
     diff = diff_versions(table_a, table_b)
     counts = diff.counts
+
+    def side(version_id: str, objects: int, frames: int, doubled: int, info: VersionInfo) -> str:
+        twice = f", {doubled:,} of them in two places" if doubled else ""
+        return f"{version_id} ({objects:,} dataset objects, {frames:,} frames{twice}" + (
+            "; PARTIAL)" if info.partial is not None else ")"
+        )
+
     lines = [
-        f"{id_a} ({table_a.num_rows:,} frames) -> {id_b} ({table_b.num_rows:,} frames)",
+        side(id_a, diff.objects_a, diff.frames_a, diff.doubled_a, info_a)
+        + " -> "
+        + side(id_b, diff.objects_b, diff.frames_b, diff.doubled_b, info_b),
+        *(f"{i.id} is {describe_partial(i.partial)}" for i in (info_a, info_b) if i.partial is not None),
+        f"compared as {DIFF_UNIT}: "
         f"added {counts['added']:,}, removed {counts['removed']:,}, moved {counts['moved']:,}, "
         f"reclassified {counts['reclassified']:,}, metadata changed {counts['metadata']:,}; "
         f"{diff.unchanged:,} unchanged",
         "",
-        "rarity transitions (rows: rarity in A, columns: rarity in B; (none): not in that version)",
+        "rarity transitions of dataset objects (rows: rarity in A, columns: rarity in B; (none): not in that version)",
         *_grid_text(diff.transitions),
     ]
     if len(diff.changes):
-        lines += ["", f"changed frames ({min(len(diff.changes), CHANGES_SHOWN):,} of {len(diff.changes):,} shown)"]
+        shown_rows = min(len(diff.changes), CHANGES_SHOWN)
+        lines += ["", f"changed dataset objects ({shown_rows:,} of {len(diff.changes):,} shown)"]
         for row in diff.changes.head(CHANGES_SHOWN).itertuples(index=False):
             before = f"{row.from_dataset}/{row.from_rarity}" if row.from_dataset else "-"
             after = f"{row.to_dataset}/{row.to_rarity}" if row.to_dataset else "-"
@@ -220,7 +271,7 @@ def diff_command(a: str, b: str, out: Path | None) -> None:
         except OSError as exc:
             click.echo(f"cannot write --out {out}: {exc.strerror or exc}", err=True)
             sys.exit(EXIT_CONFIG)
-        click.echo(f"\nwrote {len(diff.changes):,} changed frames to {out}")
+        click.echo(f"\nwrote {len(diff.changes):,} changed dataset objects to {out}")
     sys.exit(EXIT_OK)
 
 
@@ -235,14 +286,14 @@ def _grid_text(grid: pd.DataFrame) -> list[str]:
 @versions.command("show")
 @click.argument("version")
 @_FORMAT
-def show_command(version: str, output_format: str) -> None:
+@INCLUDE_PARTIAL
+def show_command(version: str, output_format: str, include_partial: bool) -> None:
     """The dataset × rarity table of version V (as `report` prints it for today), and its metadata."""
-    from ..core.dataset_report import build_dataset_report
-
     settings = load_settings()
     store = version_store(settings)
-    version_id = resolve_or_exit(list_ids(store), version, store)
+    version_id = resolve_or_exit(list_ids(store), version, store, include_partial)
     table, info = read_or_exit(store, version_id, ["frame", "episode_id", "dataset", "rarity", "dataset_key"])
+    flag_partial(info)
     inventory = table.to_pandas().rename(columns={"dataset_key": "key"})
     report = build_dataset_report(inventory, info.split or dict.fromkeys(sorted(info.datasets), 0.0))
     if output_format == "json":
@@ -254,7 +305,8 @@ def show_command(version: str, output_format: str) -> None:
             f"version {info.id} ({store.url(version_id)})",
             f"written {info.time} by run {info.run_id}; split {shares}, seed fingerprint "
             f"{seed_fingerprint(info.seed)}, stratify {info.stratify}, group seconds {info.group_seconds}",
-            f"compared with {info.previous or 'no earlier version'}: "
+            *([f"PARTIAL: {describe_partial(info.partial)}"] if info.partial is not None else []),
+            f"compared with {info.previous or 'no earlier version'} ({info.counted}): "
             + ", ".join(f"{k} {v:,}" for k, v in info.change.items()),
             "",
             report.tables_text(f"{info.frames:,} frames"),

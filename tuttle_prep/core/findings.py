@@ -32,13 +32,17 @@ REJECTED_ROW = "rejected row"
 MISSING_SOURCE = "missing source"
 SHEET_SKIPPED = "sheet skipped"
 ORPHANS = "orphans"
-_KIND_ORDER = {SHEET_SKIPPED: 0, REJECTED_ROW: 1, MISSING_SOURCE: 2, ORPHANS: 3}
+UNDECODABLE_SOURCE = "undecodable source"
+_KIND_ORDER = {SHEET_SKIPPED: 0, REJECTED_ROW: 1, MISSING_SOURCE: 2, UNDECODABLE_SOURCE: 3, ORPHANS: 4}
 _NAMES = {
     SHEET_SKIPPED: ("sheet skipped", "sheets skipped"),
     REJECTED_ROW: ("rejected row", "rejected rows"),
     MISSING_SOURCE: ("missing source frame", "missing source frames"),
+    UNDECODABLE_SOURCE: ("source frame that is no picture", "source frames that are no picture"),
     ORPHANS: ("episode with orphan files", "episodes with orphan files"),
 }
+#: undecodable source frames: episode_id, frame, src_key (s3:// URL), problem
+UNDECODABLE_COLUMNS = ["episode_id", "frame", "src_key", "problem"]
 
 #: SNS: a message (UTF-8 bytes) of at most 256 KiB
 SNS_MAX_BYTES = 262_144
@@ -121,12 +125,14 @@ def findings_table(
     skipped_sheets: Mapping[str, str],
     orphan_files: Mapping[str, int],
     sheets: Mapping[str, SheetRef],
+    undecodable: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Every data finding as one FINDING_COLUMNS table, sorted by episode, kind, row.
 
     `rejections`: REJECTION_COLUMNS (episode_id, row, column, value, reason, frame); `missing`: episode_id,
     frame, src_key; `skipped_sheets`: episode -> why its sheet was skipped; `orphan_files`: episode in no
-    manifest -> its number of dataset files; `sheets`: episode -> where its sheet is (for the links).
+    manifest -> its number of dataset files; `sheets`: episode -> where its sheet is (for the links);
+    `undecodable`: UNDECODABLE_COLUMNS, source frames the content hash could not decode.
     """
     parts: list[pd.DataFrame] = []
     if len(rejections):
@@ -161,6 +167,22 @@ def findings_table(
                     "column": "",
                     "value": rows["frame"].astype(str),
                     "reason": "classified in the sheet, but its source frame does not exist",
+                    "where": rows["src_key"].astype(str),
+                }
+            )
+        )
+    if undecodable is not None and len(undecodable):
+        rows = undecodable.reset_index(drop=True)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "episode_id": rows["episode_id"].astype(str),
+                    "kind": UNDECODABLE_SOURCE,
+                    "_order": _KIND_ORDER[UNDECODABLE_SOURCE],
+                    "row": 0,
+                    "column": "",
+                    "value": rows["frame"].astype(str),
+                    "reason": "its source object is " + rows["problem"].astype(str) + "; it has no content hash",
                     "where": rows["src_key"].astype(str),
                 }
             )
@@ -241,6 +263,8 @@ def _finding_lines(row: tuple) -> list[str]:
         return [f"  row {number}, column {column!r}: {value!r} {reason}", f"    {where}"]
     if kind == MISSING_SOURCE:
         return [f"  missing source frame {value}: {where}"]
+    if kind == UNDECODABLE_SOURCE:
+        return [f"  source frame {value} is no picture: {where}"]
     if kind == SHEET_SKIPPED:
         return [f"  sheet skipped, its dataset files kept: {reason}" + (f" ({where})" if where else "")]
     return [f"  {value} {reason}"]

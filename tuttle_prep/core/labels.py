@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import columns as col
+from .content import content_prefix
 from .plan import INVENTORY_COLUMNS, KeyLayout, Plan
 from .text import csv_data_read, csv_data_safe
 from .versions import versions_prefix
@@ -38,9 +39,11 @@ def labels_parquet_key(ml_prefix: str) -> str:
 
 def is_job_key(key: str, ml_prefix: str) -> bool:
     """True for what the job keeps under the ML prefix beside the datasets, so never an unexpected key: the
-    labels index (CSV and Parquet) and the dataset versions folder (a key in it, or the folder itself as a
-    '/' listing names it)."""
-    return key in (labels_key(ml_prefix), labels_parquet_key(ml_prefix)) or key.startswith(versions_prefix(ml_prefix))
+    labels index (CSV and Parquet), the dataset versions folder and the content hashes folder (a key in one, or
+    the folder itself as a '/' listing names it)."""
+    if key in (labels_key(ml_prefix), labels_parquet_key(ml_prefix)):
+        return True
+    return key.startswith((versions_prefix(ml_prefix), content_prefix(ml_prefix)))
 
 
 def build_labels(inventory: pd.DataFrame, metadata: pd.DataFrame | None = None) -> pd.DataFrame:

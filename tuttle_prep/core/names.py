@@ -15,6 +15,8 @@ EXIT_CONFIG = 2
 
 STRATIFY_CHOICES = ("rarity", "none")
 DEFAULT_STRATIFY = "rarity"
+#: Hamming distance at or below which two frames are near-duplicates (docs/datasets.md: the measured table)
+DEFAULT_DISTANCE = 6
 
 #: rarity columns, most trusted first
 RARITY_COLUMNS = ("JONNY's RECLASSIFICATION", "SUPERVISED CLASSIFICATION", "UNSUPERVISED CLASSIFICATION")

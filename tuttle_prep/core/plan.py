@@ -134,11 +134,13 @@ def wanted_frames(
     seed: str,
     group_seconds: int = 0,
     stratify: str = DEFAULT_STRATIFY,
+    canonical: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Add each classified frame's dataset; `frames` has episode_id, frame, rarity (one row per frame).
 
     `stratify`: "rarity" (each rarity of each episode split to within one frame, see `split`) or "none"
-    (each frame, or N-second group, drawn on its own)."""
+    (each frame, or N-second group, drawn on its own). `canonical` (TUTTLE_SPLIT_GROUP=content): frame -> the
+    canonical member of its near-duplicate cluster (frames in none are absent): each cluster in one dataset."""
     frames = frames.reset_index(drop=True)
     out = frames[["episode_id", "frame", "rarity"]].copy()
     out["dataset"] = pd.array(
@@ -150,6 +152,7 @@ def wanted_frames(
             seed,
             group_seconds,
             stratify,
+            None if canonical is None else [canonical.get(f, "") for f in frames["frame"].tolist()],
         ),
         dtype=col.STR,
     )
@@ -175,6 +178,8 @@ class Plan:
     metadata: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["episode_id", "frame", "metadata"]))
     #: the source frames listed this run (episode_id, frame, etag, size), for the dataset version's ETags
     sources: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["episode_id", "frame", "etag", "size"]))
+    #: the content hashes known this run (HASH_COLUMNS of core.content, with episode_id), for the version
+    content: pd.DataFrame | None = None
 
     def of(self, action: str) -> pd.DataFrame:
         """The rows of one action."""

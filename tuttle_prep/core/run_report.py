@@ -21,6 +21,8 @@ from .findings import (
     ORPHANS,
     REJECTED_ROW,
     SHEET_SKIPPED,
+    UNDECODABLE_COLUMNS,
+    UNDECODABLE_SOURCE,
     SheetRef,
     describe_counts,
     findings_hash,
@@ -57,6 +59,11 @@ class RunReport:
     #: things worth reading that are neither (unexpected keys under the ML prefix)
     warnings: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: content hashes: source frames fetched and hashed this run, and listed frames already hashed
+    content_hashed: int = 0
+    content_reused: int = 0
+    #: source frames that are no picture (UNDECODABLE_COLUMNS): data findings
+    undecodable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNDECODABLE_COLUMNS))
     #: episodes skipped for what their sheet says (a data finding), with the reason
     skipped_for_data: dict[str, str] = field(default_factory=dict)
     #: wanted frames without a source frame (MISSING_COLUMNS)
@@ -84,6 +91,8 @@ class RunReport:
     unexpected: int = 0
     #: the dataset version this run wrote, if any
     version: str | None = None
+    #: that version is marked partial (the run failed; `latest` skips it)
+    version_partial: bool = False
     #: the latest version, when the datasets still match it (so none was written)
     version_unchanged: str | None = None
     #: the latest dataset version the ML listing contradicts (listing_check), when that stopped the run
@@ -146,12 +155,16 @@ class RunReport:
             len(self.rejections),
             id(self.missing),
             len(self.missing),
+            id(self.undecodable),
+            len(self.undecodable),
             tuple(sorted(self.skipped_for_data.items())),
             tuple(sorted(self.orphan_files.items())),
             tuple(sorted(self.sheets)),
         )
         if self._findings is None or self._findings[0] != key:
-            table = findings_table(self.rejections, self.missing, self.skipped_for_data, self.orphan_files, self.sheets)
+            table = findings_table(
+                self.rejections, self.missing, self.skipped_for_data, self.orphan_files, self.sheets, self.undecodable
+            )
             self._findings = (key, table, findings_hash(table))
         return self._findings[1]
 
@@ -167,6 +180,7 @@ class RunReport:
             SHEET_SKIPPED: len(self.skipped_for_data),
             REJECTED_ROW: self.rejected_rows,
             MISSING_SOURCE: self.missing_sources,
+            UNDECODABLE_SOURCE: len(self.undecodable),
             ORPHANS: len(self.orphan_files),
         }
 
@@ -241,7 +255,7 @@ class RunReport:
         if self.deletes_held_back:
             line += f"; {self.deletes_held_back:,} deletes held back"
         if self.version:
-            line += f"; dataset version {self.version} written"
+            line += f"; dataset version {self.version} written" + (" (partial)" if self.version_partial else "")
         elif self.version_unchanged and not (self.copied or self.moved or self.deleted):
             line += f"; datasets unchanged since version {self.version_unchanged}"
         elif self.version_unchanged:  # objects were written or deleted, yet the outcome is the version's
@@ -267,6 +281,7 @@ class RunReport:
             "orphans": self.orphans,
             "unexpected_keys": self.unexpected,
             "version": self.version,
+            "version_partial": self.version_partial,
             "listing_stop": self.listing_stop,
             "versions_deleted": list(self.versions_deleted),
             "split_seed_fingerprint": self.seed_fingerprint,

@@ -128,8 +128,17 @@ def split_frames(
     seed: str,
     group_seconds: int = 0,
     stratify: str = DEFAULT_STRATIFY,
+    canonical: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """The dataset name of each frame (one row per frame; `frames` are valid frame numbers)."""
+    """The dataset name of each frame (one row per frame; `frames` are valid frame numbers).
+
+    `canonical` (TUTTLE_SPLIT_GROUP=content): per frame, the canonical member (smallest frame id) of its
+    near-duplicate cluster, "" for a frame in none; it replaces the N-second windows. Each cluster is one unit,
+    keyed by its canonical member, stratified (with `rarity`) by its majority rarity in strata of their own
+    (`content/<rarity>`: a cluster spans episodes); the other frames are split as without it.
+    """
+    if canonical is not None:
+        return _split_content(episode_ids, frames, rarities, shares, seed, stratify, canonical)
     if stratify not in STRATIFY_CHOICES:
         raise ValueError(f"stratify must be one of {', '.join(STRATIFY_CHOICES)}, got {stratify!r}")
     names = np.asarray(list(shares), dtype=object)
@@ -168,6 +177,47 @@ def split_frames(
     offsets = unit_hash(seed, stratum_keys)
     unit_index = stratified_index(strata, key_hashes(seed, unit_keys), offsets, shares, tiebreak=unit_keys)
     return names[unit_index if frame_units is None else unit_index[frame_units]]
+
+
+def _rarity_codes(rarities: Sequence[str]) -> np.ndarray:
+    given, kinds_given = pd.factorize(pd.Series(rarities, dtype=object), sort=False)
+    unknown = sorted(set(kinds_given) - set(_RARITY_CODE))
+    if unknown or (given < 0).any():
+        raise ValueError(f"not a rarity: {unknown[:5] or 'empty'}")
+    return np.asarray([_RARITY_CODE[r] for r in kinds_given], dtype=np.int64)[given]
+
+
+def _split_content(
+    episode_ids: Sequence[str],
+    frames: Sequence[str],
+    rarities: Sequence[str],
+    shares: Mapping[str, float],
+    seed: str,
+    stratify: str,
+    canonical: Sequence[str],
+) -> np.ndarray:
+    names = np.asarray(list(shares), dtype=object)
+    if len(frames) == 0:
+        return np.asarray([], dtype=object)
+    canon = np.asarray(list(canonical), dtype=object)
+    clustered = canon != ""
+    unit_of_frame = np.where(clustered, "content/" + canon.astype(str), np.asarray(list(frames), dtype=object))
+    units, unit_keys_index = pd.factorize(pd.Series(unit_of_frame, dtype=object), sort=True)
+    unit_keys = [str(k) for k in unit_keys_index]
+    if stratify == "none":
+        return assign_datasets(unit_keys, shares, seed)[units]
+    episode_codes, episode_names = pd.factorize(pd.Series(episode_ids, dtype=object), sort=True)
+    first = np.unique(units, return_index=True)[1]
+    content_code = len(episode_names)  # the clusters' own strata, after the episodes'
+    unit_is_cluster = clustered[first]
+    unit_episode = np.where(unit_is_cluster, content_code, episode_codes[first])
+    unit_rarity = majority_rarity(units, _rarity_codes(rarities), len(unit_keys))
+    kinds = len(_RARITY_ORDER)
+    strata = unit_episode * kinds + unit_rarity
+    stratum_keys = [f"{e}/{r}/remainder" for e in [*episode_names, "content"] for r in _RARITY_ORDER]
+    offsets = unit_hash(seed, stratum_keys)
+    unit_index = stratified_index(strata, key_hashes(seed, unit_keys), offsets, shares, tiebreak=unit_keys)
+    return names[unit_index[units]]
 
 
 def frame_clock(frames: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

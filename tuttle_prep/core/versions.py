@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,9 @@ VERSION_COLUMNS = [
 ]
 #: the columns that make a dataset's outcome; a source's ETag or size alone makes no new version
 OUTCOME_COLUMNS = VERSION_COLUMNS[:7]
+#: the dHash (uint64) of the source bytes the version's ETag names, null when not hashed; versions written
+#: before it existed lack the column and read back with nulls
+CONTENT_COLUMN = "content_hash"
 #: what is known of source objects, to fill a version's ETags and sizes
 KNOWN_COLUMNS = ["frame", "source_key", "source_etag", "source_size"]
 VERSIONS_FOLDER = "_versions/"
@@ -76,6 +80,7 @@ _SCHEMA = pa.schema(
         ("source_key", pa.string()),
         ("source_etag", pa.string()),
         ("source_size", pa.int64()),
+        (CONTENT_COLUMN, pa.uint64()),
     ]
 )
 
@@ -118,23 +123,38 @@ def version_time(version_id: str) -> datetime:
     return datetime.strptime(version_id.split("-", 1)[0], _TIME_FORMAT).replace(tzinfo=UTC)
 
 
-def resolve_version(ids: Sequence[str], reference: str) -> str:
+def resolve_version(ids: Sequence[str], reference: str, is_partial: Callable[[str], bool] | None = None) -> str:
     """The id `reference` names among `ids` (oldest first): an id, a unique prefix, `latest` or `previous`.
 
-    VersionNotFound with one sentence naming the nearest ids otherwise.
+    With `is_partial` (id -> written by a run that failed), `latest` and `previous` are the newest and the
+    one before among the other versions (asked newest first, only as far as needed); an id or a prefix may
+    name a partial version. VersionNotFound with one sentence naming the nearest ids otherwise.
     """
     ordered = sorted(ids)
     text = reference.strip()
     if text.removesuffix(VERSION_SUFFIX) in ordered:
         return text.removesuffix(VERSION_SUFFIX)
-    if text.lower() == LATEST:
+    if text.lower() in (LATEST, PREVIOUS):
+        wanted = 1 if text.lower() == LATEST else 2
         if not ordered:
             raise VersionNotFound("there is no version yet (a real sync writes the first one)")
-        return ordered[-1]
-    if text.lower() == PREVIOUS:
-        if len(ordered) < 2:
-            raise VersionNotFound(f"there is no previous version: {len(ordered)} version(s) in all")
-        return ordered[-2]
+        complete: list[str] = []
+        skipped: list[str] = []
+        for version_id in reversed(ordered):
+            if is_partial is not None and is_partial(version_id):
+                skipped.append(version_id)
+                continue
+            complete.append(version_id)
+            if len(complete) == wanted:
+                return version_id
+        passed = (
+            f"; {len(skipped)} partial versions (the newest {skipped[0]}) are skipped: name one, or --include-partial"
+            if skipped
+            else ""
+        )
+        if text.lower() == LATEST:
+            raise VersionNotFound(f"there is no complete version{passed}")
+        raise VersionNotFound(f"there is no previous version: {len(complete)} complete version(s) in all{passed}")
     matches = [v for v in ordered if text and v.startswith(text)]
     if len(matches) == 1:
         return matches[0]
@@ -293,13 +313,19 @@ class VersionInfo:
     format: int = FORMAT
     #: TUTTLE_SPLIT_STRATIFY when written; versions written before it existed used the per-frame hash
     stratify: str = "none"
+    #: what `change` counts: "objects" (dataset objects, by key); versions written before said nothing: "frames"
+    counted: str = "frames"
+    #: None: written by a run that did all its work. Else written by a run that failed (exit 1) — see
+    #: `partial_record`: what the bucket held then, duplicates included, is recorded, and `latest` skips it
+    partial: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     def summary_json(self) -> str:
         """The fields `versions list` shows (S3 user metadata is ASCII and at most 2 KB)."""
-        fields = {k: getattr(self, k) for k in ("id", "run_id", "time", "frames", "datasets", "previous", "change")}
+        names = ("id", "run_id", "time", "frames", "datasets", "previous", "change", "counted", "partial")
+        fields = {k: getattr(self, k) for k in names}
         return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
     @classmethod
@@ -339,6 +365,9 @@ _INFO_FORMS: dict[str, Callable[[object], bool]] = {
     "split": lambda v: isinstance(v, dict)
     and all(isinstance(k, str) and (_is_int(x) or isinstance(x, float)) for k, x in v.items()),
     "previous": lambda v: v is None or isinstance(v, str),
+    "counted": lambda v: isinstance(v, str),
+    # the partial marker: null (complete) or an object; its values are shown escaped (`describe_partial`)
+    "partial": lambda v: v is None or (isinstance(v, dict) and all(isinstance(k, str) for k in v)),
 }
 
 
@@ -358,8 +387,10 @@ def version_info(
     change: Mapping[str, int],
     digest: str,
     stratify: str = "none",
+    partial: Mapping[str, Any] | None = None,
 ) -> VersionInfo:
-    """The info of a version about to be written: its counts from `table`, the rest as given."""
+    """The info of a version about to be written: its counts from `table`, the rest as given (`partial`: see
+    `partial_record`; None for a run that did all its work)."""
     datasets = _value_counts(table["dataset"])
     return VersionInfo(
         id=version_id,
@@ -375,13 +406,56 @@ def version_info(
         change=dict(change),
         digest=digest,
         stratify=stratify,
+        counted="objects",
+        partial=dict(partial) if partial is not None else None,
     )
+
+
+#: a partial version's reason is cut to this many characters (the summary rides in 2 KB of S3 metadata)
+REASON_CHARS = 240
+
+
+def partial_record(
+    exit_code: int, failed: int, held_back: int, in_two_places: int, reasons: Sequence[str]
+) -> dict[str, Any]:
+    """The `partial` marker of a version written by a run that failed: its exit code, its failed operations,
+    the deletes it held back (refused by the guard or held because something failed), the frames that were in
+    two places in what it recorded, how many job failures it had and the first of them (cut, ASCII-escaped)."""
+    first = reasons[0] if reasons else ""
+    first = first if len(first) <= REASON_CHARS else first[: REASON_CHARS - 3] + "..."
+    return {
+        "exit_code": int(exit_code),
+        "failed": int(failed),
+        "held_back": int(held_back),
+        "frames_in_two_places": int(in_two_places),
+        "job_failures": len(reasons),
+        "reason": first.encode("ascii", "backslashreplace").decode("ascii"),
+    }
+
+
+def describe_partial(partial: Mapping[str, Any]) -> str:
+    """One line for people: `partial: written by a run that exited 1 (2 failed operations, ...): <reason>`.
+
+    The values come from an object read back from S3: numbers are shown as numbers, the reason with `shown`."""
+
+    def number(name: str) -> str:
+        value = partial.get(name, 0)
+        return f"{value:,}" if isinstance(value, int) else shown(value)
+
+    line = (
+        f"partial: written by a run that exited {number('exit_code')} ({number('failed')} failed operations, "
+        f"{number('held_back')} deletes held back, {number('frames_in_two_places')} frames in two places)"
+    )
+    reason = partial.get("reason")
+    return f"{line}: {shown(reason)}" if reason else line
 
 
 def version_to_parquet(table: pa.Table, info: VersionInfo) -> bytes:
     """The version object's bytes: zstd Parquet, the info in the schema metadata."""
     columns = []
-    for name in VERSION_COLUMNS:
+    if CONTENT_COLUMN not in table.column_names:
+        table = table.append_column(CONTENT_COLUMN, pa.nulls(table.num_rows, pa.uint64()))
+    for name in [*VERSION_COLUMNS, CONTENT_COLUMN]:
         kind = _SCHEMA.field(name).type
         values = table[name]
         values = values.cast(pa.string()).dictionary_encode() if pa.types.is_dictionary(kind) else values.cast(kind)
@@ -414,15 +488,35 @@ def version_from_parquet(data: bytes, where: str, columns: Sequence[str] | None 
     if raw_info is None:
         raise VersionError(f"{where}: not a dataset version (no {INFO_KEY.decode()} metadata)")
     info = VersionInfo.from_json(raw_info, where)
-    wanted = list(columns) if columns is not None else VERSION_COLUMNS
+    wanted = list(columns) if columns is not None else [*VERSION_COLUMNS, CONTENT_COLUMN]
+    kinds = {"source_size": pa.int64(), CONTENT_COLUMN: pa.uint64()}
+    present = [c for c in wanted if c != CONTENT_COLUMN or c in schema.names]
     try:
-        arrow = parquet.read(columns=wanted)
-        arrow = pa.table(
-            {name: arrow[name].cast(pa.int64() if name == "source_size" else pa.string()) for name in wanted}
-        )
+        arrow = parquet.read(columns=present)
+        arrow = pa.table({name: arrow[name].cast(kinds.get(name, pa.string())) for name in present})
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise VersionError(f"{where}: unreadable Parquet data ({exc})") from None
+    if CONTENT_COLUMN in wanted and CONTENT_COLUMN not in present:
+        arrow = arrow.append_column(CONTENT_COLUMN, pa.nulls(arrow.num_rows, pa.uint64()))
     return arrow, info
+
+
+def with_content_hashes(table: pa.Table, known: pa.Table | None) -> pa.Table:
+    """Set CONTENT_COLUMN of each row from `known` (source_key, source_etag, content_hash): a hash counts only
+    for the very bytes the row's ETag names; rows already holding one keep it, the others are null."""
+    n = table.num_rows
+    current = table[CONTENT_COLUMN] if CONTENT_COLUMN in table.column_names else pa.nulls(n, pa.uint64())
+    if CONTENT_COLUMN in table.column_names:
+        table = table.drop_columns([CONTENT_COLUMN])
+    if known is not None and known.num_rows and n:
+        pairs = pc.binary_join_element_wise(
+            known["source_key"].cast(pa.string()), known["source_etag"].cast(pa.string()), "\x00"
+        )
+        mine = pc.binary_join_element_wise(table["source_key"], pc.fill_null(table["source_etag"], ""), "\x00")
+        position = pc.index_in(mine, value_set=pairs.combine_chunks() if hasattr(pairs, "combine_chunks") else pairs)
+        found = known[CONTENT_COLUMN].cast(pa.uint64()).take(position)
+        current = pc.if_else(pc.is_null(current), found, current)
+    return table.append_column(CONTENT_COLUMN, current)
 
 
 def version_labels(table: pa.Table, datasets: Collection[str] | None = None) -> pd.DataFrame:
@@ -552,99 +646,165 @@ def check_version_rows(table: pa.Table, layout: KeyLayout, img_sizes: Collection
 # ---- diffs -----------------------------------------------------------------------------------------
 
 DIFF_INPUT_COLUMNS = ["frame", "episode_id", "dataset", "rarity", "metadata"]
+#: what a diff compares: dataset objects, each named by its place (the key's dataset/rarity/frame.jpg)
+DIFF_UNIT = "dataset objects (by key: dataset/rarity/frame)"
 
 
 @dataclass
 class VersionDiff:
-    """What changed from version A to version B, frame by frame."""
+    """What changed from version A to version B, dataset object by dataset object (key by key).
 
-    #: DIFF_COLUMNS, one row per changed frame, sorted by frame
+    An object (dataset, rarity, frame) in both versions is kept (its metadata may have changed). A frame's
+    objects only in A and only in B are paired in key order: each pair is one object that moved and/or was
+    reclassified; the rest of A's are removed, the rest of B's added. So a frame in two places in A and in one
+    of them in B counts one removed object, and `objects_a = removed + paired + kept`,
+    `objects_b = added + paired + kept`.
+    """
+
+    #: DIFF_COLUMNS, one row per changed object, sorted by frame
     changes: pd.DataFrame
-    #: rarity in A (rows, ABSENT for added frames) × rarity in B (columns, ABSENT for removed), frame counts
+    #: rarity in A (rows, ABSENT for added objects) × rarity in B (columns, ABSENT for removed), object counts
     transitions: pd.DataFrame
-    #: frames added, removed, moved, reclassified and with other metadata
+    #: objects added, removed, moved, reclassified and with other metadata
     counts: dict[str, int]
+    #: B's objects kept from A with the same metadata
     unchanged: int = 0
+    objects_a: int = 0
+    objects_b: int = 0
+    frames_a: int = 0
+    frames_b: int = 0
+    #: frames with more than one object (a frame in two places), in A and in B
+    doubled_a: int = 0
+    doubled_b: int = 0
 
 
 def _strings(table: pa.Table, name: str) -> pa.Array:
     return pc.fill_null(table[name].cast(pa.string()), "").combine_chunks()
 
 
+def _objects(table: pa.Table) -> pa.Array:
+    """Each row's dataset object, `dataset/rarity/frame` (the key without the ML prefix and `.jpg`)."""
+    names = (_strings(table, c) for c in ("dataset", "rarity", "frame"))
+    return pc.binary_join_element_wise(*names, "/")
+
+
+def _frame_counts(frames: pa.Array) -> tuple[int, int]:
+    """(distinct frames, frames with more than one row) of a frame column; one hash pass when every frame is once."""
+    distinct = len(pc.unique(frames))  # Arrow's unique is twice as fast as count_distinct here
+    if distinct == len(frames):
+        return distinct, 0
+    counts = pc.value_counts(frames).field("counts")
+    return distinct, pc.sum(pc.greater(counts, 1)).as_py() or 0
+
+
+def frames_in_two_places(table: pa.Table) -> int:
+    """How many frames have more than one row (object) in `table`; 0 costs one hash pass."""
+    return _frame_counts(_strings(table, "frame"))[1]
+
+
+def _unmatched(table: pa.Table, rows: pa.Array) -> pd.DataFrame:
+    """The rows of `table` where `rows` is true, with their rank among their frame's such rows in key order."""
+    part = pa.table({c: _strings(table, c).filter(rows) for c in DIFF_INPUT_COLUMNS}).to_pandas()
+    part = part.astype(object).sort_values(["frame", "dataset", "rarity"], kind="stable")
+    part["rank"] = part.groupby("frame", sort=False).cumcount()
+    return part
+
+
 def diff_versions(a: pa.Table, b: pa.Table) -> VersionDiff:
-    """Frames added, removed, moved between datasets, reclassified and with other metadata, A -> B.
+    """Dataset objects added, removed, moved between datasets, reclassified and with other metadata, A -> B.
 
-    Both tables need DIFF_INPUT_COLUMNS (one row per frame, as a version has).
+    Both tables need DIFF_INPUT_COLUMNS (one row per dataset object, as a version has; a frame may have two).
     """
-    frame_a, frame_b = _strings(a, "frame"), _strings(b, "frame")
+    a = pa.table({c: _strings(a, c) for c in DIFF_INPUT_COLUMNS})  # plain strings, "" for null: once per column
+    b = pa.table({c: _strings(b, c) for c in DIFF_INPUT_COLUMNS})
+    frame_a, frame_b = a["frame"].combine_chunks(), b["frame"].combine_chunks()
+    obj_a, obj_b = _objects(a), _objects(b)
     # Arrow's hash kernels on both sides: no million-row Python objects
-    row_in_a = pc.index_in(frame_b, value_set=frame_a)  # B's rows: their row in A, null if added
-    kept_in_b = pc.is_in(frame_a, value_set=frame_b)
-    removed_rows = pc.invert(kept_in_b)
-    present = pc.is_valid(row_in_a)
+    row_in_a = pc.index_in(obj_b, value_set=obj_a)  # B's objects: their row in A, null if not in A
+    kept = pc.is_valid(row_in_a)
+    # A's rows that B keeps, from the same hash pass (a version lists each key once)
+    in_b = np.zeros(a.num_rows, dtype=bool)
+    in_b[pc.drop_null(row_in_a).to_numpy()] = True
+    kept_in_a = pa.array(in_b)
+    meta_b = _strings(b, "metadata")
+    meta_before = pc.fill_null(_strings(a, "metadata").take(row_in_a), "")
+    relabelled = pc.and_(kept, pc.not_equal(meta_before, meta_b))  # kept objects with other metadata
 
-    def before(name: str) -> pa.Array:
-        """A's value of each of B's frames, "" where B's frame is new."""
-        return pc.fill_null(_strings(a, name).take(row_in_a), "")
-
-    kinds = {
-        "added": pc.invert(present),
-        "moved": pc.and_(present, pc.not_equal(before("dataset"), _strings(b, "dataset"))),
-        "reclassified": pc.and_(present, pc.not_equal(before("rarity"), _strings(b, "rarity"))),
-        "metadata": pc.and_(present, pc.not_equal(before("metadata"), _strings(b, "metadata"))),
-    }
-    changed = pc.or_(pc.or_(kinds["added"], kinds["moved"]), pc.or_(kinds["reclassified"], kinds["metadata"]))
-    changed_b = pa.table(
+    kept_changed = pa.table(
         {
-            "frame": frame_b.filter(changed),
-            "episode_id": _strings(b, "episode_id").filter(changed),
-            "from_dataset": before("dataset").filter(changed),
-            "to_dataset": _strings(b, "dataset").filter(changed),
-            "from_rarity": before("rarity").filter(changed),
-            "to_rarity": _strings(b, "rarity").filter(changed),
-            "from_metadata": before("metadata").filter(changed),
-            "to_metadata": _strings(b, "metadata").filter(changed),
-            **{f"is_{k}": v.filter(changed) for k, v in kinds.items()},
-            "is_removed": pa.array(np.zeros(pc.sum(changed).as_py() or 0, dtype=bool)),
+            "frame": _strings(b, "frame").filter(relabelled),
+            "episode_id": _strings(b, "episode_id").filter(relabelled),
+            "from_dataset": _strings(b, "dataset").filter(relabelled),
+            "to_dataset": _strings(b, "dataset").filter(relabelled),
+            "from_rarity": _strings(b, "rarity").filter(relabelled),
+            "to_rarity": _strings(b, "rarity").filter(relabelled),
+            "from_metadata": meta_before.filter(relabelled),
+            "to_metadata": meta_b.filter(relabelled),
+        }
+    ).to_pandas()
+    kept_changed = kept_changed.astype(object)
+    kept_changed["change"] = "metadata"
+
+    # the objects in only one version, paired within their frame in key order (usually few: only the changes)
+    only_a = _unmatched(a, pc.invert(kept_in_a))
+    only_b = _unmatched(b, pc.invert(kept))
+    joined = only_a.merge(only_b, on=["frame", "rank"], how="outer", suffixes=("_a", "_b"), indicator=True)
+    joined = joined.astype(object).where(joined.notna(), "")
+    paired = joined["_merge"] == "both"
+    removed = joined["_merge"] == "left_only"
+    added = joined["_merge"] == "right_only"
+    moved = paired & (joined["dataset_a"] != joined["dataset_b"])
+    reclassified = paired & (joined["rarity_a"] != joined["rarity_b"])
+    other_metadata = paired & (joined["metadata_a"] != joined["metadata_b"])
+    kinds = {"added": added, "removed": removed, "moved": moved, "reclassified": reclassified}
+    kinds["metadata"] = other_metadata
+    flags = np.column_stack([kinds[k].to_numpy(dtype=bool) for k in CHANGE_KINDS]) if len(joined) else None
+    one_side = pd.DataFrame(
+        {
+            "frame": joined["frame"],
+            "episode_id": joined["episode_id_a"].where(~added, joined["episode_id_b"]),
+            "change": ["+".join(k for k, on in zip(CHANGE_KINDS, row, strict=True) if on) for row in flags.tolist()]
+            if flags is not None
+            else [],
+            "from_dataset": joined["dataset_a"],
+            "to_dataset": joined["dataset_b"],
+            "from_rarity": joined["rarity_a"],
+            "to_rarity": joined["rarity_b"],
+            "from_metadata": joined["metadata_a"],
+            "to_metadata": joined["metadata_b"],
         }
     )
-    gone = a.filter(removed_rows)
-    n_gone = gone.num_rows
-    removed_part = pa.table(
-        {
-            "frame": _strings(gone, "frame"),
-            "episode_id": _strings(gone, "episode_id"),
-            "from_dataset": _strings(gone, "dataset"),
-            "to_dataset": pa.array([""] * n_gone, type=pa.string()),
-            "from_rarity": _strings(gone, "rarity"),
-            "to_rarity": pa.array([""] * n_gone, type=pa.string()),
-            "from_metadata": _strings(gone, "metadata"),
-            "to_metadata": pa.array([""] * n_gone, type=pa.string()),
-            **{f"is_{k}": pa.array(np.zeros(n_gone, dtype=bool)) for k in kinds},
-            "is_removed": pa.array(np.ones(n_gone, dtype=bool)),
-        }
-    )
-    both = pa.concat_tables([changed_b, removed_part.select(changed_b.column_names)]).to_pandas()
-    flags = both[[f"is_{k}" for k in CHANGE_KINDS]].to_numpy()
-    both["change"] = ["+".join(k for k, on in zip(CHANGE_KINDS, row, strict=True) if on) for row in flags.tolist()]
-    changes = both[DIFF_COLUMNS].astype(object).sort_values("frame", kind="stable").reset_index(drop=True)
+    changes = pd.concat([kept_changed[DIFF_COLUMNS], one_side[DIFF_COLUMNS]], ignore_index=True).astype(object)
+    changes = changes.sort_values(["frame", "from_dataset", "to_dataset"], kind="stable").reset_index(drop=True)
 
-    rarity_before = pc.if_else(present, before("rarity"), ABSENT)
+    kept_rarity = _strings(b, "rarity").filter(kept)
     pairs = pa.concat_tables(
         [
-            pa.table({"from": rarity_before, "to": _strings(b, "rarity")}),
-            pa.table({"from": _strings(gone, "rarity"), "to": pa.array([ABSENT] * n_gone, type=pa.string())}),
+            pa.table({"from": kept_rarity, "to": kept_rarity}),
+            pa.table(
+                {
+                    "from": pa.array(joined["rarity_a"].where(~added, ABSENT).tolist(), type=pa.string()),
+                    "to": pa.array(joined["rarity_b"].where(~removed, ABSENT).tolist(), type=pa.string()),
+                }
+            ),
         ]
     )
-    counts = {
-        "added": pc.sum(kinds["added"]).as_py() or 0,
-        "removed": n_gone,
-        "moved": pc.sum(kinds["moved"]).as_py() or 0,
-        "reclassified": pc.sum(kinds["reclassified"]).as_py() or 0,
-        "metadata": pc.sum(kinds["metadata"]).as_py() or 0,
-    }
-    unchanged = b.num_rows - (pc.sum(changed).as_py() or 0)
-    return VersionDiff(changes=changes, transitions=_transitions(pairs), counts=counts, unchanged=unchanged)
+    counts = {k: int(kinds[k].sum()) for k in CHANGE_KINDS}
+    counts["metadata"] += pc.sum(relabelled).as_py() or 0
+    n_kept = pc.sum(kept).as_py() or 0
+    (frames_a, doubled_a), (frames_b, doubled_b) = _frame_counts(frame_a), _frame_counts(frame_b)
+    return VersionDiff(
+        changes=changes,
+        transitions=_transitions(pairs),
+        counts=counts,
+        unchanged=n_kept - (pc.sum(relabelled).as_py() or 0),
+        objects_a=a.num_rows,
+        objects_b=b.num_rows,
+        frames_a=frames_a,
+        frames_b=frames_b,
+        doubled_a=doubled_a,
+        doubled_b=doubled_b,
+    )
 
 
 def _transitions(pairs: pa.Table) -> pd.DataFrame:

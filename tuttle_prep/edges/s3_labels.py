@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
@@ -67,17 +68,27 @@ def read_labels_object(store: S3Bucket, key: str) -> bytes | None:
         raise
 
 
-def write_labels_if_changed(
+@dataclass
+class PendingWrite:
+    """One index object about to be written: its key, bytes, content type and the user metadata to put."""
+
+    key: str
+    data: bytes
+    content_type: str
+    metadata: dict[str, str]
+
+
+def pending_write(
     store: S3Bucket, key: str, data: bytes, previous: bytes | None = None, content_type: str = CSV_TYPE
-) -> bool:
-    """Put `data` at `key` unless the object already holds exactly it; return True if it was written.
+) -> PendingWrite | None:
+    """The write `data` at `key` needs, or None if the object already holds exactly it (HEAD, SHA-256).
 
     `previous` is the object's content when the caller already read it (then equal bytes cost no HEAD).
     A rewrite keeps the object's KEPT_METADATA fields (the data digest's record).
     """
     digest = hashlib.sha256(data).hexdigest()
     if previous is not None and previous == data:
-        return False
+        return None
     head = None
     try:
         head = store.client.head_object(Bucket=store.bucket, Key=key)
@@ -87,21 +98,114 @@ def write_labels_if_changed(
     if head is not None and previous is None:
         stored = head.get("Metadata", {}).get(SHA256_FIELD)
         if stored == digest:
-            return False
+            return None
         if stored is None and head.get("ContentLength") == len(data):
             # written by something else: compare the bytes themselves
             existing = read_labels_object(store, key)
             if existing == data:
-                return False
+                return None
     kept = {k: v for k, v in (head or {}).get("Metadata", {}).items() if k in KEPT_METADATA}
+    return PendingWrite(key, data, content_type, {**kept, SHA256_FIELD: digest})
+
+
+def put(store: S3Bucket, write: PendingWrite) -> None:
+    """PUT one index object; ClientError/BotoCoreError if it fails."""
     store.client.put_object(
-        Bucket=store.bucket,
-        Key=key,
-        Body=data,
-        ContentType=content_type,
-        Metadata={**kept, SHA256_FIELD: digest},
+        Bucket=store.bucket, Key=write.key, Body=write.data, ContentType=write.content_type, Metadata=write.metadata
     )
-    return True
+
+
+def write_labels_if_changed(
+    store: S3Bucket, key: str, data: bytes, previous: bytes | None = None, content_type: str = CSV_TYPE
+) -> bool:
+    """Put `data` at `key` unless the object already holds exactly it; return True if it was written."""
+    write = pending_write(store, key, data, previous, content_type)
+    if write is not None:
+        put(store, write)
+    return write is not None
+
+
+def _saved(store: S3Bucket, key: str) -> PendingWrite | None:
+    """The object at `key` as a write that puts it back (bytes, type, metadata), None if there is none."""
+    try:
+        answer = store.client.get_object(Bucket=store.bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in _NOT_FOUND:
+            return None
+        raise
+    data = answer["Body"].read()
+    return PendingWrite(key, data, answer.get("ContentType") or PARQUET_TYPE, dict(answer.get("Metadata", {})))
+
+
+def _landed(store: S3Bucket, write: PendingWrite) -> bool | None:
+    """After a failed PUT (a failed request may still have taken effect): does the object hold the new bytes
+    (its SHA-256 field)? None if that cannot be told either."""
+    try:
+        head = store.client.head_object(Bucket=store.bucket, Key=write.key)
+    except ClientError as exc:
+        return False if error_code(exc) in _NOT_FOUND else None
+    except BotoCoreError:
+        return None
+    return head.get("Metadata", {}).get(SHA256_FIELD) == write.metadata[SHA256_FIELD]
+
+
+def _put_checked(store: S3Bucket, write: PendingWrite) -> str | None:
+    """PUT `write`; None if the object holds it afterwards, else why not (a failed PUT that took effect is
+    found by a HEAD and counts as written)."""
+    try:
+        put(store, write)
+        return None
+    except (ClientError, BotoCoreError) as exc:
+        landed = _landed(store, write)
+        if landed:
+            return None
+        unknown = "" if landed is False else "; whether it took effect cannot be told (the HEAD failed too)"
+        return f"writing s3://{store.bucket}/{write.key} failed ({describe(exc)}){unknown}"
+
+
+def write_both_or_neither(
+    store: S3Bucket,
+    csv_key: str,
+    parquet_key: str,
+    csv_write: PendingWrite | None,
+    parquet_write: PendingWrite | None,
+) -> tuple[bool, bool, str | None]:
+    """Write the index's two objects so that both change or neither does; (csv written, parquet written, the
+    error: one sentence saying exactly what was and was not updated, None if all went well).
+
+    Parquet goes first: if its PUT fails, nothing changed. When the CSV must change too, the Parquet object as
+    it was is read first; if the CSV's PUT then fails, that object is put back (or, if there was none, the one
+    just written is deleted), so both are as they were. Only if putting it back fails too do the two differ,
+    and the error says so. ClientError/BotoCoreError of the reads before any write propagate (nothing changed).
+    """
+    csv_url, parquet_url = f"s3://{store.bucket}/{csv_key}", f"s3://{store.bucket}/{parquet_key}"
+    saved = _saved(store, parquet_key) if parquet_write is not None and csv_write is not None else None
+    if parquet_write is not None:
+        failed = _put_checked(store, parquet_write)
+        if failed is not None:
+            return False, False, f"{failed}; neither {parquet_url} nor {csv_url} was updated: both are as they were"
+    if csv_write is None:
+        return False, parquet_write is not None, None
+    failed = _put_checked(store, csv_write)
+    if failed is None:
+        return True, parquet_write is not None, None
+    if parquet_write is None:
+        return False, False, f"{failed}; neither was updated ({parquet_url} already held this run's index)"
+    try:
+        if saved is not None:
+            put(store, saved)
+            undone = f"{parquet_url}, written first, was put back as it was"
+        else:
+            store.client.delete_object(Bucket=store.bucket, Key=parquet_key)
+            undone = f"{parquet_url}, written first where there was none, was deleted again"
+    except (ClientError, BotoCoreError) as undo:
+        return (
+            False,
+            True,
+            f"{failed} after {parquet_url} was written, and putting that back failed too ({describe(undo)}): "
+            f"{parquet_url} is updated, {csv_url} is not; they differ until the next run rewrites them",
+        )
+    return False, False, f"{failed}; {undone}: neither is updated, both are as they were"
 
 
 def update_labels_index(
@@ -136,12 +240,18 @@ def update_labels_index(
                 except ValueError as exc:
                     report.warn(f"{exc}; frames whose sheet was not read this run lose their metadata")
         labels = build_labels(catalogue, merge_metadata(sheet_metadata, previous))
-        data = labels_csv(labels)
-        written = write_labels_if_changed(store, key, data, previous_bytes)
         parquet_key = labels_parquet_key(layout.ml_prefix)
-        parquet_written = write_labels_if_changed(store, parquet_key, labels_parquet(labels), content_type=PARQUET_TYPE)
-    except (ClientError, BotoCoreError) as exc:
-        report.error(f"labels index {where} not updated: {describe(exc)}")
+        csv_write = pending_write(store, key, labels_csv(labels), previous_bytes)
+        parquet_write = pending_write(store, parquet_key, labels_parquet(labels), content_type=PARQUET_TYPE)
+        written, parquet_written, problem = write_both_or_neither(store, key, parquet_key, csv_write, parquet_write)
+    except (ClientError, BotoCoreError) as exc:  # before any write
+        report.error(
+            f"labels index not updated: {describe(exc)}; {where} and "
+            f"s3://{store.bucket}/{labels_parquet_key(layout.ml_prefix)} are as they were"
+        )
+        return None
+    if problem is not None:
+        report.error(f"labels index: {problem}")
         return None
     log.info(
         "labels index %s: %d rows, %s; %s %s",

@@ -23,14 +23,18 @@ from ..core.plan import KeyLayout
 from ..core.run_report import RunReport
 from ..core.versions import (
     CHANGE_KINDS,
+    CONTENT_COLUMN,
     KNOWN_COLUMNS,
     VersionError,
     VersionInfo,
     build_version_table,
+    describe_partial,
     diff_versions,
+    frames_in_two_places,
     known_sources_table,
     new_version_id,
     outcome_digest,
+    partial_record,
     rows_without_source,
     version_from_parquet,
     version_id_of,
@@ -40,6 +44,7 @@ from ..core.versions import (
     version_to_parquet,
     versions_prefix,
     versions_to_delete,
+    with_content_hashes,
     with_sources,
 )
 from ..errors import InventoryError
@@ -233,6 +238,7 @@ def record_version(
     report: RunReport,
     now: datetime | None = None,
     baseline: Baseline | None = None,
+    content: pa.Table | None = None,
 ) -> None:
     """Write `<ML prefix>_versions/<time>-<run id>.parquet` unless the datasets (`labels`: this run's labels
     index) match the latest readable version; then delete the versions beyond TUTTLE_VERSIONS_KEEP.
@@ -241,10 +247,11 @@ def record_version(
     `sources` is this run's source listing. Failures are errors on `report` (exit 1): the next run compares
     what it finds with the latest version, so a version not written now is written then, and no change is
     missing from the history. `baseline`: what `find_baseline` found earlier in the run (the lock held since),
-    so the versions are not listed nor the latest one read again.
+    so the versions are not listed nor the latest one read again. `content` (source_key, source_etag,
+    content_hash): the content hashes known this run; a row's hash is recorded only for the ETag it has.
     """
     try:
-        _record(versions, list_sources, layout, settings, labels, sources, report, now, baseline)
+        _record(versions, list_sources, layout, settings, labels, sources, report, now, baseline, content)
     except (ClientError, BotoCoreError) as exc:
         report.error(f"dataset version not written to {versions.folder_url}: {describe(exc)}; the next run writes it")
     except (InventoryError, VersionExists) as exc:
@@ -274,16 +281,36 @@ def _record(
     report: RunReport,
     now: datetime | None,
     baseline: Baseline | None,
+    content: pa.Table | None = None,
 ) -> None:
     table = build_version_table(labels, layout, listed_sources(sources, layout))
     digest = outcome_digest(table)
+    # a run that failed (exit 1) records what the bucket holds all the same, marked partial
+    partial = (
+        partial_record(
+            report.exit_code,
+            report.failed,
+            report.deletes_held_back,
+            frames_in_two_places(table),
+            [*([report.refused] if report.refused else []), *report.errors],
+        )
+        if report.job_failed
+        else None
+    )
     found = baseline if baseline is not None else find_baseline(versions, report, digest)
     listing, readable = found.listing, dict(found.readable)
+    # the same outcome as a version: nothing to write, unless that version is partial and this run is not
+    # (then a complete version of the same datasets is written, so `latest` finds it)
     for version_id, fields in found.heads:  # a HEAD that tells the same outcome: no body compared
-        if fields.get(DIGEST_FIELD) == digest:
+        if fields.get(DIGEST_FIELD) == digest and (partial is not None or not _head_partial(fields)):
             return _unchanged(versions, version_id, listing.ids, settings, report, readable)
     baseline_table, baseline_info = found.table, found.info
-    if baseline_table is not None and baseline_info is not None and outcome_digest(baseline_table) == digest:
+    if (
+        baseline_table is not None
+        and baseline_info is not None
+        and outcome_digest(baseline_table) == digest
+        and (partial is not None or baseline_info.partial is None)
+    ):
         return _unchanged(versions, baseline_info.id, listing.ids, settings, report, readable)  # no S3 metadata
 
     if baseline_table is not None:  # frames whose source was not listed this run keep the recorded ETag and size
@@ -305,6 +332,9 @@ def _record(
                 "`pull --version` will report them"
             )
 
+    table = with_content_hashes(table, content)
+    if baseline_table is not None and CONTENT_COLUMN in baseline_table.column_names:
+        table = with_content_hashes(table, baseline_table.select(["source_key", "source_etag", CONTENT_COLUMN]))
     if baseline_table is not None:
         change = diff_versions(baseline_table, table).counts
     else:
@@ -325,12 +355,19 @@ def _record(
         change,
         digest,
         stratify=settings.split_stratify,
+        partial=partial,
     )
     versions.write(info, version_to_parquet(table, info))
     report.version = version_id
+    report.version_partial = partial is not None
+    if partial is not None:
+        report.warn(
+            f"dataset version {version_id} is {describe_partial(partial)}; `latest` skips it until a run that "
+            "does all its work writes the next one"
+        )
     log.info(
-        "dataset version %s written: %s frames (%s); against %s: +%d added, -%d removed, %d moved, "
-        "%d reclassified, %d with other metadata",
+        "dataset version %s written: %s dataset objects (%s); against %s (dataset objects): +%d added, "
+        "-%d removed, %d moved, %d reclassified, %d with other metadata",
         versions.url(version_id),
         f"{info.frames:,}",
         ", ".join(f"{d} {n:,}" for d, n in info.datasets.items()),
@@ -342,6 +379,17 @@ def _record(
         change["metadata"],
     )
     apply_retention(versions, [*listing.ids, version_id], settings, report, readable | {version_id: True})
+
+
+def _head_partial(fields: dict[str, str]) -> bool:
+    """Whether a version's HEAD summary marks it partial (an object without a summary, or an older one: no)."""
+    raw = fields.get(SUMMARY_FIELD)
+    if not raw:
+        return False
+    try:
+        return VersionInfo.from_json(raw, "").partial is not None
+    except VersionError:
+        return True  # a summary that cannot be read: in doubt, not taken as the same version
 
 
 def unreadable_versions(
