@@ -89,6 +89,7 @@ def test_digest_is_sent_once_per_change_of_the_findings_with_links_to_the_cells(
 ):
     monkeypatch.setenv("GOOGLE_DRIVE_CREDENTIALS_FILE", str(fake_google.key_file(tmp_path)))
     monkeypatch.setenv("TUTTLE_GOOGLE_API_URL", fake_google.url)
+    monkeypatch.setenv("TUTTLE_METRICS", "on")  # the runs' metrics are checked below (no log group here)
     good = [frame_number("S01E01", i) for i in range(4)]
     typo, bad_frame = frame_number("S01E01", 4), "TT_S01_E01_FRM-00-00-99"
     rows = [HEADER, *(google_row(f, "Common") for f in good)]

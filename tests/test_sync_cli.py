@@ -673,10 +673,10 @@ def test_a_filtered_run_places_frames_where_a_full_run_would(bucket, season, s3_
     assert not [p for p in s3_calls.of("CopyObject") if "S01_E01" in p["Key"]]
 
 
-def test_an_unknown_episode_is_an_error_and_a_malformed_one_a_usage_error(bucket, season):
+def test_an_unknown_episode_and_a_malformed_one_are_usage_errors(bucket, season):
     result = run_cli("sync", "--dry-run", "--episode", "S05E05")
-    assert result.exit_code == 1
-    assert "--episode S05E05: no such episode in the manifests" in result.stderr
+    assert result.exit_code == 2  # a mistyped selector is the caller's error, not a job failure (issue 23)
+    assert "usage error: --episode S05E05: no such episode in the manifests (nearest: " in result.stderr
     result = run_cli("sync", "--episode", "episode-1")
     assert result.exit_code == 2 and "'episode-1' is not like S01E01" in result.stderr
 

@@ -8,6 +8,7 @@ Exit codes: 0 the job did all it could (data findings, if any, are printed); 1 a
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -15,14 +16,15 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 from dotenv import load_dotenv
 
-from . import stopping
-from .commands.common import Invocation, fail_config
+from . import __version__, stopping
+from .commands.common import Invocation, fail_config, global_options
 from .core.text import escape_control
-from .errors import RunStopped
+from .errors import ConfigError, RunStopped
 from .stopping import stop_on_signal  # noqa: F401 - the handler, where it always was (tests install it)
 
 #: the exit code of a job failure (and of a bug's traceback)
@@ -39,8 +41,9 @@ class EscapingFormatter(logging.Formatter):
 
 
 def setup_logging(verbose: int) -> None:
-    """Readable lines on stderr; botocore and urllib3 kept quiet."""
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
+    """Readable lines on stderr; botocore and urllib3 kept quiet. `verbose`: -1 quiet (errors only), 0 INFO,
+    1 or more DEBUG."""
+    level = logging.DEBUG if verbose >= 1 else logging.INFO if verbose >= 0 else logging.ERROR
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_tuttle", False)), None)
     if handler is None:
@@ -57,6 +60,86 @@ def setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Collect a global option, given before the command or after it, into the root context's GlobalOptions."""
+    options = global_options(ctx)
+    if param.name == "verbose":
+        options.verbose += int(value or 0)
+    elif param.name == "quiet":
+        options.quiet = options.quiet or bool(value)
+    elif param.name == "env_file" and value is not None:
+        options.env_file = value
+    return value
+
+
+def _global_params() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--env-file"],
+            type=click.Path(dir_okay=False, path_type=Path),
+            callback=_remember,
+            expose_value=False,
+            help="Read settings from this file instead of ./.env (variables already set in the environment win).",
+        ),
+        click.Option(
+            ["-v", "--verbose"], count=True, callback=_remember, expose_value=False, help="Debug log detail."
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            is_flag=True,
+            callback=_remember,
+            expose_value=False,
+            help="Errors only on stderr, and only the final line on stdout.",
+        ),
+    ]
+
+
+def apply_global_options(ctx: click.Context) -> None:
+    """Once per invocation, before the command runs: read the env file (--env-file, else ./.env) and set up the
+    log levels from -v/-q, wherever on the command line they were given."""
+    options = global_options(ctx)
+    if options.applied:
+        return
+    options.applied = True
+    if options.env_file is not None:
+        if not options.env_file.is_file():
+            fail_config(f"--env-file {options.env_file} does not exist")
+        load_dotenv(options.env_file, override=False)
+    elif Path(".env").is_file():
+        load_dotenv(Path(".env"), override=False)
+    setup_logging(-1 if options.quiet else options.verbose)
+
+
+def _with_global_options(command: click.Command) -> None:
+    """Give `command` (and every command under it) the global options, applied before its callback."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_global_options(sub)
+        return
+    command.params.extend(_global_params())
+    callback = command.callback
+    if callback is None:
+        return
+
+    @functools.wraps(callback)
+    def run_with_globals(*args: Any, **kwargs: Any) -> Any:
+        apply_global_options(click.get_current_context())
+        return callback(*args, **kwargs)
+
+    command.callback = run_with_globals
+
+
+class TuttleGroup(click.Group):
+    """The top group: a ConfigError that escapes a command (an unusable AWS_* setting found as a client is built)
+    is one sentence on stderr and exit 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            fail_config(str(exc))
+
+
 #: each command: the module that defines it, its name there, and the first paragraph of its help (what the
 #: command list of `--help` shows). A command's module is imported only when that command runs or shows its
 #: own help, so `--help` imports no pandas, pyarrow, boto3 or obstore (tests/test_startup.py checks the
@@ -67,6 +150,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "alarm",
         "SMS alerts when a run fails or does not run (SNS topic + CloudWatch alarms on the run metrics), "
         "and the data digest emailed to the sheet owners.",
+    ),
+    "config": (
+        "tuttle_prep.commands.config",
+        "config",
+        "The settings the commands use (from the environment and .env / --env-file).",
     ),
     "demo": (
         "tuttle_prep.commands.demo",
@@ -104,9 +192,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(TuttleGroup):
     """A click group whose commands (`LAZY_COMMANDS`) are imported the first time they are asked for; commands
-    added with `add_command` work as in any group."""
+    added with `add_command` work as in any group. Each gets the global options as it is imported."""
 
     def __init__(self, *args: object, lazy: dict[str, tuple[str, str, str]], **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -120,7 +208,9 @@ class LazyGroup(click.Group):
         """The command named `cmd_name`, its module imported now if it was not yet."""
         if cmd_name not in self.commands and cmd_name in self.lazy:
             module, attribute, _ = self.lazy[cmd_name]
-            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+            command = getattr(importlib.import_module(module), attribute)
+            _with_global_options(command)
+            self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
     def resolve_command(
@@ -155,13 +245,24 @@ class LazyGroup(click.Group):
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=_remember,
+    expose_value=False,
     help="Read settings from this file instead of ./.env (variables already set in the environment win).",
 )
-@click.option("-v", "--verbose", count=True, help="More log detail (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
-@click.version_option(package_name=None, version=__import__("tuttle_prep").__version__, prog_name="tuttle-prep")
+@click.option(
+    "-v", "--verbose", count=True, callback=_remember, expose_value=False, help="Debug log detail (default: INFO)."
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    callback=_remember,
+    expose_value=False,
+    help="Errors only on stderr, and only the final line on stdout. Global options may also follow the command.",
+)
+@click.version_option(package_name=None, version=__version__, prog_name="tuttle-prep")
 @click.pass_context
-def main(ctx: click.Context, env_file: Path | None, verbose: int, quiet: bool) -> None:
+def main(ctx: click.Context) -> None:
     """Keep the Tuttle Twins rarity datasets in S3 in sync with the episode sheets.
 
     Reads the season manifests in S3, each episode's sheet, picks each frame's most trusted rarity,
@@ -170,13 +271,18 @@ def main(ctx: click.Context, env_file: Path | None, verbose: int, quiet: bool) -
     """
     if not isinstance(ctx.obj, Invocation):  # a caller (a test) may hand its own clock
         ctx.obj = Invocation()
-    if env_file is not None:
-        if not env_file.is_file():
-            fail_config(f"--env-file {env_file} does not exist")
-        load_dotenv(env_file, override=False)
-    elif Path(".env").is_file():
-        load_dotenv(Path(".env"), override=False)
-    setup_logging(-1 if quiet else verbose)
+
+
+
+
+def completion_names(argv0: str) -> dict[str, str]:
+    """Click's program name and shell-completion variable: `_TUTTLE_PREP_COMPLETE` for the `tuttle-prep`
+    console script (click's own default), `_DATA_PREPARATION_COMPLETE` for `data_preparation.py` (click would
+    make `_DATA_PREPARATION.PY_COMPLETE` of it, which no shell can set)."""
+    name = Path(argv0).name
+    if name.endswith(".py"):
+        return {"prog_name": name, "complete_var": f"_{name[:-3]}_COMPLETE".replace("-", "_").upper()}
+    return {}
 
 
 class _ClosedStdout:
@@ -221,7 +327,7 @@ def run() -> None:
     code = EXIT_JOB_FAILED
     try:
         try:
-            main()
+            main(**completion_names(sys.argv[0]))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_JOB_FAILED)

@@ -131,6 +131,52 @@ def _distance(env: Mapping[str, str]) -> int:
     if distance > 16:
         raise ConfigError(f"TUTTLE_CONTENT_DISTANCE must be at most 16 (of 64 bits), got {distance}")
     return distance
+DEFAULT_METRICS_NAMESPACE = "TuttlePrep"
+METRICS_CHOICES = ("auto", "on", "off")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9._/#: -]{1,255}$")
+
+
+@dataclass(frozen=True)
+class MetricsTarget:
+    """Where a real sync publishes its CloudWatch metrics: `namespace` (None: nowhere) and why, in words."""
+
+    namespace: str | None
+    reason: str
+
+
+def metrics_from_env(env: Mapping[str, str] | None = None) -> MetricsTarget:
+    """TUTTLE_METRICS (`auto` default: publish only when TUTTLE_LOG_GROUP is set, i.e. on the host that ships
+    its logs; `on`; `off`) and TUTTLE_METRICS_NAMESPACE (default TuttlePrep), read on their own like
+    TUTTLE_LOG_GROUP; ConfigError naming the variable for a bad value."""
+    env = os.environ if env is None else env
+    raw_mode = env.get("TUTTLE_METRICS", "").strip()
+    mode = raw_mode.lower() or "auto"
+    if mode not in METRICS_CHOICES:
+        raise ConfigError(f"TUTTLE_METRICS must be one of {', '.join(METRICS_CHOICES)}; got '{raw_mode}'")
+    namespace = env.get("TUTTLE_METRICS_NAMESPACE", "").strip() or DEFAULT_METRICS_NAMESPACE
+    if not _NAMESPACE.match(namespace) or namespace.startswith("AWS/"):
+        raise ConfigError(
+            "TUTTLE_METRICS_NAMESPACE must be 1-255 letters, digits or . - _ / # : and not start with AWS/; "
+            f"got '{namespace}'"
+        )
+    if mode == "off":
+        return MetricsTarget(None, "TUTTLE_METRICS=off")
+    if mode == "on":
+        return MetricsTarget(namespace, "TUTTLE_METRICS=on")
+    if env.get("TUTTLE_LOG_GROUP", "").strip():
+        return MetricsTarget(namespace, "TUTTLE_LOG_GROUP is set; TUTTLE_METRICS=auto")
+    return MetricsTarget(None, "TUTTLE_LOG_GROUP is not set and TUTTLE_METRICS=auto (TUTTLE_METRICS=on publishes)")
+
+
+def _namespace_of(env: Mapping[str, str]) -> str:
+    return env.get("TUTTLE_METRICS_NAMESPACE", "").strip() or DEFAULT_METRICS_NAMESPACE
+
+
+def metrics_namespace(env: Mapping[str, str] | None = None) -> str:
+    """The namespace the runs' metrics go to when published (the alarms watch it); ConfigError if invalid."""
+    env = os.environ if env is None else env
+    metrics_from_env(env)  # validates both variables
+    return _namespace_of(env)
 
 
 def seed_fingerprint(seed: str) -> str:
@@ -169,6 +215,10 @@ class Settings:
     content_distance: int = DEFAULT_DISTANCE
     #: TUTTLE_SPLIT_GROUP: `content` keeps each near-duplicate cluster in one dataset; "" the frame (or window)
     split_group: str = ""
+    #: where a real sync publishes its metrics (TUTTLE_METRICS, TUTTLE_METRICS_NAMESPACE)
+    metrics: MetricsTarget = field(default_factory=lambda: metrics_from_env({}))
+    #: the namespace the metrics go to when published (and the alarms watch), whatever TUTTLE_METRICS says
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
 
     @property
     def seed_fingerprint(self) -> str:
@@ -234,4 +284,6 @@ class Settings:
             content_hash=raw_hash.lower() != "off",
             content_distance=_distance(env),
             split_group=raw_group.lower(),
+            metrics=(metrics := metrics_from_env(env)),
+            metrics_namespace=metrics.namespace or _namespace_of(env),
         )

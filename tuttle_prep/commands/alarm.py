@@ -24,8 +24,9 @@ from ..edges.alarms import (
     setup_digest,
 )
 from ..edges.aws import describe
-from ..edges.cloudwatch import NAMESPACE
-from .common import invocation_clock
+from ..errors import ConfigError
+from ..settings import metrics_namespace
+from .common import fail_config, invocation_clock
 
 
 @contextmanager
@@ -105,12 +106,16 @@ def setup(
     """
     if not phones and not digest_emails:
         raise click.UsageError("give --phone (alerts) and/or --digest-email (data digest)")
+    try:  # the alarms watch the namespace the runs publish to
+        namespace = metrics_namespace()
+    except ConfigError as exc:
+        fail_config(str(exc))
     outcomes = []
     with _aws_errors("alarm setup"):
         check_phone_numbers(list(phones))  # every input checked before anything is created
         check_email_addresses(list(digest_emails))
         if phones:
-            outcomes.append(setup_alarms(list(phones), schedule_hours, slack_hours, topic))
+            outcomes.append(setup_alarms(list(phones), schedule_hours, slack_hours, topic, namespace))
         if digest_emails:
             outcomes.append(setup_digest(list(digest_emails)))
     for outcome in outcomes:
@@ -119,7 +124,7 @@ def setup(
                 click.echo(f"{label:<8} {item}")
     if phones:
         click.echo(
-            f"alarms {RUN_FAILED_ALARM} and {DID_NOT_RUN_ALARM} watch namespace {NAMESPACE}; "
+            f"alarms {RUN_FAILED_ALARM} and {DID_NOT_RUN_ALARM} watch namespace {namespace}; "
             f"`alarm test --topic {topic}` sends a test text"
         )
     if digest_emails:

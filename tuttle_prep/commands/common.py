@@ -29,6 +29,39 @@ _SEASON = re.compile(r"^S[0-9]{2}$", re.I)
 _EPISODE = re.compile(r"^S[0-9]{2}E[0-9]{2}$", re.I)
 
 
+@dataclass
+class GlobalOptions:
+    """The global options (-v, -q, --env-file), given before the command or after it."""
+
+    verbose: int = 0
+    quiet: bool = False
+    env_file: Path | None = None
+    applied: bool = False
+
+
+def global_options(ctx: click.Context | None = None) -> GlobalOptions:
+    """The invocation's global options (kept in the root context; defaults outside a click context)."""
+    ctx = ctx or click.get_current_context(silent=True)
+    if ctx is None:
+        return GlobalOptions()
+    meta = ctx.find_root().meta
+    options = meta.get("tuttle_prep.globals")
+    if options is None:
+        options = meta["tuttle_prep.globals"] = GlobalOptions()
+    return options
+
+
+def quiet() -> bool:
+    """`-q`: stdout has only the command's final line (and stderr only errors)."""
+    return global_options().quiet
+
+
+def echo_detail(text: str) -> None:
+    """Print `text` on stdout unless -q was given (the tables and lists before a command's final line)."""
+    if not quiet():
+        click.echo(text)
+
+
 @dataclass(frozen=True)
 class Invocation:
     """What the process hands every command (click's context object): the clock. The entry point passes the
@@ -47,6 +80,12 @@ def invocation_clock() -> Clock:
 def fail_config(message: str) -> NoReturn:
     """One sentence on stderr, exit 2."""
     click.echo(escape_control(f"configuration error: {message}"), err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+def fail_usage(message: str) -> NoReturn:
+    """A usage error (a selector that matches nothing, ...): one sentence on stderr, exit 2."""
+    click.echo(escape_control(f"usage error: {message}"), err=True)
     sys.exit(EXIT_CONFIG)
 
 

@@ -48,6 +48,7 @@ from ..edges.csv_sheets import CsvFileSource, CsvS3Source, local_path_exists
 from ..edges.google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
 from ..errors import ConfigError, InventoryError, SheetError, TuttlePrepError
 from ..settings import Settings, local_sheets_dir_from_env
+from .common import quiet
 
 KNOWN_KEYS = ("season_code", "episode_code", "google_spreadsheet_title", *LOCATION_KEYS)
 _SEASON_FILE = re.compile(rf"^(S[0-9]{{2}}){re.escape(MANIFEST_SUFFIX)}\Z")
@@ -526,13 +527,19 @@ def _echo(text: str, err: bool = False) -> None:
     click.echo(escape_control(text), err=err)
 
 
+def _echo_detail(text: str) -> None:
+    """`_echo` unless -q was given (only the final line then)."""
+    if not quiet():
+        _echo(text)
+
+
 def _print_findings(findings: Findings) -> None:
     for line in findings.sheets:
-        _echo(f"  sheet  {line}")
+        _echo_detail(f"  sheet  {line}")
     for message in findings.warnings:
-        _echo(f"warning: {message}")
-    for message in findings.errors:
-        _echo(f"ERROR: {message}")
+        _echo_detail(f"warning: {message}")
+    for message in findings.errors:  # under -q on stderr: stdout keeps the final line only
+        _echo(f"ERROR: {message}", err=quiet())
 
 
 def _summary(findings: Findings) -> str:
@@ -615,18 +622,18 @@ def push_command(directory: Path, check_sheets: bool, dry_run: bool, delete_miss
     target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
     verb = "would upload" if dry_run else "uploaded"
     for name in result.uploaded:
-        _echo(f"{verb}  {name} -> {settings.manifests_prefix}{name}")
+        _echo_detail(f"{verb}  {name} -> {settings.manifests_prefix}{name}")
     for name in result.unchanged:
-        _echo(f"unchanged  {name}")
+        _echo_detail(f"unchanged  {name}")
     for key in result.only_in_s3:
         if key in result.deleted:
-            _echo(f"{'would delete' if dry_run else 'deleted'} (only in S3)  {key}")
+            _echo_detail(f"{'would delete' if dry_run else 'deleted'} (only in S3)  {key}")
         elif not delete_missing:
-            _echo(f"only in S3 (left alone; --delete-missing deletes it)  {key}")
+            _echo_detail(f"only in S3 (left alone; --delete-missing deletes it)  {key}")
     for key, why in result.ignored:
-        _echo(f"ignored  {key}: {why}")
+        _echo_detail(f"ignored  {key}: {why}")
     for message in result.errors:
-        _echo(f"ERROR: {message}")
+        _echo(f"ERROR: {message}", err=quiet())
     deleted = f", {len(result.deleted)} {'would delete' if dry_run else 'deleted'}" if delete_missing else ""
     click.echo(
         f"{target}: {len(result.uploaded)} {verb}, {len(result.unchanged)} unchanged{deleted}"
@@ -636,8 +643,16 @@ def push_command(directory: Path, check_sheets: bool, dry_run: bool, delete_miss
 
 
 @manifests.command("list", short_help="Show the manifests in S3: seasons, episodes, sheet titles.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Lines for people, or one JSON object (manifests, their episodes and errors, ignored keys) for machines.",
+)
 @_exit_codes
-def list_command() -> None:
+def list_command(output_format: str) -> None:
     """Show the manifests in S3: each file's season, episodes and sheet titles.
 
     Only the *-episodes.json files directly under TUTTLE_MANIFESTS_PREFIX are read (as by the sync);
@@ -647,23 +662,43 @@ def list_command() -> None:
     listing = list_remote(settings)
     remote = listing.manifests
     target = f"s3://{settings.bucket}/{settings.manifests_prefix}"
+    problems = sum(len(m.errors) for m in remote)
+    if output_format == "json":
+        record = {
+            "prefix": target,
+            "manifests": [
+                {
+                    "key": m.key,
+                    "url": f"s3://{settings.bucket}/{m.key}",
+                    "last_modified": m.last_modified.isoformat() if m.last_modified else None,
+                    "seasons": sorted({e.season_code for e in m.episodes}),
+                    "episodes": [
+                        {"episode_id": e.episode_id, "title": e.title, "sheet": e.sheet_location} for e in m.episodes
+                    ],
+                    "errors": list(m.errors),
+                }
+                for m in remote
+            ],
+            "ignored": [{"key": key, "why": why} for key, why in listing.ignored],
+            "errors": problems,
+        }
+        click.echo(json.dumps(record, indent=2))
+        sys.exit(EXIT_ERRORS if problems or not remote else EXIT_OK)
     for key, why in listing.ignored:
-        _echo(f"ignored  {key}: {why}")
+        _echo_detail(f"ignored  {key}: {why}")
     if not remote:
         _echo(f"{target}: no manifest files (*{MANIFEST_SUFFIX})")
         sys.exit(EXIT_ERRORS)
-    click.echo(target)
-    problems = 0
+    _echo_detail(target)
     for manifest in remote:
         seasons = ", ".join(sorted({e.season_code for e in manifest.episodes})) or "?"
         when = f", updated {manifest.last_modified:%Y-%m-%d %H:%M %Z}".rstrip() if manifest.last_modified else ""
         count = len(manifest.episodes)
-        _echo(f"{manifest.key}  season {seasons}: {count} episode{'s' * (count != 1)}{when}")
+        _echo_detail(f"{manifest.key}  season {seasons}: {count} episode{'s' * (count != 1)}{when}")
         for episode in manifest.episodes:
-            _echo(f"  {episode.episode_id}  {episode.title or '(no google_spreadsheet_title)'}")
+            _echo_detail(f"  {episode.episode_id}  {episode.title or '(no google_spreadsheet_title)'}")
         for message in manifest.errors:
-            _echo(f"  ERROR: {message}")
-        problems += len(manifest.errors)
+            _echo(f"  ERROR: {message}", err=quiet())
     episodes = sum(len(m.episodes) for m in remote)
     _echo(f"{len(remote)} manifest files, {episodes} episodes" + (f", {problems} error(s)" if problems else ""))
     sys.exit(EXIT_ERRORS if problems else EXIT_OK)

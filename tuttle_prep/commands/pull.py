@@ -25,11 +25,13 @@ version's metadata.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
@@ -41,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core.frame_table import FRAME_PATTERN, RARITIES
+from ..core.frame_table import FRAME_PATTERN, RARITIES, normalize_rarity
 from ..core.labels import (
     LABELS_NAME,
     PARQUET_NAME,
@@ -53,6 +55,7 @@ from ..core.labels import (
 )
 from ..core.plan import KeyLayout
 from ..core.run_report import EXIT_ERRORS, EXIT_OK
+from ..core.selectors import unmatched
 from ..core.versions import check_version_rows, shown, version_labels
 from ..edges.aws import describe, error_code
 from ..edges.pull_index import INDEX_NAME, IndexEntry, index_bytes, is_single_part, md5_of, read_index
@@ -64,7 +67,7 @@ from ..edges.s3_objects import PART_SUFFIX, SourceChanged, SourceDownloaded, dow
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import IMG_SIZES
-from .common import key_layout, load_settings, make_folder, open_bucket
+from .common import episode_option, fail_usage, key_layout, load_settings, make_folder, open_bucket
 from .versions import flag_partial, list_ids, read_or_exit, resolve_or_exit
 
 log = logging.getLogger(__name__)
@@ -101,10 +104,58 @@ class PullResult:
     empty_datasets: list[str] = field(default_factory=list)
     #: dataset folders under DEST not pulled this run, whose files labels.csv lists as they are on disk
     indexed_from_disk: list[str] = field(default_factory=list)
+    #: --dry-run: what would be downloaded (files, bytes); nothing was written or deleted
+    dry_run: bool = False
+    would_download: int = 0
+    would_download_bytes: int = 0
 
     @property
     def failed(self) -> int:
         return len(self.failures)
+
+    def to_json(self) -> dict[str, object]:
+        """The result as one JSON-ready record (`pull --format json`)."""
+        return {
+            "dry_run": self.dry_run,
+            "listed": self.listed,
+            "downloaded": self.downloaded,
+            "downloaded_bytes": self.downloaded_bytes,
+            "would_download": self.would_download,
+            "would_download_bytes": self.would_download_bytes,
+            "up_to_date": self.up_to_date,
+            "deleted": self.deleted,
+            "failed": self.failed,
+            "failures": [{"key": f.key, "error": f.error} for f in self.failures],
+            "labels_rows": self.labels_rows,
+            "labels_written": self.labels_written,
+            "metadata_note": self.metadata_note,
+            "empty_datasets": list(self.empty_datasets),
+            "indexed_from_disk": list(self.indexed_from_disk),
+        }
+
+
+@dataclass(frozen=True)
+class PullFilter:
+    """`pull --episode/--rarity`: only these episodes' and rarities' files (empty: all)."""
+
+    episodes: tuple[str, ...] = ()
+    rarities: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.episodes or self.rarities)
+
+    def matches(self, table: pd.DataFrame) -> pd.Series:
+        """True for the rows (INVENTORY_COLUMNS) inside the filter."""
+        inside = pd.Series(True, index=table.index)
+        if self.episodes:
+            inside &= table["episode_id"].isin(self.episodes)
+        if self.rarities:
+            inside &= table["rarity"].isin(self.rarities)
+        return inside
+
+
+class NoSuchEpisode(Exception):
+    """A `pull --episode` that matches no listed file: a usage error (exit 2), nothing done."""
 
 
 def local_path(dest: Path, ml_prefix: str, key: str) -> Path:
@@ -126,8 +177,15 @@ def plan_downloads(dest: Path, ml_prefix: str, keys: Sequence[str], sizes: dict[
     return downloads
 
 
-def delete_extra_files(dest: Path, datasets: Sequence[str], wanted: set[Path]) -> int:
-    """Remove files under `dest/<dataset>/` that are not in `wanted`, then empty folders; return the count."""
+def delete_extra_files(
+    dest: Path,
+    datasets: Sequence[str],
+    wanted: set[Path],
+    in_scope: Callable[[Path], bool] | None = None,
+    dry_run: bool = False,
+) -> int:
+    """Remove files under `dest/<dataset>/` that are not in `wanted` (and, with `in_scope`, for which it is
+    true), then empty folders; return the count. `dry_run`: count only, remove nothing."""
     deleted = 0
     for dataset in datasets:
         root = dest / dataset
@@ -136,12 +194,25 @@ def delete_extra_files(dest: Path, datasets: Sequence[str], wanted: set[Path]) -
         for folder, _, files in os.walk(root, topdown=False):
             for name in files:
                 path = Path(folder) / name
-                if path not in wanted:
-                    path.unlink()
+                if path not in wanted and (in_scope is None or in_scope(path)):
+                    if not dry_run:
+                        path.unlink()
                     deleted += 1
-            if Path(folder) != root and not os.listdir(folder):
+            if not dry_run and Path(folder) != root and not os.listdir(folder):
                 os.rmdir(folder)
     return deleted
+
+
+def filter_scope(dest: Path, layout: KeyLayout, selection: PullFilter) -> Callable[[Path], bool]:
+    """For a filtered --delete: true only for a local file that is, as a whole, a dataset file of the filter
+    (`<dataset>/<rarity>/<FRAME NUMBER>.jpg` of a selected episode and rarity); anything else is kept."""
+
+    def in_scope(path: Path) -> bool:
+        key = f"{layout.ml_prefix}{path.relative_to(dest).as_posix()}"
+        found, _ = layout.parse_dataset_keys([key])
+        return bool(len(found)) and bool(selection.matches(found).all())
+
+    return in_scope
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -210,13 +281,24 @@ def pull_datasets(
     dest: Path,
     delete: bool = False,
     workers: int = 16,
+    selection: PullFilter = PullFilter(),
+    dry_run: bool = False,
 ) -> PullResult:
-    """Bring `dest` in line with `datasets`; list failures raise InventoryError, download failures are collected;
-    UnsafePath, before anything is written or deleted, if a dataset or rarity folder resolves outside DEST."""
-    result = PullResult()
+    """Bring `dest` in line with `datasets` (only the files `selection` names, when it names any); list failures
+    raise InventoryError, download failures are collected; NoSuchEpisode, before anything is written, for a
+    selected episode without a listed file; UnsafePath, before anything is written or deleted, if a dataset or
+    rarity folder resolves outside DEST. `dry_run`: plan and count, write and delete nothing."""
+    result = PullResult(dry_run=dry_run)
     wanted_layout = replace(layout, datasets=tuple(datasets))
     inventory = list_datasets(store, wanted_layout, with_sizes=True)
     current, _ = wanted_layout.parse_dataset_keys(inventory.keys)
+    if selection.episodes:
+        unknown = unmatched("--episode", selection.episodes, set(current["episode_id"]), "episode with files in "
+                            f"{', '.join(datasets)}")
+        if unknown:
+            raise NoSuchEpisode("; ".join(unknown))
+    if selection:
+        current = current[selection.matches(current)].reset_index(drop=True)
     result.listed = len(current)
     keys = current["key"].tolist()
 
@@ -229,6 +311,16 @@ def pull_datasets(
     downloads = plan_downloads(dest, layout.ml_prefix, keys, inventory.sizes)
     result.up_to_date = len(keys) - len(downloads)
     log.info("%d dataset files listed, %d to download", len(keys), len(downloads))
+    if dry_run:
+        result.would_download = len(downloads)
+        result.would_download_bytes = sum(d.size for d in downloads)
+        result.empty_datasets = [d for d in datasets if not current["dataset"].eq(d).any()]
+        if delete:
+            wanted = {local_path(dest, layout.ml_prefix, key) for key in keys}
+            deletable = [d for d in datasets if d not in result.empty_datasets]
+            scope = filter_scope(dest, layout, selection) if selection else None
+            result.deleted = delete_extra_files(dest, deletable, wanted, scope, dry_run=True)
+        return result
     with progress(len(downloads), "download") as bar:
         for item, outcome in run_bounded(lambda d: download_object(store, d.key, d.path), downloads, workers):
             bar.update(1)
@@ -245,11 +337,14 @@ def pull_datasets(
         # an empty listing more likely means a wrong bucket or prefix than an emptied dataset
         wanted = {local_path(dest, layout.ml_prefix, key) for key in keys}
         deletable = [d for d in datasets if d not in result.empty_datasets]
-        result.deleted = delete_extra_files(dest, deletable, wanted)
+        scope = filter_scope(dest, layout, selection) if selection else None
+        result.deleted = delete_extra_files(dest, deletable, wanted, scope)
 
-    labels = build_labels(
-        index_catalogue(dest, layout, datasets, current, result), _index_metadata(store, layout, result)
-    )
+    catalogue = index_catalogue(dest, layout, datasets, current, result)
+    if selection:  # the pulled datasets' files outside the filter are listed as they are on disk
+        on_disk = local_dataset_files(dest, layout, datasets)
+        catalogue = pd.concat([catalogue, on_disk[~selection.matches(on_disk)]], ignore_index=True)
+    labels = build_labels(catalogue, _index_metadata(store, layout, result))
     result.labels_rows = len(labels)
     result.labels_written = write_labels(dest, labels)
     return result
@@ -523,6 +618,18 @@ def pull_version(
     return result
 
 
+def _rarities(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--rarity rare` -> `Rare` (case and spaces ignored, `Junk` is `Trash`, as in the sheets); BadParameter
+    naming the rarities for anything else."""
+    chosen = []
+    for value in values:
+        rarity = normalize_rarity(value)
+        if rarity is None:
+            raise click.BadParameter(f"'{value}' is not a rarity ({', '.join(RARITIES)})")
+        chosen.append(rarity)
+    return tuple(dict.fromkeys(chosen))
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -567,6 +674,26 @@ def _size(n: int) -> str:
     help="With --version latest|previous: a partial version (written by a run that failed) may be the one; "
     "by default they are skipped. A version named by id is pulled partial or not (with a warning).",
 )
+@episode_option
+@click.option(
+    "--rarity",
+    "rarities",
+    multiple=True,
+    metavar="RARITY",
+    callback=_rarities,
+    help=f"Only this rarity's files ({', '.join(RARITIES)}; repeatable).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="List and compare; print what would be downloaded and deleted; change nothing."
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="The outcome as one line for people, or one JSON object for machines.",
+)
 def pull(
     datasets: tuple[str, ...],
     dest: Path,
@@ -575,6 +702,10 @@ def pull(
     version: str | None,
     accept_changed_sources: bool,
     include_partial: bool,
+    episodes: tuple[str, ...],
+    rarities: tuple[str, ...],
+    dry_run: bool,
+    output_format: str,
 ) -> None:
     """Download datasets to a local folder: only files missing locally or of another size.
 
@@ -586,10 +717,18 @@ def pull(
     version can be rebuilt after the datasets moved on; local files are kept only if their content (MD5) is
     the source's, and a version whose rows break the dataset layout is refused. Exit status: 0 done, 1 a
     listing or download failed (with --version also: a source deleted or changed since the version, or a
-    version refused), 2 usage or configuration error.
+    version refused), 2 usage or configuration error (also an --episode with no file in the pulled datasets).
+
+    --episode and --rarity pull only those files (labels.csv still lists the other files on disk); with them,
+    --delete removes only local files of the selected episodes and rarities. --dry-run lists and compares,
+    then says what would be downloaded and deleted, writing nothing (not even DEST).
     """
     if version is not None:
-        pull_version_command(version, datasets, dest, delete, workers, accept_changed_sources, include_partial)
+        if episodes or rarities or dry_run:
+            raise click.UsageError("--episode, --rarity and --dry-run go without --version (for now)")
+        pull_version_command(
+            version, datasets, dest, delete, workers, accept_changed_sources, include_partial, output_format
+        )
     if accept_changed_sources:
         raise click.UsageError("--accept-changed-sources goes with --version")
     if include_partial:
@@ -603,10 +742,17 @@ def pull(
                 f"'{name}' is not a dataset of TUTTLE_SPLIT ({', '.join(settings.split)})", param_hint="--dataset"
             )
     datasets = tuple(dict.fromkeys(datasets))
-    make_folder(dest, "--dest")
+    if not dry_run:
+        make_folder(dest, "--dest")
     store = open_bucket(settings, workers)
+    selection = PullFilter(episodes=tuple(dict.fromkeys(episodes)), rarities=rarities)
     try:
-        result = pull_datasets(store, key_layout(settings), datasets, dest, delete=delete, workers=workers)
+        result = pull_datasets(
+            store, key_layout(settings), datasets, dest, delete=delete, workers=workers, selection=selection,
+            dry_run=dry_run,
+        )
+    except NoSuchEpisode as exc:
+        fail_usage(f"{exc}; nothing downloaded or deleted")
     except (InventoryError, UnsafePath) as exc:
         outcome_log.error("%s; nothing downloaded or deleted", exc)
         sys.exit(EXIT_ERRORS)
@@ -617,8 +763,9 @@ def pull(
         outcome_log.warning(result.metadata_note)
     for name in result.empty_datasets:
         note = "; its local files were left alone" if delete else ""
+        of = " of the selected episodes and rarities" if selection else ""
         outcome_log.warning(
-            "dataset '%s' has no files in s3://%s/%s%s", name, settings.bucket, settings.ml_prefix, note
+            "dataset '%s' has no files%s in s3://%s/%s%s", name, of, settings.bucket, settings.ml_prefix, note
         )
     for failure in result.failures[:20]:
         outcome_log.error("download %s failed: %s", failure.key, failure.error)
@@ -630,13 +777,30 @@ def pull(
             ", ".join(result.indexed_from_disk),
             dest,
         )
-    deleted = f", deleted {result.deleted:,} local files" if delete else ""
-    labels = "written" if result.labels_written else "unchanged"
-    click.echo(
-        f"pulled {', '.join(datasets)} to {dest}: {result.listed:,} files; downloaded {result.downloaded:,} "
-        f"({_size(result.downloaded_bytes)}), {result.up_to_date:,} up to date{deleted}; failed {result.failed:,}; "
-        f"labels.csv {labels} ({result.labels_rows:,} rows)"
-    )
+    if output_format == "json":
+        record = {
+            "datasets": list(datasets),
+            "dest": str(dest),
+            "episodes": list(selection.episodes),
+            "rarities": list(selection.rarities),
+            **result.to_json(),
+        }
+        click.echo(json.dumps(record, indent=2))
+    elif dry_run:
+        deleted = f", delete {result.deleted:,} local files" if delete else ""
+        click.echo(
+            f"dry run: pull {', '.join(datasets)} to {dest}: {result.listed:,} files; would download "
+            f"{result.would_download:,} ({_size(result.would_download_bytes)}), {result.up_to_date:,} up to date"
+            f"{deleted}; nothing was changed"
+        )
+    else:
+        deleted = f", deleted {result.deleted:,} local files" if delete else ""
+        labels = "written" if result.labels_written else "unchanged"
+        click.echo(
+            f"pulled {', '.join(datasets)} to {dest}: {result.listed:,} files; downloaded {result.downloaded:,} "
+            f"({_size(result.downloaded_bytes)}), {result.up_to_date:,} up to date{deleted}; "
+            f"failed {result.failed:,}; labels.csv {labels} ({result.labels_rows:,} rows)"
+        )
     sys.exit(EXIT_ERRORS if result.failed else EXIT_OK)
 
 
@@ -669,6 +833,7 @@ def pull_version_command(
     workers: int,
     accept_changed: bool,
     include_partial: bool = False,
+    output_format: str = "text",
 ) -> NoReturn:
     """`pull --version V`: rebuild version V under `dest` from the source frames, then exit."""
     settings = load_settings()
@@ -742,6 +907,11 @@ def pull_version_command(
         outcome_log.error("download %s failed: %s", failure.key, failure.error)
     if len(result.failures) > SHOWN:
         outcome_log.error("... and %d more failed downloads", len(result.failures) - SHOWN)
+    if output_format == "json":
+        record = {"version": version_id, "datasets": list(chosen), "dest": str(dest), **dataclasses.asdict(result)}
+        record["failures"] = [{"key": f.key, "error": f.error} for f in result.failures]
+        click.echo(json.dumps(record, indent=2, default=str))
+        sys.exit(result.exit_code)
     deleted = f", deleted {result.deleted:,} local files" if delete else ""
     labels = "written" if result.labels_written else "unchanged"
     click.echo(

@@ -26,6 +26,7 @@ from ..core.dataset_report import (
 from ..core.labels import is_job_key
 from ..core.manifests import collect_episodes
 from ..core.run_report import EXIT_ERRORS, EXIT_OK
+from ..core.selectors import unmatched
 from ..core.text import csv_safe
 from ..edges.csv_sheets import local_path_exists
 from ..edges.s3_bucket import S3Bucket
@@ -36,14 +37,17 @@ from ..edges.s3_sheet_headers import headers_key
 from ..errors import InventoryError
 from ..settings import Settings
 from .common import (
+    echo_detail,
     episode_option,
     fail_config,
+    fail_usage,
     invocation_clock,
     key_layout,
     leak_seconds_option,
     load_settings,
     make_folder,
     open_bucket,
+    quiet,
     season_option,
 )
 
@@ -58,9 +62,8 @@ LIST_WORKERS = 16
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for report.png, report.csv, rarity_shares.csv and leakage.csv.",
+    help="Write report.png, report.csv, rarity_shares.csv and leakage.csv into this folder (without it, no file "
+    "is written).",
 )
 @leak_seconds_option
 @click.option(
@@ -80,7 +83,7 @@ LIST_WORKERS = 16
 def report(
     seasons: tuple[str, ...],
     episodes: tuple[str, ...],
-    out: Path,
+    out: Path | None,
     leak_seconds: tuple[float, ...],
     contact_sheet: Path | None,
     output_format: str,
@@ -90,7 +93,7 @@ def report(
     Lists the dataset folders once and reads the manifests; prints shares per season and overall, each
     rarity's split against the target (the largest deviation flagged), the leakage (the share of each
     other dataset's frames with a train frame of the same episode within --leak-seconds), files per
-    episode, orphans and unexpected keys. Writes report.png (four panels), report.csv
+    episode, orphans and unexpected keys. With --out DIR, writes into DIR report.png (four panels), report.csv
     (level,scope,dataset,<rarities>,total,share,target), rarity_shares.csv
     (rarity,dataset,files,rarity_files,share,target,deviation,deviation_files) and leakage.csv
     (dataset,seconds,frames,leaking,share). With the content hashes kept by sync, also the content leakage
@@ -99,7 +102,8 @@ def report(
     Changes nothing in the bucket.
     """
     settings = load_settings()
-    make_folder(out, "--out")
+    if out is not None:
+        make_folder(out, "--out")
     store = open_bucket(settings, LIST_WORKERS)
     layout = key_layout(settings)
     where = f"s3://{settings.bucket}/{settings.ml_prefix}"
@@ -117,17 +121,22 @@ def report(
     if seasons or episodes:
         candidates = set(current["episode_id"]) | set(known or ())
         selected = {e for e in candidates if e[:3] in seasons or e in episodes}
-        for wanted in sorted(set(episodes) - candidates):
-            log.warning("--episode %s: no dataset files and in no manifest", wanted)
+        where = "with dataset files or in a manifest"
+        unknown = unmatched("--episode", episodes, candidates, f"episode {where}") + unmatched(
+            "--season", seasons, {e[:3] for e in candidates}, f"season {where}"
+        )
+        if unknown:  # empty tables for a mistyped season would read as "no files": a usage error instead
+            fail_usage("; ".join(unknown))
 
     report = build_dataset_report(current, settings.split, unexpected, known, selected, leak_seconds)
     scope = f" ({', '.join(seasons + episodes)})" if selected is not None else ""
-    try:
-        title = f"Tuttle Twins datasets{scope}: {report.total_files:,} files in {where}"
-        files = write_report_files(report, out, title)
-    except OSError as exc:
-        fail_config(f"cannot write to --out {out}: {exc.strerror or exc}")
-    png, csv = files["png"], files["csv"]
+    files: dict[str, Path] = {}
+    if out is not None:
+        try:
+            title = f"Tuttle Twins datasets{scope}: {report.total_files:,} files in {where}"
+            files = write_report_files(report, out, title)
+        except OSError as exc:
+            fail_config(f"cannot write to --out {out}: {exc.strerror or exc}")
     content = _content_report(store, settings, current, selected, files, out, contact_sheet)
 
     if output_format == "json":
@@ -142,12 +151,19 @@ def report(
         }
         click.echo(json.dumps(record, indent=2))
     else:
-        click.echo(report.to_text(where + scope))
-        click.echo("\n" + "\n".join(content["lines"]))
-        others = ", ".join(
-            str(files[n]) for n in ("rarity_shares", "leakage", "content_leakage", "contact_sheet") if n in files
-        )
-        click.echo(f"\nwrote {png}, {csv}, {others}")
+        text = report.to_text(where + scope) + "\n\n" + "\n".join(content["lines"])
+        if files:
+            echo_detail(text)
+            written = ", ".join(
+                str(files[n])
+                for n in ("png", "csv", "rarity_shares", "leakage", "content_leakage", "contact_sheet")
+                if n in files
+            )
+            click.echo(f"\nwrote {written}")
+        elif quiet():  # the one line: what was counted
+            click.echo(text.splitlines()[0])
+        else:
+            click.echo(text)
     sys.exit(EXIT_OK)
 
 
@@ -157,11 +173,11 @@ def _content_report(
     current: Any,
     selected: set[str] | None,
     files: dict[str, Path],
-    out: Path,
+    out: Path | None,
     contact_sheet: Path | None,
 ) -> dict[str, Any]:
-    """The content leakage of the dataset objects with a stored hash: content_leakage.csv in `out`, the contact
-    sheet if asked for; the JSON record (its text lines under "lines")."""
+    """The content leakage of the dataset objects with a stored hash: content_leakage.csv in `out` (if given),
+    the contact sheet if asked for; the JSON record (its text lines under "lines")."""
     hashes, warnings = read_all_hashes(store, settings.ml_prefix)
     for message in warnings:
         log.warning(message)
@@ -175,8 +191,9 @@ def _content_report(
     table = content_leakage(frames, order, k)
     hashed = int(frames["hash"].notna().sum())
     try:
-        files["content_leakage"] = out / "content_leakage.csv"
-        csv_safe(table).to_csv(files["content_leakage"], index=False)
+        if out is not None:
+            files["content_leakage"] = out / "content_leakage.csv"
+            csv_safe(table).to_csv(files["content_leakage"], index=False)
         if contact_sheet is not None:
             from ..edges.contact_sheet import write_contact_sheet
 

@@ -22,6 +22,7 @@ from ..core.frame_table import RARITIES
 from ..core.manifests import collect_episodes, filter_episodes
 from ..core.plan import wanted_frames
 from ..core.run_report import EXIT_ERRORS, EXIT_OK, RunReport
+from ..core.selectors import unmatched
 from ..core.sheets import is_google_location
 from ..core.split import STRATIFY_CHOICES
 from ..core.split_quality import leakage_table, rarity_shares
@@ -31,8 +32,10 @@ from ..edges.s3_objects import read_manifests
 from ..errors import ConfigError, InventoryError
 from ..settings import Settings
 from .common import (
+    echo_detail,
     episode_option,
     fail_config,
+    fail_usage,
     invocation_clock,
     leak_seconds_option,
     load_settings,
@@ -230,8 +233,8 @@ def preview(
         n_episodes = frames["episode_id"].nunique()
         click.echo(f"split preview of {len(frames):,} classified frames in {n_episodes:,} episodes (no bucket changes)")
         for name, outcome in outcomes.items():
-            click.echo("")
-            click.echo("\n".join(_outcome_text(name, outcome, len(frames))))
+            echo_detail("")
+            echo_detail("\n".join(_outcome_text(name, outcome, len(frames))))
     sys.exit(EXIT_ERRORS if report.errors else EXIT_OK)
 
 
@@ -261,10 +264,11 @@ def _read_frames(
     for message in manifests.errors:
         report.error(message)
     selected = filter_episodes(manifests.episodes, seasons, episodes)
-    for wanted in sorted(set(episodes) - {e.episode_id for e in manifests.episodes}):
-        report.error(f"--episode {wanted}: no such episode in the manifests")
-    for season in sorted(set(seasons) - {e.season_code for e in manifests.episodes}):
-        report.error(f"--season {season}: no such season in the manifests")
+    unknown = unmatched("--episode", episodes, manifests.episode_ids, "episode in the manifests") + unmatched(
+        "--season", seasons, {e.season_code for e in manifests.episodes}, "season in the manifests"
+    )
+    if unknown:  # a mistyped selector is a usage error, as in sync
+        fail_usage("; ".join(unknown))
     if any(is_google_location(e.sheet_location) for e in selected) and settings.google_credentials_file is None:
         fail_config("the manifests link Google Sheets but GOOGLE_DRIVE_CREDENTIALS_FILE is not set (see .env.example)")
     try:

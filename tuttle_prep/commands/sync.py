@@ -7,6 +7,7 @@ the report and exits with its code.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .. import __version__
 from ..core.clock import Clock
 from ..core.content import canonical_members
 from ..core.delete_guard import DeleteLimit, delete_guard, episode_delete_guard
@@ -37,11 +39,12 @@ from ..core.listing_check import check_listing
 from ..core.manifests import Episode, collect_episodes, filter_episodes
 from ..core.plan import KeyLayout, Plan, episodes_with_unplaced_frames, plan_changes, wanted_frames
 from ..core.run_report import COUNT_COLUMNS, MISSING_COLUMNS, RunReport
+from ..core.selectors import unmatched
 from ..core.sheets import SheetReader, SheetSource, is_google_location
 from ..core.text import csv_safe, escape_control
 from ..edges import aws
 from ..edges.aws import describe
-from ..edges.cloudwatch import log_group_from_env, observed_run
+from ..edges.cloudwatch import log_group_from_env, metrics_destination, observed_run
 from ..edges.csv_sheets import CsvFileSource, CsvS3Source, local_path_exists
 from ..edges.data_digest import (
     DATA_TOPIC,
@@ -61,8 +64,8 @@ from ..edges.s3_objects import fetch_object, read_manifests
 from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_headers
 from ..edges.s3_versions import Baseline, VersionStore, find_baseline, record_version
 from ..errors import ConfigError, InventoryError, LocalSheetRefused, LockError, SheetContentError, SheetError
-from ..settings import Settings
-from .common import episode_option, invocation_clock, season_option
+from ..settings import Settings, metrics_from_env
+from .common import echo_detail, episode_option, fail_config, invocation_clock, season_option
 
 log = logging.getLogger(__name__)
 #: the run's outcome is logged under the package's own name, as every command's is
@@ -586,10 +589,15 @@ def _plan_run(
     for message in manifests.errors:
         report.error(message)
     episodes = filter_episodes(manifests.episodes, options.seasons, options.episodes)
-    for wanted in sorted({e.upper() for e in options.episodes} - {e.episode_id for e in manifests.episodes}):
-        report.error(f"--episode {wanted}: no such episode in the manifests")
-    for season in sorted({s.upper() for s in options.seasons} - {e.season_code for e in manifests.episodes}):
-        report.error(f"--season {season}: no such season in the manifests")
+    unknown = unmatched(
+        "--episode", {e.upper() for e in options.episodes}, manifests.episode_ids, "episode in the manifests"
+    ) + unmatched(
+        "--season", {s.upper() for s in options.seasons}, {e.season_code for e in manifests.episodes},
+        "season in the manifests",
+    )
+    if unknown:  # a mistyped selector: the person at the terminal is told, nobody is paged
+        report.usage_error = "; ".join(unknown)
+        return None
     if any(is_google_location(e.sheet_location) for e in episodes) and settings.google_credentials_file is None:
         raise ConfigError(
             "the manifests link Google Sheets but GOOGLE_DRIVE_CREDENTIALS_FILE is not set (see .env.example)"
@@ -808,6 +816,14 @@ def write_plan_csv(plan: Plan, path: Path) -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write every data finding to this CSV: episode_id,kind,row,column,value,reason,where (cell link).",
 )
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="What stdout gets: the tables and the outcome line, or the run summary as one JSON object.",
+)
 def sync(
     dry_run: bool,
     seasons: tuple[str, ...],
@@ -820,6 +836,7 @@ def sync(
     prune_orphans: bool,
     strict: bool,
     findings_out: Path | None,
+    output_format: str,
 ) -> None:
     """Bring the dataset folders in line with the sheets.
 
@@ -832,7 +849,10 @@ def sync(
     alarm. Data findings (rejected rows, a sheet without FRAME NUMBER or without classified rows,
     missing source frames, orphans) are printed, leave the files they concern as they are, and go to
     the sheet owners in the data digest (`alarm setup --digest-email`); they exit 0 unless --strict.
-    Exit status 2: usage or configuration error; 143 stopped by SIGTERM (130 by Ctrl-C).
+    Exit status 2: usage or configuration error (also a --season/--episode that matches no episode of the
+    manifests: the nearest ids are named, nothing is done, no RunFailed); 143 stopped by SIGTERM (130 by Ctrl-C).
+    Metrics go where TUTTLE_METRICS / TUTTLE_METRICS_NAMESPACE say (by default only when TUTTLE_LOG_GROUP is set);
+    the run prints where.
     """
     try:
         limit = DeleteLimit.parse(max_delete)
@@ -851,9 +871,19 @@ def sync(
         strict=strict,
         findings_out=findings_out,
     )
-    report = RunReport(dry_run=dry_run, strict=strict, clock=invocation_clock())
+    report = RunReport(dry_run=dry_run, strict=strict, clock=invocation_clock(), program_version=__version__)
+    try:  # read on its own, as TUTTLE_LOG_GROUP: where the metrics of even a misconfigured run go
+        metrics = metrics_from_env()
+        # an unusable AWS_* setting reaches neither CloudWatch nor S3: one sentence, before trying either
+        aws.new_session()
+    except ConfigError as exc:
+        fail_config(str(exc))
+    namespace = None if dry_run else metrics.namespace
+    report.metrics = (
+        "not published: a dry run" if dry_run else metrics_destination(metrics.namespace, metrics.reason)
+    )
     # invalid settings are reported inside: a real run's exit 2 must reach the logs and RunFailed too
-    with observed_run(report, log_group_from_env(os.environ), publish_metrics=not dry_run):
+    with observed_run(report, log_group_from_env(os.environ), metrics_namespace=namespace):
         try:
             settings = Settings.from_env()
             report.seed_fingerprint = settings.seed_fingerprint
@@ -862,22 +892,27 @@ def sync(
             run_sync(settings, options, context, report)
             if findings_out is not None:
                 write_findings_csv(report, findings_out)
-            if not dry_run:
+            if not dry_run and not report.usage_error:
                 send_data_digest(settings, options, context.store, report)
         except ConfigError as exc:
             report.config_error = str(exc)
-        print_report(report)
+        print_report(report, output_format)
     # the code the summary recorded (a stop that arrived as the run ended counts there too)
     sys.exit(report.exit_code)
 
 
-def print_report(report: RunReport) -> int:
-    """Print the table, the problems and the outcome; return the exit code."""
+def print_report(report: RunReport, output_format: str = "text") -> int:
+    """Print the table, the problems and the outcome (with `json`, the run summary instead of the table and the
+    outcome line); return the exit code. Under -q stdout has the outcome line only."""
     report.finished = report.finished or report.clock()
-    if report.config_error:
-        click.echo(escape_control(f"configuration error: {report.config_error}"), err=True)
+    if report.config_error or report.usage_error:
+        kind = "configuration error" if report.config_error else "usage error"
+        click.echo(escape_control(f"{kind}: {report.config_error or report.usage_error}"), err=True)
+        if output_format == "json":
+            click.echo(json.dumps(report.summary(), indent=2, default=str))
         return report.exit_code
-    click.echo(report.table())
+    if output_format == "text":
+        echo_detail(report.table())
     for message in report.warnings:
         outcome_log.warning(message)
     if report.findings:
@@ -892,9 +927,14 @@ def print_report(report: RunReport) -> int:
         outcome_log.error(message)
     if report.refused:
         outcome_log.error(report.refused)
+    if output_format == "json":  # built from the run summary: every count the report has, nothing to keep in step
+        click.echo(json.dumps(report.summary(), indent=2, default=str))
+        return report.exit_code
     if report.seed_fingerprint:
         mode = f"; {report.split_mode}" if report.split_mode else ""
-        click.echo(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED){mode}")
+        echo_detail(f"split seed fingerprint {report.seed_fingerprint} (sha256 of TUTTLE_SPLIT_SEED){mode}")
+    if report.metrics:
+        echo_detail(f"metrics: {report.metrics}")
     click.echo(report.outcome_line())
     return report.exit_code
 

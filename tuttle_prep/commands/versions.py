@@ -34,7 +34,7 @@ from ..edges.s3_bucket import run_bounded
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import Settings, seed_fingerprint
-from .common import load_settings, open_bucket
+from .common import echo_detail, load_settings, open_bucket, quiet
 
 #: the commands' outcome is logged under the package's own name, as every command's is
 log = logging.getLogger("tuttle_prep")
@@ -153,6 +153,8 @@ def list_command(output_format: str) -> None:
     newest_first = [infos[v] for v in sorted(infos, reverse=True)]
     if output_format == "json":
         click.echo(json.dumps([_record(info, store) for info in newest_first], indent=2))
+    elif quiet():  # the one line: how many versions
+        echo_lines(_list_text(newest_first, store, settings).splitlines()[0])
     else:
         echo_lines(_list_text(newest_first, store, settings))
     for message in sorted(problems):
@@ -222,7 +224,8 @@ def _list_text(infos: list[VersionInfo], store: VersionStore, settings: Settings
     "from_rarity,to_rarity,from_metadata,to_metadata.",
 )
 @INCLUDE_PARTIAL
-def diff_command(a: str, b: str, out: Path | None, include_partial: bool) -> None:
+@_FORMAT
+def diff_command(a: str, b: str, out: Path | None, include_partial: bool, output_format: str) -> None:
     """What changed from version A to version B (default: latest), dataset object by dataset object (key by
     key: a frame in two places is two objects): objects added, removed, moved between datasets, reclassified,
     with other METADATA, and the rarity transition table."""
@@ -244,6 +247,33 @@ def diff_command(a: str, b: str, out: Path | None, include_partial: bool) -> Non
             "; PARTIAL)" if info.partial is not None else ")"
         )
 
+    if output_format == "json":
+        _write_diff_csv(diff.changes, out)
+
+        def side_record(version_id: str, objects: int, frames: int, doubled: int, info: VersionInfo) -> dict:
+            return {
+                "id": version_id,
+                "url": store.url(version_id),
+                "dataset_objects": objects,
+                "frames": frames,
+                "frames_in_two_places": doubled,
+                "partial": describe_partial(info.partial) if info.partial is not None else None,
+            }
+
+        record = {
+            "compared_as": DIFF_UNIT,
+            "from": side_record(id_a, diff.objects_a, diff.frames_a, diff.doubled_a, info_a),
+            "to": side_record(id_b, diff.objects_b, diff.frames_b, diff.doubled_b, info_b),
+            "counts": {k: int(v) for k, v in counts.items()},
+            "unchanged": int(diff.unchanged),
+            "transitions": {
+                str(name): {str(c): int(v) for c, v in row.items()} for name, row in diff.transitions.iterrows()
+            },
+            "changes": json.loads(diff.changes.to_json(orient="records")),
+            "out": str(out) if out is not None else None,
+        }
+        click.echo(json.dumps(record, indent=2))
+        sys.exit(EXIT_OK)
     lines = [
         side(id_a, diff.objects_a, diff.frames_a, diff.doubled_a, info_a)
         + " -> "
@@ -264,15 +294,22 @@ def diff_command(a: str, b: str, out: Path | None, include_partial: bool) -> Non
             before = f"{row.from_dataset}/{row.from_rarity}" if row.from_dataset else "-"
             after = f"{row.to_dataset}/{row.to_rarity}" if row.to_dataset else "-"
             lines.append(f"  {row.frame}  {row.change:<22} {before} -> {after}")
-    echo_lines("\n".join(lines))
+    echo_lines(f"{lines[0]}: {lines[1]}" if quiet() else "\n".join(lines))
     if out is not None:
-        try:
-            csv_safe(diff.changes).to_csv(out, index=False, lineterminator="\n")
-        except OSError as exc:
-            click.echo(f"cannot write --out {out}: {exc.strerror or exc}", err=True)
-            sys.exit(EXIT_CONFIG)
-        click.echo(f"\nwrote {len(diff.changes):,} changed dataset objects to {out}")
+        _write_diff_csv(diff.changes, out)
+        echo_detail(f"\nwrote {len(diff.changes):,} changed dataset objects to {out}")
     sys.exit(EXIT_OK)
+
+
+def _write_diff_csv(changes: pd.DataFrame, out: Path | None) -> None:
+    """`--out`: one row per changed dataset object (exit 2 naming the file if it cannot be written)."""
+    if out is None:
+        return
+    try:
+        csv_safe(changes).to_csv(out, index=False, lineterminator="\n")
+    except OSError as exc:
+        click.echo(f"cannot write --out {out}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 def _grid_text(grid: pd.DataFrame) -> list[str]:
@@ -311,5 +348,5 @@ def show_command(version: str, output_format: str, include_partial: bool) -> Non
             "",
             report.tables_text(f"{info.frames:,} frames"),
         ]
-        echo_lines("\n".join(lines))
+        echo_lines(lines[0] if quiet() else "\n".join(lines))
     sys.exit(EXIT_OK)

@@ -105,6 +105,13 @@ class RunReport:
     seed_fingerprint: str | None = None
     #: how frames are split besides the seed: "stratify=rarity, group seconds=0" (None until the settings are read)
     split_mode: str | None = None
+    #: a usage error found once the manifests were read (a --season/--episode that matches nothing): exit 2,
+    #: neither a job failure nor a run whose metrics count
+    usage_error: str | None = None
+    #: where the run's metrics go ("CloudWatch namespace TuttlePrep in us-east-1") or why they do not
+    metrics: str | None = None
+    #: the program's version (tuttle_prep.__version__), for the summary
+    program_version: str | None = None
 
     def __post_init__(self) -> None:
         if not self.started:
@@ -194,7 +201,7 @@ class RunReport:
         1 a job failure (or a data finding under --strict); 0 otherwise (data findings are printed)."""
         if self.stopped_with is not None:
             return self.stopped_with
-        if self.config_error:
+        if self.config_error or self.usage_error:
             return EXIT_CONFIG
         if self.job_failed or (self.strict and self.data_finding_count):
             return EXIT_ERRORS
@@ -241,6 +248,8 @@ class RunReport:
         """One line: what was done (after a real run) or what would be done (dry run)."""
         if self.config_error:
             return f"configuration error: {self.config_error}"
+        if self.usage_error:
+            return f"usage error: {self.usage_error}; nothing was changed"
         if self.dry_run:
             deletes = "refuse the deletes" if self.refused else f"delete {self.total('delete'):,}"
             line = f"dry run: would copy {self.total('copy'):,}, move {self.total('move'):,}, {deletes}"
@@ -304,5 +313,8 @@ class RunReport:
             "started": self.started,
             "duration_seconds": round(finished - self.started, 3),
             "config_error": self.config_error,
+            "usage_error": self.usage_error,
+            "metrics": self.metrics,
+            "program_version": self.program_version,
             "exit_code": self.exit_code,
         }

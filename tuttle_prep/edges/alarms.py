@@ -29,12 +29,14 @@ def masked_phone(phone: str) -> str:
     return phone[:2] + "*" * max(0, len(phone) - 6) + phone[-4:]
 
 
-def alarm_definitions(topic_arn: str, schedule_hours: int, slack_hours: int) -> list[dict[str, Any]]:
+def alarm_definitions(
+    topic_arn: str, schedule_hours: int, slack_hours: int, namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
     """PutMetricAlarm arguments of the two alarms: a failed run, and no successful run within the window."""
     window_hours = schedule_hours + slack_hours
     if window_hours > MAX_WINDOW_HOURS:
         raise ValueError(f"schedule plus slack is {window_hours} hours; CloudWatch allows at most {MAX_WINDOW_HOURS}")
-    common = {"Namespace": NAMESPACE, "ActionsEnabled": True, "AlarmActions": [topic_arn], "Threshold": 1.0}
+    common = {"Namespace": namespace, "ActionsEnabled": True, "AlarmActions": [topic_arn], "Threshold": 1.0}
     return [
         {
             "AlarmName": RUN_FAILED_ALARM,
@@ -142,9 +144,14 @@ def setup_digest(emails: list[str], topic_name: str = DATA_TOPIC) -> SetupOutcom
 
 
 def setup_alarms(
-    phones: list[str], schedule_hours: int, slack_hours: int = 2, topic_name: str = DEFAULT_TOPIC
+    phones: list[str],
+    schedule_hours: int,
+    slack_hours: int = 2,
+    topic_name: str = DEFAULT_TOPIC,
+    namespace: str = NAMESPACE,
 ) -> SetupOutcome:
-    """Create or update the topic, the SMS subscriptions and both alarms; unchanged resources are left alone.
+    """Create or update the topic, the SMS subscriptions and both alarms (watching the metrics of `namespace`);
+    unchanged resources are left alone.
 
     Raises ValueError for a bad phone number or window, botocore errors for AWS failures.
     """
@@ -165,7 +172,7 @@ def setup_alarms(
             outcome.created.append(f"SMS subscription {masked_phone(phone)}")
 
     cloudwatch = aws.make_client("cloudwatch")
-    definitions = alarm_definitions(topic_arn, schedule_hours, slack_hours)
+    definitions = alarm_definitions(topic_arn, schedule_hours, slack_hours, namespace)
     names = [d["AlarmName"] for d in definitions]
     current = {a["AlarmName"]: a for a in cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", ())}
     for definition in definitions:

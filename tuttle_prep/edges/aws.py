@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
 from botocore.utils import parse_timestamp
 
 from ..errors import ConfigError
@@ -37,9 +45,54 @@ def fast_timestamp(value: Any) -> datetime:
     return parse_timestamp(value)
 
 
+def check_environment(env: Mapping[str, str] | None = None) -> None:
+    """ConfigError naming the AWS_* setting if one botocore reads is unusable, before any client is built.
+
+    Each would otherwise surface as a botocore traceback: AWS_MAX_ATTEMPTS not a whole number >= 1, an access
+    key id without its secret key (or the other way round), an AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_<SERVICE>)
+    that is no http(s) URL. AWS_PROFILE is checked where botocore reads it (`make_client`).
+    """
+    env = os.environ if env is None else env
+    attempts = env.get("AWS_MAX_ATTEMPTS", "").strip()
+    if attempts and not (attempts.isascii() and attempts.isdigit() and int(attempts) >= 1):
+        raise ConfigError(f"AWS_MAX_ATTEMPTS must be a whole number of tries of at least 1, got '{attempts}'")
+    key_id = env.get("AWS_ACCESS_KEY_ID", "").strip()
+    secret = env.get("AWS_SECRET_ACCESS_KEY", "").strip()
+    if key_id and not secret:
+        raise ConfigError("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both, or neither")
+    if secret and not key_id:
+        raise ConfigError("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not: set both, or neither")
+    for name in sorted(n for n in env if n == "AWS_ENDPOINT_URL" or n.startswith("AWS_ENDPOINT_URL_")):
+        value = env[name].strip()
+        if value and not _is_endpoint_url(value):
+            raise ConfigError(f"{name} must be an http:// or https:// URL (like http://127.0.0.1:9000), got '{value}'")
+
+
+def _is_endpoint_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value
+
+
+def _profile_error(exc: ProfileNotFound) -> ConfigError:
+    profile = os.environ.get("AWS_PROFILE", "").strip() or str(exc.kwargs.get("profile", ""))
+    return ConfigError(
+        f"AWS_PROFILE '{profile}' is not a profile of the AWS config files "
+        "(AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE or ~/.aws/config, ~/.aws/credentials)"
+    )
+
+
 def new_session() -> boto3.session.Session:
-    """A fresh boto3 session (tests replace this to attach botocore event hooks)."""
-    return boto3.session.Session()
+    """A fresh boto3 session (tests replace this to attach botocore event hooks); ConfigError for an unusable
+    AWS_* setting (`check_environment`, AWS_PROFILE)."""
+    check_environment()
+    try:
+        return boto3.session.Session()
+    except ProfileNotFound as exc:
+        raise _profile_error(exc) from None
 
 
 def make_client(
@@ -56,11 +109,15 @@ def make_client(
     `max_attempts` is botocore's: retries after the first try. Without it, AWS_MAX_ATTEMPTS (total tries, as
     botocore reads it) decides when set, else DEFAULT_RETRIES.
     """
+    check_environment()
     session = session or new_session()
     botocore_session = getattr(session, "_session", None)  # boto3 keeps it private; the parsers are its component
     if botocore_session is not None:
         botocore_session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
-    region = session.region_name or os.environ.get("AWS_REGION") or DEFAULT_REGION
+    try:
+        region = session.region_name or os.environ.get("AWS_REGION") or DEFAULT_REGION
+    except ProfileNotFound as exc:
+        raise _profile_error(exc) from None
     retries: dict[str, Any] = {"mode": "standard"}
     if max_attempts is not None or not os.environ.get("AWS_MAX_ATTEMPTS", "").strip():
         # an explicit retries count in the Config would silently override AWS_MAX_ATTEMPTS
@@ -72,7 +129,14 @@ def make_client(
         read_timeout=read_timeout,
         user_agent_extra="tuttle-prep",
     )
-    return session.client(service, region_name=region, config=config)
+    try:
+        return session.client(service, region_name=region, config=config)
+    except ProfileNotFound as exc:
+        raise _profile_error(exc) from None
+    except PartialCredentialsError as exc:  # e.g. a profile with a key id and no secret
+        raise ConfigError(f"incomplete AWS credentials: {describe(exc)}") from None
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..." (from a config file's endpoint_url)
+        raise ConfigError(f"the AWS endpoint is not usable: {exc}") from None
 
 
 def error_code(exc: BaseException) -> str:

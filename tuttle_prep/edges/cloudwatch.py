@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import re
 import signal
@@ -211,14 +212,31 @@ def publish_run_metrics(report: RunReport, namespace: str = NAMESPACE) -> bool:
         client = observability_client("cloudwatch")
         client.put_metric_data(Namespace=namespace, MetricData=metric_data(report.summary()))
     except (BotoCoreError, ClientError) as exc:
-        log.warning("CloudWatch metrics not published: %s", aws.describe(exc))
+        log.warning("CloudWatch metrics not published to namespace %s: %s", namespace, aws.describe(exc))
         return False
+    log.debug("metrics published to CloudWatch namespace %s in %s", namespace, metrics_region())
     return True
 
 
+def metrics_region() -> str:
+    """The region the metrics (and the alarms) go to: the one the clients are built for."""
+    try:
+        return str(aws.new_session().region_name or os.environ.get("AWS_REGION") or aws.DEFAULT_REGION)
+    except Exception:  # noqa: BLE001 - only a description
+        return aws.DEFAULT_REGION
+
+
+def metrics_destination(namespace: str | None, reason: str) -> str:
+    """What the run summary says of its metrics: where they go, or why they do not go anywhere."""
+    if namespace is None:
+        return f"not published: {reason}"
+    return f"CloudWatch namespace {namespace} in {metrics_region()} ({reason})"
+
+
 @contextmanager
-def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: bool) -> Iterator[None]:
-    """Around a run: its records go to `log_group` (if set); at the end its summary there, then its metrics.
+def observed_run(report: RunReport, log_group: str | None, *, metrics_namespace: str | None) -> Iterator[None]:
+    """Around a run: its records go to `log_group` (if set); at the end its summary there, then its metrics to
+    `metrics_namespace` (None: none published; none either for a run that ended in a usage error, which is no run).
 
     An exception escaping the block counts as a failed run (it is re-raised). Nothing here changes the
     report's exit code or raises; the log stream is closed within LOG_CLOSE_TIMEOUT.
@@ -257,11 +275,14 @@ def observed_run(report: RunReport, log_group: str | None, *, publish_metrics: b
         if signum is not None and report.stopped_with is None:  # it arrived as the block ended
             _record_stop(report, signum)
         report.finished = report.finished or report.clock()
+        if metrics_namespace is not None and report.usage_error:
+            metrics_namespace = None
+            report.metrics = "not published: a usage error is no run"
         try:
             if shipper is not None:
                 shipper.send_outcome(report)
-            if publish_metrics:
-                publish_run_metrics(report)
+            if metrics_namespace is not None:
+                publish_run_metrics(report, metrics_namespace)
         except Exception as exc:  # observability must not replace the run's own outcome
             log.warning("run summary or metrics failed: %s", exc)
         finally:
@@ -282,11 +303,11 @@ def _record_stop(report: RunReport, signum: int) -> None:
 _SUMMARY_SEARCH_EVENTS = 25
 
 
-def recent_run_summaries(log_group: str, count: int) -> list[tuple[str, int, dict[str, Any] | None]]:
+def recent_run_summaries(log_group: str, count: int) -> list[tuple[str, int, dict[str, Any] | None]] | None:
     """The `count` most recent runs in `log_group`: (stream name, creation time in ms, run summary or None).
 
-    A stream without a summary is a run that was killed or is still running. An empty list if the group
-    does not exist yet; botocore errors otherwise.
+    A stream without a summary is a run that was killed or is still running. None if the group does not
+    exist; botocore errors otherwise.
     """
     client = observability_client("logs")
     try:
@@ -294,7 +315,7 @@ def recent_run_summaries(log_group: str, count: int) -> list[tuple[str, int, dic
             logGroupName=log_group, orderBy="LastEventTime", descending=True, limit=min(50, max(2 * count, 10))
         )["logStreams"]
     except client.exceptions.ResourceNotFoundException:
-        return []
+        return None
     # LastEventTime is updated lazily by CloudWatch; the creation time orders runs by their start
     streams.sort(key=lambda s: s.get("creationTime", 0), reverse=True)
     runs = []
