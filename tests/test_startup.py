@@ -68,7 +68,7 @@ def test_status_imports_boto3_but_no_pandas_pyarrow_or_obstore(bucket):
     assert heavy_in(modules, ("pandas", "pyarrow", "numpy", "obstore")) == []
 
 
-COMMANDS = ["alarm", "demo", "manifests", "pull", "report", "split", "status", "sync", "versions"]
+COMMANDS = ["alarm", "config", "demo", "manifests", "pull", "report", "split", "status", "sync", "versions"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
