@@ -87,10 +87,11 @@ def read_labels(bucket) -> pd.DataFrame:
 
 def assert_index_matches_bucket(bucket, sheets: dict[str, list[dict[str, str]]]) -> pd.DataFrame:
     """The index has exactly the bucket's dataset objects, each row consistent with its key and its sheet row;
-    labels.parquet holds the same table."""
+    labels.parquet holds the same table in the label schema (fixed class order, season, seconds)."""
     labels = read_labels(bucket)
     parquet = pd.read_parquet(io.BytesIO(bucket.get(PARQUET)))
-    pd.testing.assert_frame_equal(parquet.astype(object), labels.astype(object))
+    assert_label_schema(parquet)
+    pd.testing.assert_frame_equal(parquet[LABEL_COLUMNS].astype(object), labels.astype(object))
     assert list(labels.columns) == LABEL_COLUMNS
     assert set(labels["s3_key"]) == dataset_objects(bucket)
     assert len(labels) == len(dataset_objects(bucket))
@@ -100,6 +101,18 @@ def assert_index_matches_bucket(bucket, sheets: dict[str, list[dict[str, str]]])
         assert label.episode_id == label.frame[3:6] + label.frame[7:10]
         assert label.metadata == metadata[label.frame]
     return labels
+
+
+def assert_label_schema(parquet: pd.DataFrame, datasets: tuple[str, ...] = ("train", "validate", "test")) -> None:
+    """The label schema: rarity a category in the fixed class order whatever the file holds, dataset in
+    TUTTLE_SPLIT's order, season and seconds from the frame number."""
+    assert list(parquet["rarity"].cat.categories) == ["Legendary", "Rare", "Uncommon", "Common", "Trash"]
+    assert list(parquet["dataset"].cat.categories)[: len(datasets)] == list(datasets)
+    for r in parquet.itertuples(index=False):
+        assert r.season == r.frame[3:6] and r.episode_id == r.frame[3:6] + r.frame[7:10]
+        hh, mm, ss, ff = (int(x) for x in r.frame[-11:].split("-"))
+        assert r.seconds == hh * 3600 + mm * 60 + ss + ff / 24
+    assert parquet["seconds"].dtype == "float64"
 
 
 # ---- pure ----------------------------------------------------------------------------------------

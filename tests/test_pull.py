@@ -68,7 +68,10 @@ def objects_of(bucket, *datasets: str) -> dict[str, bytes]:
 
 def local_files(dest: Path, *datasets: str) -> dict[str, bytes]:
     return {
-        p.relative_to(dest).as_posix(): p.read_bytes() for d in datasets for p in (dest / d).rglob("*") if p.is_file()
+        p.relative_to(dest).as_posix(): p.read_bytes()
+        for d in datasets
+        for p in (dest / d).rglob("*")
+        if p.is_file() and p.name != "metadata.parquet"  # Hugging Face's metadata, beside the rarity folders
     }
 
 
@@ -93,8 +96,9 @@ def test_pull_twice_downloads_once_and_writes_labels(synced, gets: GetCounter, t
         orient="records"
     )
     assert (labels["metadata"] != "").all()
-    parquet = pd.read_parquet(dest / "labels.parquet")  # the same table, typed
-    assert parquet.astype(object).to_dict(orient="records") == labels.to_dict(orient="records")
+    parquet = pd.read_parquet(dest / "labels.parquet")  # the same table, typed, with each file's path in DEST
+    assert parquet[LABEL_COLUMNS].astype(object).to_dict(orient="records") == labels.to_dict(orient="records")
+    assert set(parquet["file_name"]) == set(wanted)
 
     labels_mtime = (dest / "labels.csv").stat().st_mtime_ns
     parquet_mtime = (dest / "labels.parquet").stat().st_mtime_ns
@@ -136,9 +140,14 @@ def test_delete_removes_local_files_no_longer_in_the_pulled_datasets_only(synced
     outside = dest / "my-notes.txt"
     outside.write_text("mine")
 
+    # without --delete the stale frame files would stay beside the dataset: refused, naming them, nothing changed
+    before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     without = run_cli("pull", "--dataset", "train", "--dest", str(dest))
-    assert without.exit_code == 0, without.output
-    assert (dest / gone[len(ML_PREFIX) :]).exists() and stray.exists()
+    assert without.exit_code == 1, without.output
+    assert gone[len(ML_PREFIX) :] in without.stderr
+    assert "train/Legendary/TT_S09_E09_FRM-00-00-00-00.jpg" in without.stderr
+    assert "rerun with --delete" in without.stderr and "notes.txt" not in without.stderr
+    assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
 
     result = run_cli("pull", "--dataset", "train", "--dest", str(dest), "--delete")
     assert result.exit_code == 0, result.output

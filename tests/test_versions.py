@@ -155,6 +155,8 @@ def test_versions_per_change_diff_list_show_and_pull_of_the_first_after_moves(bu
     )
     today = tmp_path / "today"  # what a training box pulled right after the first sync
     assert run_cli("pull", *ALL, "--dest", str(today)).exit_code == 0
+    # a plain pull names the version its files are: the latest, as no sync changed the datasets since
+    assert json.loads((today / ".tuttle-version.json").read_text())["version"] == version_ids(bucket)[-1]
 
     before = placements(season)
     changes = edit(bucket, season)
@@ -210,8 +212,13 @@ def test_versions_per_change_diff_list_show_and_pull_of_the_first_after_moves(bu
     for path, data in files.items():
         assert data == bucket.get(source_key(Path(path).stem))
     assert (rebuilt / "labels.csv").read_bytes() == (today / "labels.csv").read_bytes()
-    parquet = pq.read_table(rebuilt / "labels.parquet").to_pandas()
-    assert list(parquet.columns) == LABEL_COLUMNS and len(parquet) == 20
+    parquet = pq.read_table(rebuilt / "labels.parquet")
+    assert parquet.column_names == ["file_name", "frame", "episode_id", "season", "seconds", *LABEL_COLUMNS[2:]]
+    assert parquet.num_rows == 20 and all((rebuilt / name).is_file() for name in parquet["file_name"].to_pylist())
+    # the version pulled, traceable from DEST: the marker and labels.parquet's schema metadata name it
+    assert json.loads(parquet.schema.metadata[b"tuttle_prep.labels"])["version"] == first
+    marker = json.loads((rebuilt / ".tuttle-version.json").read_text())
+    assert marker["version"] == first and marker["pulled"] == "version" and marker["complete"] is True
     # a rerun fetches nothing and rewrites nothing; with --delete it removes what is not in the version
     before = {p: p.stat().st_mtime_ns for p in rebuilt.rglob("*") if p.is_file()}
     stray = rebuilt / "train" / "Common" / f"{frame_number(E2, 77)}.jpg"  # a dataset file not in the version

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import signal
@@ -21,17 +22,7 @@ import click
 from dotenv import load_dotenv
 
 from . import __version__, stopping
-from .commands.alarm import alarm
 from .commands.common import Invocation, fail_config, find_env_file, global_options
-from .commands.config import config
-from .commands.demo import demo
-from .commands.manifests import manifests
-from .commands.pull import pull
-from .commands.report import report
-from .commands.split_preview import split
-from .commands.status import status
-from .commands.sync import sync
-from .commands.versions import versions
 from .core.text import escape_control
 from .errors import ConfigError, RunStopped
 from .stopping import stop_on_signal  # noqa: F401 - the handler, where it always was (tests install it)
@@ -149,7 +140,108 @@ class TuttleGroup(click.Group):
             fail_config(str(exc))
 
 
-@click.group(cls=TuttleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: each command: the module that defines it, its name there, and the first paragraph of its help (what the
+#: command list of `--help` shows). A command's module is imported only when that command runs or shows its
+#: own help, so `--help` imports no pandas, pyarrow, boto3 or obstore (tests/test_startup.py checks the
+#: summaries against the commands' own help).
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "alarm": (
+        "tuttle_prep.commands.alarm",
+        "alarm",
+        "SMS alerts when a run fails or does not run (SNS topic + CloudWatch alarms on the run metrics), "
+        "and the data digest emailed to the sheet owners.",
+    ),
+    "config": (
+        "tuttle_prep.commands.config",
+        "config",
+        "The settings the commands use (from the environment and .env / --env-file).",
+    ),
+    "demo": (
+        "tuttle_prep.commands.demo",
+        "demo",
+        "Run the whole job on an embedded S3 (moto server on 127.0.0.1): no accounts, no network.",
+    ),
+    "manifests": (
+        "tuttle_prep.commands.manifests",
+        "manifests",
+        "Check, publish and list the season manifests (the *-episodes.json files).",
+    ),
+    "pull": (
+        "tuttle_prep.commands.pull",
+        "pull",
+        "Download datasets to a local folder: only files missing locally or of another size.",
+    ),
+    "report": (
+        "tuttle_prep.commands.report",
+        "report",
+        "Count the dataset files per dataset and rarity against the target split.",
+    ),
+    "split": ("tuttle_prep.commands.split_preview", "split", "Try split settings on the sheets before changing .env."),
+    "status": (
+        "tuttle_prep.commands.status",
+        "status",
+        "Show the last runs (time, host, exit code, copied/moved/deleted, job failures, data findings, duration) "
+        "from their run summaries in CloudWatch Logs, the run lock's holder, and the alarms.",
+    ),
+    "sync": ("tuttle_prep.commands.sync", "sync", "Bring the dataset folders in line with the sheets."),
+    "versions": (
+        "tuttle_prep.commands.versions",
+        "versions",
+        "Dataset versions: what the datasets held after each sync that changed them.",
+    ),
+}
+
+
+class LazyGroup(TuttleGroup):
+    """A click group whose commands (`LAZY_COMMANDS`) are imported the first time they are asked for; commands
+    added with `add_command` work as in any group. Each gets the global options as it is imported."""
+
+    def __init__(self, *args: object, lazy: dict[str, tuple[str, str, str]], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, sorted, without importing any command."""
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command named `cmd_name`, its module imported now if it was not yet."""
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, attribute, _ = self.lazy[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            _with_global_options(command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """click's, with "Did you mean 'sync'?" drawn from every command's name, not only the imported ones."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of `--help`: the summaries of `LAZY_COMMANDS` for commands not imported yet."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name) or click.Command(name, help=self.lazy[name][2])
+            if not command.hidden:
+                rows.append((name, command))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in rows])
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -182,18 +274,6 @@ def main(ctx: click.Context) -> None:
         ctx.obj = Invocation()
 
 
-main.add_command(sync)
-main.add_command(report)
-main.add_command(pull)
-main.add_command(split)
-main.add_command(manifests)
-main.add_command(alarm)
-main.add_command(versions)
-main.add_command(demo)
-main.add_command(status)
-main.add_command(config)
-for _command in main.commands.values():
-    _with_global_options(_command)
 
 
 def completion_names(argv0: str) -> dict[str, str]:

@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core.content import DEFAULT_DISTANCE
-from .core.frame_table import RARITY_COLUMNS, normalize_header
-from .core.split import DEFAULT_STRATIFY, STRATIFY_CHOICES
-from .core.split_quality import DEFAULT_TRAIN_DATASET
+from .core.names import (
+    DEFAULT_DISTANCE,
+    DEFAULT_STRATIFY,
+    DEFAULT_TRAIN_DATASET,
+    RARITY_COLUMNS,
+    STRATIFY_CHOICES,
+    normalize_header,
+)
 from .errors import ConfigError
 
 DEFAULT_SPLIT = "train=0.7,validate=0.2,test=0.1"

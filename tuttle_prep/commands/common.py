@@ -12,18 +12,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from ..core.clock import Clock
-from ..core.plan import KeyLayout
-from ..core.run_report import EXIT_CONFIG
+from ..core.names import EXIT_CONFIG
 from ..core.text import escape_control
-from ..edges import aws
-from ..edges.s3_bucket import S3Bucket
 from ..errors import ConfigError
 from ..settings import Settings
+
+if TYPE_CHECKING:  # imported by the functions that use them: the CLI's help and `status` need neither
+    from ..core.plan import KeyLayout
+    from ..edges.s3_bucket import S3Bucket
 
 _SEASON = re.compile(r"^S[0-9]{2}$", re.I)
 _EPISODE = re.compile(r"^S[0-9]{2}E[0-9]{2}$", re.I)
@@ -132,6 +133,9 @@ def load_settings() -> Settings:
 
 def open_bucket(settings: Settings, workers: int) -> S3Bucket:
     """A client sized to `workers`, after checking the bucket (exit 2 with one sentence if it is unusable)."""
+    from ..edges import aws
+    from ..edges.s3_bucket import S3Bucket
+
     session = aws.new_session()
     client = aws.make_client("s3", max_pool=workers, session=session)
     try:
@@ -143,6 +147,8 @@ def open_bucket(settings: Settings, workers: int) -> S3Bucket:
 
 def key_layout(settings: Settings) -> KeyLayout:
     """Where the settings put the source frames and the dataset folders."""
+    from ..core.plan import KeyLayout
+
     return KeyLayout(settings.ml_prefix, settings.source_prefix, settings.img_size, tuple(settings.split))
 
 

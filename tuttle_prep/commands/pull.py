@@ -1,10 +1,17 @@
 """`pull`: copy datasets from S3 to a local folder (a training box), incrementally; `pull --version V`
 rebuilds a dataset version there from the source frames.
 
-The local layout mirrors the ML prefix: `DEST/<dataset>/<rarity>/<frame>.jpg`, plus `DEST/labels.csv` and
-`DEST/labels.parquet` (LABEL_COLUMNS, the same table): the pulled datasets' files that are on disk after this
-run (a failed download has no row), and the files of every other configured dataset folder under DEST, as they
-are on disk (a second pull of other datasets into the same DEST keeps the first pull's datasets in the index).
+The local layout mirrors the ML prefix: `DEST/<dataset>/<rarity>/<frame>.jpg`, plus `DEST/labels.csv`
+(LABEL_COLUMNS) and `DEST/labels.parquet` (the same rows in the label schema, with `file_name` relative to DEST):
+the pulled datasets' files that are on disk after this run (a failed download has no row), and the files of
+every other configured dataset folder under DEST, as they are on disk (a second pull of other datasets into the
+same DEST keeps the first pull's datasets in the index). For Hugging Face `datasets` it writes
+`DEST/<dataset>/metadata.parquet` and the card `DEST/README.md` (`load_dataset(DEST)`: one split per dataset,
+rarity a ClassLabel in the fixed order), and `DEST/.tuttle-version.json` names the dataset version the files are.
+
+One frame, one place: a pull that would leave a frame file the pulled datasets no longer hold (without
+`--delete`), or a frame the pulled datasets hold also in another dataset folder under DEST, is refused before
+anything is written (MisplacedFiles, exit 1), naming the files and the fix.
 
 A file is downloaded when it is missing locally or its size differs from the object's; each download
 goes to `<name>.part` first and is renamed when complete, so an interrupted pull never leaves a truncated
@@ -47,18 +54,24 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..core.frame_table import FRAME_PATTERN, RARITIES, normalize_rarity
 from ..core.freshness import holds_source
 from ..core.labels import (
+    CARD_MARK,
+    CARD_NAME,
+    HF_METADATA_NAME,
     LABELS_NAME,
     PARQUET_NAME,
     build_labels,
+    dataset_card,
+    imagefolder_metadata,
     labels_csv,
     labels_key,
-    labels_parquet,
+    labels_table,
     parse_labels_csv,
+    table_parquet,
 )
 from ..core.plan import KeyLayout
 from ..core.run_report import EXIT_ERRORS, EXIT_OK
 from ..core.selectors import unmatched
-from ..core.versions import check_version_rows, shown, version_labels
+from ..core.versions import VersionError, check_version_rows, shown, version_labels
 from ..edges.aws import describe, error_code
 from ..edges.pull_index import INDEX_NAME, IndexEntry, index_bytes, is_single_part, md5_of, read_index
 from ..edges.s3_apply import Failure
@@ -77,6 +90,81 @@ log = logging.getLogger(__name__)
 outcome_log = logging.getLogger("tuttle_prep")
 #: problems named one by one, then a count
 SHOWN = 20
+#: DEST/.tuttle-version.json: which dataset version the files under DEST are (JSON), so a model can be traced
+MARKER_NAME = ".tuttle-version.json"
+
+
+class MisplacedFiles(Exception):
+    """Frame files under DEST that would make one frame appear in two places, or a frame that is no longer in
+    the pulled datasets appear in them (stale files): the pull refuses before anything is written."""
+
+    def __init__(self, stale: list[str], duplicates: list[str], others: list[str]) -> None:
+        self.stale, self.duplicates, self.others = stale, duplicates, others
+        parts = []
+        if stale:
+            named = ", ".join(shown(n) for n in stale[:SHOWN]) + (
+                f" and {len(stale) - SHOWN} more" if len(stale) > SHOWN else ""
+            )
+            parts.append(
+                f"{len(stale)} local files of the pulled datasets are no longer in them ({named}); rerun with "
+                "--delete to remove them (or move them out of DEST)"
+            )
+        if duplicates:
+            named = ", ".join(shown(n) for n in duplicates[:SHOWN]) + (
+                f" and {len(duplicates) - SHOWN} more" if len(duplicates) > SHOWN else ""
+            )
+            parts.append(
+                f"{len(duplicates)} files of {', '.join(others)} (not pulled this run) hold frames the pulled datasets "
+                f"have too ({named}); pull {' '.join('--dataset ' + d for d in others)} --delete as well (or "
+                "remove those folders)"
+            )
+        super().__init__("; ".join(parts) + "; one frame would be in two places, so nothing was downloaded or deleted")
+
+
+def misplaced_files(
+    dest: Path, datasets: Sequence[str], all_datasets: Sequence[str], wanted: set[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """(stale, duplicates, other datasets): `<dataset>/<rarity>/<FRAME NUMBER>.jpg` files (names relative to DEST,
+    sorted) under the pulled `datasets` that are not in `wanted`, and those under the other configured dataset
+    folders whose frame is one `wanted` has. Only file names of the job's layout count; anything else is left."""
+    wanted_frames = {name.rsplit("/", 1)[-1] for name in wanted}
+    stale: list[str] = []
+    duplicates: list[str] = []
+    others = []
+    for dataset in all_datasets:
+        pulled = dataset in datasets
+        root = dest / dataset
+        if not root.is_dir() or root.is_symlink():
+            continue
+        found = False
+        for rarity in RARITIES:
+            folder = root / rarity
+            if not folder.is_dir():
+                continue
+            for entry in os.scandir(folder):
+                if not _FRAME_FILE.fullmatch(entry.name):
+                    continue
+                name = f"{dataset}/{rarity}/{entry.name}"
+                if pulled and name not in wanted:
+                    stale.append(name)
+                elif not pulled and entry.name in wanted_frames:
+                    duplicates.append(name)
+                    found = True
+        if found:
+            others.append(dataset)
+    return sorted(stale), sorted(duplicates), others
+
+
+def check_misplaced(
+    dest: Path, datasets: Sequence[str], all_datasets: Sequence[str], wanted: set[str], delete: bool
+) -> None:
+    """MisplacedFiles unless, after this pull, every frame file under DEST is in one place: stale files of the
+    pulled datasets go with --delete (else refused), a frame in a dataset folder not pulled is always refused."""
+    stale, duplicates, others = misplaced_files(dest, datasets, all_datasets, wanted)
+    if delete:
+        stale = []
+    if stale or duplicates:
+        raise MisplacedFiles(stale, duplicates, others)
 
 
 @dataclass
@@ -110,6 +198,8 @@ class PullResult:
     dry_run: bool = False
     would_download: int = 0
     would_download_bytes: int = 0
+    #: DEST/.tuttle-version.json's content
+    marker: dict[str, object] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -299,6 +389,9 @@ def pull_datasets(
                             f"{', '.join(datasets)}")
         if unknown:
             raise NoSuchEpisode("; ".join(unknown))
+    # the one-place check judges DEST against every listed file, not only the selection's (a filtered pull must
+    # not call the other episodes' files stale)
+    listed_names = {key[len(layout.ml_prefix) :] for key in current["key"].tolist()}
     if selection:
         current = current[selection.matches(current)].reset_index(drop=True)
     result.listed = len(current)
@@ -310,6 +403,12 @@ def pull_datasets(
         checked_folder(dest_root, dest / dataset)
         for rarity in RARITIES:
             checked_folder(dest_root, dest / dataset / rarity)
+    # an empty listing more likely means a wrong bucket or prefix than an emptied dataset: its folder is not judged
+    result.empty_datasets = [d for d in datasets if not current["dataset"].eq(d).any()]
+    judged = [d for d in datasets if d not in result.empty_datasets]
+    check_misplaced(
+        dest, judged, [d for d in layout.datasets if d not in result.empty_datasets], listed_names, delete
+    )
     downloads = plan_downloads(dest, layout.ml_prefix, keys, inventory.sizes)
     result.up_to_date = len(keys) - len(downloads)
     log.info("%d dataset files listed, %d to download", len(keys), len(downloads))
@@ -319,6 +418,7 @@ def pull_datasets(
         result.empty_datasets = [d for d in datasets if not current["dataset"].eq(d).any()]
         if delete:
             wanted = {local_path(dest, layout.ml_prefix, key) for key in keys}
+            wanted |= {dest / d / HF_METADATA_NAME for d in datasets}
             deletable = [d for d in datasets if d not in result.empty_datasets]
             scope = filter_scope(dest, layout, selection) if selection else None
             result.deleted = delete_extra_files(dest, deletable, wanted, scope, dry_run=True)
@@ -334,10 +434,9 @@ def pull_datasets(
                 result.downloaded += 1
                 result.downloaded_bytes += outcome
 
-    result.empty_datasets = [d for d in datasets if not current["dataset"].eq(d).any()]
     if delete:
-        # an empty listing more likely means a wrong bucket or prefix than an emptied dataset
         wanted = {local_path(dest, layout.ml_prefix, key) for key in keys}
+        wanted |= {dest / d / HF_METADATA_NAME for d in datasets}
         deletable = [d for d in datasets if d not in result.empty_datasets]
         scope = filter_scope(dest, layout, selection) if selection else None
         result.deleted = delete_extra_files(dest, deletable, wanted, scope)
@@ -348,14 +447,67 @@ def pull_datasets(
         catalogue = pd.concat([catalogue, on_disk[~selection.matches(on_disk)]], ignore_index=True)
     labels = build_labels(catalogue, _index_metadata(store, layout, result))
     result.labels_rows = len(labels)
-    result.labels_written = write_labels(dest, labels)
+    result.marker = latest_version_match(store, layout, datasets, current, result)
+    result.labels_written = write_labels(dest, labels, layout.datasets, result.marker, result)
     return result
 
 
-def write_labels(dest: Path, labels: pd.DataFrame) -> bool:
-    """`DEST/labels.csv` and `DEST/labels.parquet`, each only if its content changed; True if either was written."""
+def latest_version_match(
+    store: S3Bucket, layout: KeyLayout, datasets: Sequence[str], current: pd.DataFrame, result: PullResult
+) -> dict[str, object]:
+    """What DEST's marker says after a plain pull: the latest dataset version, and `version` = its id if the pulled
+    datasets' files are exactly that version's (dataset, rarity, frame) for them, else None (a sync ran since,
+    or the version could not be read: `note` says which)."""
+    marker: dict[str, object] = {"pulled": "datasets", "datasets": list(datasets), "version": None}
+    versions = VersionStore(store.client, store.bucket, layout.ml_prefix)
+    try:
+        ids = versions.list().ids
+        if not ids:
+            marker["note"] = "no dataset version yet (a real sync writes them)"
+            return marker
+        table, info = versions.read(ids[-1], ["dataset", "dataset_key"])
+    except (InventoryError, VersionError, ClientError, BotoCoreError) as exc:
+        reason = exc if isinstance(exc, (InventoryError, VersionError)) else describe(exc)
+        marker["note"] = f"the latest version could not be read ({reason})"
+        return marker
+    marker["latest_version"] = ids[-1]
+    if info.partial is not None:  # the newest version, written by a run that failed: still what the bucket held
+        marker["latest_partial"] = True
+    mine = table.filter(pc.is_in(table["dataset"], value_set=pa.array(list(datasets), pa.string())))
+    failed = {failure.key for failure in result.failures}
+    pulled = set(current["key"]) - failed
+    if set(mine["dataset_key"].to_pylist()) == pulled:
+        marker["version"] = ids[-1]
+    else:
+        marker["note"] = (
+            f"the pulled files differ from version {ids[-1]} (a sync changed the datasets since, or a download failed)"
+        )
+    return marker
+
+
+def write_labels(
+    dest: Path, labels: pd.DataFrame, datasets: Sequence[str], marker: dict[str, object], result: object = None
+) -> bool:
+    """`DEST/labels.csv`, `DEST/labels.parquet` (label schema, `file_name`, the version in its schema metadata),
+    `DEST/<dataset>/metadata.parquet` and `DEST/README.md` for Hugging Face `datasets`, and DEST/.tuttle-version.json
+    (`marker`), each only if its content changed; True if labels.csv or labels.parquet was written."""
+    info = {"version": marker.get("version")}
     csv_written = write_if_changed(dest / LABELS_NAME, labels_csv(labels))
-    parquet_written = write_if_changed(dest / PARQUET_NAME, labels_parquet(labels))
+    table = labels_table(labels, datasets, True, info)
+    parquet_written = write_if_changed(dest / PARQUET_NAME, table_parquet(table))
+    present = [d for d in datasets if d in set(labels["dataset"])]
+    for dataset in present:
+        write_if_changed(dest / dataset / HF_METADATA_NAME, imagefolder_metadata(table, dataset))
+    card = dest / CARD_NAME
+    try:
+        foreign = CARD_MARK not in card.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        foreign = False
+    if foreign:
+        log.warning("%s is not the card pull writes: left alone, so load_dataset(DEST) does not see the splits", card)
+    else:
+        write_if_changed(card, dataset_card(present))
+    write_if_changed(dest / MARKER_NAME, (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode())
     return csv_written or parquet_written
 
 
@@ -548,6 +700,7 @@ def pull_version(
     workers: int = 16,
     accept_changed: bool = False,
     layout: KeyLayout | None = None,
+    version_id: str | None = None,
 ) -> VersionPullResult:
     """Bring `dest` in line with the `datasets` of a version (its rows in `table`, checked by the caller against
     the layout's rules), downloading from the source frames; failed downloads and changed or missing sources
@@ -565,6 +718,11 @@ def pull_version(
         for dataset in datasets:
             for rarity in RARITIES:
                 checked_folder(dest.resolve(), dest / dataset / rarity)
+    places = {
+        f"{d}/{r}/{f}.jpg"
+        for d, r, f in zip(*(rows[n].to_pylist() for n in ("dataset", "rarity", "frame")), strict=True)
+    }
+    check_misplaced(dest, datasets, index_layout.datasets, places, delete)
 
     with progress(len(checks), "verify") as bar:
         for check, outcome in run_bounded(lambda c: md5_of(c.item.path), checks, workers):
@@ -617,8 +775,7 @@ def pull_version(
     result.changed_sources.sort()
     result.corrupted.sort()
     if delete:
-        places = zip(*(rows[n].to_pylist() for n in ("dataset", "rarity", "frame")), strict=True)
-        result.deleted = delete_unplaced_files(dest, datasets, {f"{d}/{r}/{f}.jpg" for d, r, f in places})
+        result.deleted = delete_unplaced_files(dest, datasets, places)
     # the index keeps what this run verified, and the entries of datasets it did not pull
     pulled = tuple(f"{d}/" for d in datasets)
     kept = {name: entry for name, entry in index.items() if not name.startswith(pulled)}
@@ -631,7 +788,13 @@ def pull_version(
         rows = rows.filter(pc.invert(pc.is_in(rows["source_key"], value_set=pa.array(sorted(absent), pa.string()))))
     labels = version_labels(rows)
     result.labels_rows = len(labels)
-    result.labels_written = write_labels(dest, labels)
+    marker: dict[str, object] = {"pulled": "version", "datasets": list(datasets), "version": version_id}
+    if result.exit_code != EXIT_OK or (result.changed_sources and accept_changed):
+        marker["note"] = "incomplete or not exact: some files of the version were not rebuilt as it had them"
+        marker["complete"] = False
+    else:
+        marker["complete"] = True
+    result.labels_written = write_labels(dest, labels, index_layout.datasets, marker)
     return result
 
 
@@ -670,7 +833,12 @@ def _size(n: int) -> str:
     required=True,
     help="Local folder; files land in DEST/<dataset>/<rarity>/<frame>.jpg.",
 )
-@click.option("--delete", is_flag=True, help="Remove local files under DEST/<dataset>/ that are no longer in it.")
+@click.option(
+    "--delete",
+    is_flag=True,
+    help="Remove local files under DEST/<dataset>/ that are no longer in it (without it, a pull that would leave "
+    "such a frame file is refused, naming them).",
+)
 @click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True, help="Parallel downloads.")
 @click.option(
     "--version",
@@ -726,15 +894,18 @@ def pull(
 ) -> None:
     """Download datasets to a local folder: only files missing locally or of another size.
 
-    Writes DEST/labels.csv and DEST/labels.parquet (frame,episode_id,dataset,rarity,metadata,s3_key) for every
-    dataset folder under DEST: the pulled datasets' files that are on disk (a failed download gets no row) and,
-    as they are on disk, the files of other datasets pulled earlier into DEST. Metadata comes from the labels
+    Writes DEST/labels.csv (frame,episode_id,dataset,rarity,metadata,s3_key), DEST/labels.parquet (the same with
+    file_name, season, seconds; rarity coded in the fixed class order), Hugging Face's metadata and card
+    (load_dataset(DEST)) and DEST/.tuttle-version.json (the version pulled) for every dataset folder under DEST: the
+    pulled datasets' files that are on disk (a failed download gets no row) and, as they are on disk, the files of
+    other datasets pulled earlier into DEST. A pull that would leave one frame in two places (a stale file without
+    --delete, a frame also in another dataset folder) is refused, naming the files. Metadata comes from the labels
     index a real sync keeps in S3. A rerun with nothing changed downloads nothing. With --version V the files of
     that dataset version come from the source frames, each checked against the ETag the version recorded, so a
-    version can be rebuilt after the datasets moved on; local files are kept only if their content (MD5) is
-    the source's, and a version whose rows break the dataset layout is refused. Exit status: 0 done, 1 a
-    listing or download failed (with --version also: a source deleted or changed since the version, or a
-    version refused), 2 usage or configuration error (also an --episode with no file in the pulled datasets).
+    version can be rebuilt after the datasets moved on; local files are kept only if their content (MD5) is the
+    source's, and a version whose rows break the dataset layout is refused. Exit status: 0 done, 1 a listing or
+    download failed or the pull was refused (with --version also: a source deleted or changed since the version, or
+    a version refused), 2 usage or configuration error (also an --episode with no file in the pulled datasets).
 
     --episode and --rarity pull only those files (labels.csv still lists the other files on disk); with them,
     --delete removes only local files of the selected episodes and rarities. --dry-run lists and compares,
@@ -770,6 +941,9 @@ def pull(
         )
     except NoSuchEpisode as exc:
         fail_usage(f"{exc}; nothing downloaded or deleted")
+    except MisplacedFiles as exc:
+        outcome_log.error("pull refused: %s", exc)
+        sys.exit(EXIT_ERRORS)
     except (InventoryError, UnsafePath) as exc:
         outcome_log.error("%s; nothing downloaded or deleted", exc)
         sys.exit(EXIT_ERRORS)
@@ -876,7 +1050,10 @@ def pull_version_command(
     chosen = tuple(dict.fromkeys(datasets)) or tuple(d for d in known if info.datasets.get(d))
     make_folder(dest, "--dest")
     try:
-        result = pull_version(store, table, chosen, dest, delete, workers, accept_changed, layout)
+        result = pull_version(store, table, chosen, dest, delete, workers, accept_changed, layout, version_id)
+    except MisplacedFiles as exc:
+        outcome_log.error("pull of version %s refused: %s", version_id, exc)
+        sys.exit(EXIT_ERRORS)
     except UnsafePath as exc:
         outcome_log.error("version %s refused: %s; nothing written or deleted", version_id, exc)
         sys.exit(EXIT_ERRORS)

@@ -13,15 +13,10 @@ from datetime import UTC
 from typing import Any
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError
 
+from ..core.names import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
 from ..core.run_history import history_table, record_from_stream
-from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
 from ..core.text import escape_control
-from ..edges import aws
-from ..edges.alarms import DID_NOT_RUN_ALARM, RUN_FAILED_ALARM, alarm_states
-from ..edges.cloudwatch import recent_run_summaries
-from ..edges.s3_lock import S3Lock
 from ..errors import ConfigError, LockError
 from .common import echo_detail, fail_config, invocation_clock, load_settings, quiet
 
@@ -60,6 +55,8 @@ def status(runs: int, output_format: str) -> None:
     Without TUTTLE_LOG_GROUP (CloudWatch not configured) it says so and shows the lock only.
     """
     settings = load_settings()
+    from ..edges import aws  # boto3: imported to run, not to print `status --help`
+
     client = aws.make_client("s3", max_attempts=1)
     try:  # a wrong TUTTLE_BUCKET is one sentence and exit 2, as for every command
         aws.check_bucket(client, settings.bucket, settings.manifests_prefix)
@@ -92,6 +89,11 @@ def status(runs: int, output_format: str) -> None:
 
 
 def _show_runs(found: StatusReport, log_group: str, count: int) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..edges import aws
+    from ..edges.cloudwatch import recent_run_summaries
+
     try:
         runs = recent_run_summaries(log_group, count)
     except (BotoCoreError, ClientError) as exc:
@@ -120,6 +122,8 @@ def _show_runs(found: StatusReport, log_group: str, count: int) -> None:
 
 
 def _show_lock(found: StatusReport, client: Any, bucket: str, key: str, stale_seconds: int) -> None:
+    from ..edges.s3_lock import S3Lock
+
     url = f"s3://{bucket}/{key}"
     clock = invocation_clock()
     found.record["lock"] = {"url": url, "held": None}
@@ -146,6 +150,11 @@ def _show_lock(found: StatusReport, client: Any, bucket: str, key: str, stale_se
 
 
 def _show_alarms(found: StatusReport) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ..edges import aws
+    from ..edges.alarms import DID_NOT_RUN_ALARM, RUN_FAILED_ALARM, alarm_states
+
     names = (RUN_FAILED_ALARM, DID_NOT_RUN_ALARM)
     try:
         states = alarm_states(names)

@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
+from .names import DEFAULT_DISTANCE  # noqa: F401 - defined there (light), re-exported here
+
 HASH_BITS = 64
-#: Hamming distance at or below which two frames are near-duplicates (docs/datasets.md: the measured table)
-DEFAULT_DISTANCE = 6
 #: candidate pairs a block search builds at once (16 bytes each)
 _CHUNK_PAIRS = 2_000_000
 _ONE = np.uint64(1)

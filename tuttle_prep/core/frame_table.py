@@ -20,14 +20,13 @@ import pyarrow.compute as pc
 from ..errors import SheetError
 from . import columns as col
 from .findings import column_letters
+from .names import RARITY_COLUMNS, normalize_header  # defined there (light), the same names here
 from .text import quote_header
 
 RARITIES = ("Legendary", "Rare", "Uncommon", "Common", "Trash")
 _RARITY_LOOKUP = {r.casefold(): r for r in RARITIES} | {"junk": "Trash"}
 
 FRAME_COLUMN = "FRAME NUMBER"
-#: rarity columns, most trusted first
-RARITY_COLUMNS = ("JONNY's RECLASSIFICATION", "SUPERVISED CLASSIFICATION", "UNSUPERVISED CLASSIFICATION")
 METADATA_COLUMN = "METADATA"
 #: the header row of an episode sheet, as the reviewers' sheets have it
 SHEET_HEADER = (
@@ -54,11 +53,6 @@ CLOSE_HEADER_RATIO = 0.8
 FIRST_DATA_ROW = 2
 
 REJECTION_COLUMNS = ["episode_id", "row", "column", "value", "reason", "frame"]
-
-
-def normalize_header(name: str) -> str:
-    """Header names match after trimming spaces, ignoring case, and reading ’ as '."""
-    return " ".join(str(name).replace("\u2019", "'").replace("\u2018", "'").split()).casefold()
 
 
 def normalize_rarity(value: str) -> str | None:

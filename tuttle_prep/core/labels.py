@@ -8,6 +8,8 @@ objects it lists after a sync; reading and writing the objects is `tuttle_prep.e
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -16,6 +18,7 @@ import pyarrow.parquet as pq
 
 from . import columns as col
 from .content import content_prefix
+from .label_schema import CLASSES, episode_column, fixed_dictionary, rarity_column, season_column, seconds_column
 from .plan import INVENTORY_COLUMNS, KeyLayout, Plan
 from .text import csv_data_read, csv_data_safe
 from .versions import versions_prefix
@@ -23,8 +26,13 @@ from .versions import versions_prefix
 LABEL_COLUMNS = ["frame", "episode_id", "dataset", "rarity", "metadata", "s3_key"]
 METADATA_COLUMNS = ["episode_id", "frame", "metadata"]
 LABELS_NAME = "labels.csv"
-#: the same index as Parquet (zstd, all strings): typed, a fraction of the CSV's size, fast to read
+#: the same index as Parquet (zstd, the label schema of `label_schema`): typed, a fraction of the CSV's size
 PARQUET_NAME = "labels.parquet"
+#: labels.parquet's columns (in a pull's DEST, `file_name` first: the file's path relative to DEST)
+PARQUET_COLUMNS = ["frame", "episode_id", "season", "seconds", "dataset", "rarity", "metadata", "s3_key"]
+FILE_NAME = "file_name"
+#: labels.parquet's schema metadata key: JSON with the class order and, in a pull's DEST, the version pulled
+LABELS_INFO_KEY = b"tuttle_prep.labels"
 
 
 def labels_key(ml_prefix: str) -> str:
@@ -72,11 +80,60 @@ def labels_csv(labels: pd.DataFrame) -> bytes:
     return csv_data_safe(labels[LABEL_COLUMNS]).to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
-def labels_parquet(labels: pd.DataFrame) -> bytes:
-    """The index as zstd Parquet bytes, LABEL_COLUMNS as strings (the same bytes for equal tables)."""
-    table = pa.table({c: pa.array(labels[c], type=pa.string(), from_pandas=True) for c in LABEL_COLUMNS})
+def labels_table(
+    labels: pd.DataFrame,
+    datasets: Sequence[str] = (),
+    file_names: bool = False,
+    info: Mapping[str, object] | None = None,
+) -> pa.Table:
+    """The index in the label schema: PARQUET_COLUMNS (with `file_name`, `<dataset>/<rarity>/<frame>.jpg`, first
+    when `file_names`), `dataset` in the order `datasets` (TUTTLE_SPLIT), `rarity` in the fixed class order.
+
+    The schema metadata LABELS_INFO_KEY holds `{"classes": [...], **info}` (e.g. the version a pull took)."""
+
+    def strings(name: str) -> pa.Array:
+        return pa.array(labels[name], type=pa.string(), from_pandas=True)
+
+    frames, datasets_, rarities = strings("frame"), strings("dataset"), strings("rarity")
+    columns: dict[str, pa.Array] = {}
+    if file_names:
+        columns[FILE_NAME] = pc.binary_join_element_wise(datasets_, rarities, frames, "/")
+        columns[FILE_NAME] = pc.binary_join_element_wise(columns[FILE_NAME], ".jpg", "")
+    episodes = strings("episode_id")
+    columns |= {
+        "frame": frames,
+        "episode_id": episode_column(episodes),
+        "season": season_column(episodes),
+        "seconds": seconds_column(frames),
+        "dataset": fixed_dictionary(datasets_, tuple(datasets)),
+        "rarity": rarity_column(rarities),
+        "metadata": strings("metadata"),
+        "s3_key": strings("s3_key"),
+    }
+    meta = {"classes": list(CLASSES), **(info or {})}
+    table = pa.table(columns)
+    return table.replace_schema_metadata({LABELS_INFO_KEY: json.dumps(meta, sort_keys=True).encode()})
+
+
+def labels_parquet(
+    labels: pd.DataFrame,
+    datasets: Sequence[str] = (),
+    file_names: bool = False,
+    info: Mapping[str, object] | None = None,
+) -> bytes:
+    """The index as zstd Parquet bytes in the label schema (`labels_table`; the same bytes for equal tables)."""
+    return table_parquet(labels_table(labels, datasets, file_names, info))
+
+
+def table_parquet(table: pa.Table) -> bytes:
+    """A `labels_table` as zstd Parquet bytes (deterministic)."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", use_dictionary=["episode_id", "dataset", "rarity", "metadata"])
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        use_dictionary=["episode_id", "season", "dataset", "rarity", "metadata"],
+    )
     return sink.getvalue()
 
 
@@ -119,3 +176,52 @@ def merge_metadata(sheet_metadata: pd.DataFrame, previous: pd.DataFrame | None) 
     carried = previous.reindex(columns=METADATA_COLUMNS)
     both = pd.concat([sheet_metadata, carried], ignore_index=True)
     return both[col.first_of_each(col.strings(both["frame"]))]
+
+
+# ---- what Hugging Face `datasets` reads in a pull's DEST -----------------------------------------------
+
+#: per dataset folder: one row per frame file, `file_name` relative to the folder (imagefolder's metadata)
+HF_METADATA_NAME = "metadata.parquet"
+#: DEST/README.md: the dataset card whose YAML names the splits and the features (rarity a ClassLabel)
+CARD_NAME = "README.md"
+#: the card's first line after its YAML; a README.md without it is someone else's and is left alone
+CARD_MARK = "<!-- written by tuttle-prep pull; rewritten by every pull -->"
+#: the metadata's fields, in the card's features order (`file_name` becomes the `image` feature)
+HF_FIELDS = ["file_name", "frame", "episode_id", "season", "seconds", "rarity", "metadata"]
+
+
+def imagefolder_metadata(table: pa.Table, dataset: str) -> bytes:
+    """`DEST/<dataset>/metadata.parquet` from a `labels_table(..., file_names=True)`: the HF_FIELDS of the rows of
+    `dataset`, each `file_name` relative to `DEST/<dataset>/` (`Rare/<frame>.jpg`); Parquet keeps every value
+    exact (no CSV quoting or formula escapes, no rounding of `seconds`) and is written at Arrow speed."""
+    rows = table.filter(pc.equal(table["dataset"].cast(pa.string()), dataset)).select(HF_FIELDS)
+    relative = pc.utf8_slice_codeunits(rows["file_name"], len(dataset) + 1)
+    rows = rows.set_column(0, "file_name", relative)
+    sink = io.BytesIO()
+    pq.write_table(rows.replace_schema_metadata(None), sink, compression="zstd")
+    return sink.getvalue()
+
+
+def dataset_card(datasets: Sequence[str]) -> bytes:
+    """DEST/README.md: `load_dataset(DEST)` reads its YAML and gets one split per dataset folder (train, validate,
+    test: `imagefolder` alone knows no split named `validate`) and `rarity` as a ClassLabel in the fixed order."""
+    splits = "".join(f"  - split: {d}\n    path: {d}/**\n" for d in datasets)
+    names = "".join(f"          '{i}': {name}\n" for i, name in enumerate(CLASSES))
+    features = (
+        "  - name: image\n    dtype: image\n"
+        "  - name: frame\n    dtype: string\n"
+        "  - name: episode_id\n    dtype: string\n"
+        "  - name: season\n    dtype: string\n"
+        "  - name: seconds\n    dtype: float64\n"
+        f"  - name: rarity\n    dtype:\n      class_label:\n        names:\n{names}"
+        "  - name: metadata\n    dtype: string\n"
+    )
+    text = (
+        f"---\nconfigs:\n- config_name: default\n  data_files:\n{splits}  features:\n{features}---\n{CARD_MARK}\n\n"
+        "# Tuttle Twins rarity frames\n\n"
+        "`<dataset>/<rarity>/<frame>.jpg`; `labels.parquet` and `labels.csv` list every file. In Python:\n\n"
+        "    from datasets import load_dataset\n"
+        "    splits = load_dataset(DEST)   # this folder; rarity is a ClassLabel: "
+        f"{', '.join(f'{i} {n}' for i, n in enumerate(CLASSES))}\n"
+    )
+    return text.encode("utf-8")

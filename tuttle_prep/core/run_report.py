@@ -29,13 +29,9 @@ from .findings import (
     findings_table,
 )
 from .frame_table import REJECTION_COLUMNS
+from .names import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK  # noqa: F401 - defined there (light), re-exported here
 from .text import escape_control
 
-#: the job did all it could; only data findings (printed) remain
-EXIT_OK = 0
-#: a job failure (or, under --strict, a data finding)
-EXIT_ERRORS = 1
-EXIT_CONFIG = 2
 #: `row`: the frame's sheet row (0 where it is not known)
 MISSING_COLUMNS = ["episode_id", "frame", "src_key", "row"]
 

@@ -31,10 +31,9 @@ import numpy as np
 import pandas as pd
 
 from .frame_table import RARITIES
+from .names import DEFAULT_STRATIFY, STRATIFY_CHOICES  # noqa: F401 - defined there (light), re-exported here
 
 _SCALE = float(2**64)
-STRATIFY_CHOICES = ("rarity", "none")
-DEFAULT_STRATIFY = "rarity"
 #: rarest first: of two rarities with as many frames in a group, the rarer is its majority
 _RARITY_ORDER = RARITIES
 _RARITY_CODE = {r: i for i, r in enumerate(_RARITY_ORDER)}

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from .frame_table import RARITIES
+from .names import DEFAULT_TRAIN_DATASET  # noqa: F401 - defined there (light), re-exported here
 from .split import FRAMES_PER_SECOND, frame_clock
 
 LEAK_SECONDS = (1, 5, 30)
 #: the dataset the classifier trains on: leakage is always "evaluation frames with a neighbour in it"
-DEFAULT_TRAIN_DATASET = "train"
 LEAKAGE_COLUMNS = ["dataset", "seconds", "frames", "leaking", "share"]
 RARITY_SHARE_COLUMNS = ["rarity", "dataset", "files", "rarity_files", "share", "target", "deviation", "deviation_files"]
 _NONE = np.iinfo(np.int64).max

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow.compute as pc
-
-from . import columns as col
+if TYPE_CHECKING:  # imported where a table is escaped: `escape_control` alone (the log, --help) stays light
+    import pandas as pd
 
 #: C0 controls, DEL, C1 controls, ALM, LRM/RLM, line/paragraph separators, bidi embeddings/overrides/isolates, BOM
 _CONTROL = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff"
@@ -66,6 +65,11 @@ def csv_cell(text: str) -> str:
 
 def _map_cells(table: pd.DataFrame, pattern: str, func) -> pd.DataFrame:  # noqa: ANN001 - a str -> str function
     """`table` with `func` applied to the text cells matching `pattern` (found with Arrow, not per cell)."""
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    from . import columns as col
+
     out = table  # copied on the first column that changes: most tables need nothing
     for name in table.columns:
         series = table[name]

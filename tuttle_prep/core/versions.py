@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from . import columns as col
 from .frame_table import FRAME_PATTERN, RARITIES
+from .label_schema import fixed_dictionary, rarity_column, season_column, seconds_column
 from .plan import KeyLayout
 
 VERSION_COLUMNS = [
@@ -428,8 +429,9 @@ _INFO_FORMS: dict[str, Callable[[object], bool]] = {
     **dict.fromkeys(("id", "run_id", "time", "seed", "digest", "stratify"), lambda v: isinstance(v, str)),
     **dict.fromkeys(("frames", "group_seconds", "format"), _is_int),
     **dict.fromkeys(("datasets", "rarities", "change"), _is_counts),
-    "split": lambda v: isinstance(v, dict)
-    and all(isinstance(k, str) and (_is_int(x) or isinstance(x, float)) for k, x in v.items()),
+    "split": lambda v: (
+        isinstance(v, dict) and all(isinstance(k, str) and (_is_int(x) or isinstance(x, float)) for k, x in v.items())
+    ),
     "previous": lambda v: v is None or isinstance(v, str),
     "counted": lambda v: isinstance(v, str),
     # the partial marker: null (complete) or an object; its values are shown escaped (`describe_partial`)
@@ -516,24 +518,42 @@ def describe_partial(partial: Mapping[str, Any]) -> str:
     return f"{line}: {shown(reason)}" if reason else line
 
 
+#: written after VERSION_COLUMNS since the label schema (derived from the frame; older versions lack them)
+DERIVED_COLUMNS = ["season", "seconds"]
+
+
 def version_to_parquet(table: pa.Table, info: VersionInfo) -> bytes:
-    """The version object's bytes: zstd Parquet, the info in the schema metadata."""
+    """The version object's bytes: zstd Parquet, the info in the schema metadata.
+
+    The label schema (`label_schema`): `rarity` with the fixed class order, `dataset` in TUTTLE_SPLIT's order
+    (`info.split`), `episode_id` as a sorted dictionary, then `season` and `seconds` from the frame."""
     columns = []
     if CONTENT_COLUMN not in table.column_names:
         table = table.append_column(CONTENT_COLUMN, pa.nulls(table.num_rows, pa.uint64()))
     for name in [*VERSION_COLUMNS, CONTENT_COLUMN]:
         kind = _SCHEMA.field(name).type
         values = table[name] if name in table.column_names else pa.nulls(table.num_rows, kind)
-        values = values.cast(pa.string()).dictionary_encode() if pa.types.is_dictionary(kind) else values.cast(kind)
+        if name == "rarity":
+            values = rarity_column(values)
+        elif name == "dataset":
+            values = fixed_dictionary(values, tuple(info.split))
+        elif pa.types.is_dictionary(kind):
+            values = fixed_dictionary(values, ())
+        else:
+            values = values.cast(kind)
         columns.append(values)
-    arrow = pa.Table.from_arrays(columns, schema=_SCHEMA.with_metadata({INFO_KEY: info.to_json().encode()}))
+    columns += [season_column(table["episode_id"]), seconds_column(table["frame"])]
+    schema = _SCHEMA.append(pa.field("season", pa.dictionary(pa.int32(), pa.string()))).append(
+        pa.field("seconds", pa.float64())
+    )
+    arrow = pa.Table.from_arrays(columns, schema=schema.with_metadata({INFO_KEY: info.to_json().encode()}))
     sink = io.BytesIO()
     pq.write_table(
         arrow,
         sink,
         compression="zstd",
         # low-cardinality columns as dictionaries; unique keys and ETags plain (a dictionary only costs there)
-        use_dictionary=["episode_id", "dataset", "rarity", "metadata"],
+        use_dictionary=["episode_id", "dataset", "rarity", "metadata", "season"],
         row_group_size=256 * 1024,
     )
     return sink.getvalue()

@@ -17,16 +17,19 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import watchtower
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import stopping
-from ..core.run_report import COUNT_COLUMNS, EXIT_OK, RunReport
+from ..core.names import EXIT_OK
 from ..core.text import escape_control
 from ..errors import RunStopped
 from . import aws
+
+if TYPE_CHECKING:  # `status` reads run summaries without the run report's tables (pandas)
+    from ..core.run_report import RunReport
 
 log = logging.getLogger(__name__)
 run_log = logging.getLogger("tuttle_prep.run")
@@ -166,6 +169,8 @@ class RunLogShipper:
 
 def episode_lines(report: RunReport) -> list[str]:
     """One line per episode with its counts and status, for the log."""
+    from ..core.run_report import COUNT_COLUMNS
+
     counts = report.counts.reindex(columns=COUNT_COLUMNS, fill_value=0)
     lines = []
     for episode_id, row in counts.iterrows():

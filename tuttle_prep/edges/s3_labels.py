@@ -242,7 +242,8 @@ def update_labels_index(
         labels = build_labels(catalogue, merge_metadata(sheet_metadata, previous))
         parquet_key = labels_parquet_key(layout.ml_prefix)
         csv_write = pending_write(store, key, labels_csv(labels), previous_bytes)
-        parquet_write = pending_write(store, parquet_key, labels_parquet(labels), content_type=PARQUET_TYPE)
+        parquet_bytes = labels_parquet(labels, layout.datasets)
+        parquet_write = pending_write(store, parquet_key, parquet_bytes, content_type=PARQUET_TYPE)
         written, parquet_written, problem = write_both_or_neither(store, key, parquet_key, csv_write, parquet_write)
     except (ClientError, BotoCoreError) as exc:  # before any write
         report.error(
