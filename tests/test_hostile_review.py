@@ -64,6 +64,23 @@ def test_json_output_is_json_on_stdout_even_when_a_setting_is_unusable(bucket, m
     assert text.exit_code == 2 and text.stdout == ""  # the text format prints nothing on stdout
 
 
+def test_json_output_of_a_version_that_does_not_exist_is_json_on_stdout(bucket, tmp_path):
+    """`versions show|diff` and `pull --version` naming no version: exit 2, the sentence on stderr, and with
+    `--format json` the same sentence as a JSON object on stdout."""
+    upload_season(bucket, {E1: season_of(2)})
+    assert run_cli("sync").exit_code == 0
+    for args in (
+        ["versions", "show", "nosuch"],
+        ["versions", "diff", "nosuch"],
+        ["pull", "--version", "nosuch", "--dest", str(tmp_path / "d")],
+    ):
+        result = run_cli(*args, "--format", "json")
+        assert result.exit_code == 2, result.output
+        assert "no version matches 'nosuch'" in json.loads(result.stdout)["error"]
+        assert "no version matches 'nosuch'" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_an_undecodable_source_finding_names_no_memory_address(bucket, monkeypatch, tmp_path):
     """Pillow's "cannot identify image file <_io.BytesIO object at 0x7f…>" carries a memory address: the finding
     a sheet owner reads (and the digest, the hash store) says what the object is not, the same on every run."""

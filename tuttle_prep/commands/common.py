@@ -84,11 +84,16 @@ def _json_requested() -> bool:
     return ctx is not None and ctx.params.get("output_format") == "json"
 
 
+def echo_json_error(sentence: str, exit_code: int = EXIT_CONFIG) -> None:
+    """With `--format json`: {"error": sentence, "exit_code"} on stdout (the sentence itself goes to stderr)."""
+    if _json_requested():
+        click.echo(json.dumps({"error": sentence, "exit_code": exit_code}, indent=2))
+
+
 def _fail(sentence: str) -> NoReturn:
     """`sentence` on stderr (and, with `--format json`, as {"error", "exit_code"} on stdout), exit 2."""
     click.echo(escape_control(sentence), err=True)
-    if _json_requested():
-        click.echo(json.dumps({"error": sentence, "exit_code": EXIT_CONFIG}, indent=2))
+    echo_json_error(sentence)
     sys.exit(EXIT_CONFIG)
 
 
