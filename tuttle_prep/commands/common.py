@@ -5,6 +5,7 @@ Kept apart from cli.py, which imports the command modules: they must not import 
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -77,16 +78,33 @@ def invocation_clock() -> Clock:
     return invocation.clock if invocation is not None else time.time
 
 
-def fail_config(message: str) -> NoReturn:
-    """One sentence on stderr, exit 2."""
-    click.echo(escape_control(f"configuration error: {message}"), err=True)
+def _json_requested() -> bool:
+    """True when the command being run was given `--format json`."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.params.get("output_format") == "json"
+
+
+def echo_json_error(sentence: str, exit_code: int = EXIT_CONFIG) -> None:
+    """With `--format json`: {"error": sentence, "exit_code"} on stdout (the sentence itself goes to stderr)."""
+    if _json_requested():
+        click.echo(json.dumps({"error": sentence, "exit_code": exit_code}, indent=2))
+
+
+def _fail(sentence: str) -> NoReturn:
+    """`sentence` on stderr (and, with `--format json`, as {"error", "exit_code"} on stdout), exit 2."""
+    click.echo(escape_control(sentence), err=True)
+    echo_json_error(sentence)
     sys.exit(EXIT_CONFIG)
+
+
+def fail_config(message: str) -> NoReturn:
+    """One sentence on stderr (with `--format json` also a JSON object on stdout), exit 2."""
+    _fail(f"configuration error: {message}")
 
 
 def fail_usage(message: str) -> NoReturn:
-    """A usage error (a selector that matches nothing, ...): one sentence on stderr, exit 2."""
-    click.echo(escape_control(f"usage error: {message}"), err=True)
-    sys.exit(EXIT_CONFIG)
+    """A usage error (a selector that matches nothing, ...): one sentence on stderr, exit 2 (JSON as above)."""
+    _fail(f"usage error: {message}")
 #: the checkout's folder (where data_preparation.py is); None for an installed package
 _REPO = Path(__file__).resolve().parents[2]
 REPO_FOLDER: Path | None = _REPO if (_REPO / "data_preparation.py").is_file() else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -27,6 +28,22 @@ def _masked(name: str) -> str:
 def _key_id(value: str) -> str:
     """`****************WXYZ`, as `aws configure list` shows an access key id."""
     return "*" * max(0, len(value) - 4) + value[-4:] if value else "(not set)"
+
+
+def _endpoint(value: str) -> str:
+    """The endpoint URL without any `user:password@` it carries (an S3-compatible server's credentials)."""
+    if not value:
+        return "(not set: AWS)"
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return value if "@" not in value else MASKED
+    if "@" not in parts.netloc:
+        return value
+    netloc = f"****@{host}" + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def resolved_settings(settings: Settings) -> dict[str, Any]:
@@ -66,7 +83,7 @@ def resolved_settings(settings: Settings) -> dict[str, Any]:
         ),
         "AWS_REGION": region or f"(not set: {aws.DEFAULT_REGION}, or the profile's)",
         "AWS_PROFILE": os.environ.get("AWS_PROFILE", "").strip() or "(not set)",
-        "AWS_ENDPOINT_URL": os.environ.get("AWS_ENDPOINT_URL", "").strip() or "(not set: AWS)",
+        "AWS_ENDPOINT_URL": _endpoint(os.environ.get("AWS_ENDPOINT_URL", "").strip()),
         "AWS_ACCESS_KEY_ID": _key_id(os.environ.get("AWS_ACCESS_KEY_ID", "").strip()),
         "AWS_SECRET_ACCESS_KEY": _masked("AWS_SECRET_ACCESS_KEY"),
         "AWS_SESSION_TOKEN": _masked("AWS_SESSION_TOKEN"),

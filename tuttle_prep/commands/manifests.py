@@ -40,7 +40,7 @@ from ..core.manifests import (
     collect_episodes,
     select_manifest_keys,
 )
-from ..core.run_report import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
+from ..core.run_report import EXIT_ERRORS, EXIT_OK
 from ..core.sheets import SheetReader, SheetSource, is_google_location, location_kind, sheet_location_problem
 from ..core.text import counted, escape_control
 from ..edges import aws
@@ -48,7 +48,7 @@ from ..edges.csv_sheets import CsvFileSource, CsvS3Source, local_path_exists
 from ..edges.google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
 from ..errors import ConfigError, InventoryError, SheetError, TuttlePrepError
 from ..settings import Settings, local_sheets_dir_from_env
-from .common import quiet
+from .common import fail_config, quiet
 
 KNOWN_KEYS = ("season_code", "episode_code", "google_spreadsheet_title", *LOCATION_KEYS)
 _SEASON_FILE = re.compile(rf"^(S[0-9]{{2}}){re.escape(MANIFEST_SUFFIX)}\Z")
@@ -513,8 +513,7 @@ def _exit_codes(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except ConfigError as exc:
-            _echo(f"configuration error: {exc}", err=True)
-            sys.exit(EXIT_CONFIG)
+            fail_config(str(exc))
         except TuttlePrepError as exc:
             _echo(f"error: {exc}", err=True)
             sys.exit(EXIT_ERRORS)

@@ -34,7 +34,7 @@ from ..edges.s3_bucket import run_bounded
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import Settings, seed_fingerprint
-from .common import echo_detail, load_settings, open_bucket, quiet
+from .common import echo_detail, echo_json_error, load_settings, open_bucket, quiet
 
 #: the commands' outcome is logged under the package's own name, as every command's is
 log = logging.getLogger("tuttle_prep")
@@ -89,6 +89,7 @@ def resolve_or_exit(ids: list[str], reference: str, versions: VersionStore, incl
         return resolve_version(ids, reference, None if include_partial else is_partial)
     except VersionNotFound as exc:
         echo_lines(f"{exc} (in {versions.folder_url})", err=True)
+        echo_json_error(f"{exc} (in {versions.folder_url})")
         sys.exit(EXIT_CONFIG)
 
 

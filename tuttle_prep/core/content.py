@@ -55,7 +55,9 @@ def dhash_bytes(data: bytes) -> int:
                 image.draft("L", (36, 32))  # ≥ 4× the 9×8 grid: the box filter still averages 16+ pixels a cell
             image.load()
             return dhash_image(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:  # Pillow's text names the BytesIO's memory address: not the same twice
+        raise UndecodableImage("not an image file Pillow knows") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UndecodableImage(str(exc) or type(exc).__name__) from None
 
 

@@ -8,7 +8,10 @@ episode with its source as both were just listed:
 - an ETag of a multipart upload (`<hex>-<parts>`) is a hash of the parts' hashes, and a server-side copy of such a
   source may carry another ETag than the source for the same bytes. Those two cannot be compared: the object is
   current when its size is the source's and it was written no earlier than the source (the copy newer than the
-  source is current), so a multipart source is copied once, not every night.
+  source is current), so a multipart source is copied once, not every night;
+- but a dataset object with a multipart ETag over a single-part source was not written by the job (a CopyObject
+  from a single-part source gives the source's MD5): someone uploaded it, whatever its size and time, so it is
+  stale (refreshed once; the copy then carries the source's ETag).
 
 Anything unknown (no ETag, no time) counts as current: doubt never rewrites.
 """
@@ -56,7 +59,8 @@ def stale(
     size_a = np.where(sizes_known, _values(pc.fill_null(object_size, 0)), 0).astype(np.int64)
     size_b = np.where(sizes_known, _values(pc.fill_null(source_size, 0)), 0).astype(np.int64)
     other_size = sizes_known & (size_a != size_b)
-    multipart = is_multipart(a) | is_multipart(b)
+    object_multipart, source_multipart = is_multipart(a), is_multipart(b)
+    multipart = object_multipart | source_multipart
     same_etag = np.asarray(pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False), dtype=bool)
     # single-part on both sides: the ETags are MD5s of the bytes
     by_etag = known & ~multipart & ~same_etag
@@ -66,7 +70,9 @@ def stale(
     t_b = pc.cast(pc.fill_null(pc.cast(source_time, pa.timestamp("us", tz="UTC")), 0), pa.int64())
     older = times_known & (_values(t_a).astype(np.int64) < _values(t_b).astype(np.int64))
     by_time = known & multipart & ~same_etag & older
-    return other_size | by_etag | by_time
+    # a multipart upload over a single-part source: not the job's copy
+    uploaded = known & object_multipart & ~source_multipart
+    return other_size | by_etag | by_time | uploaded
 
 
 def holds_source(object_etag: str | None, object_size: int | None, source_etag: str | None, source_size: int | None):
