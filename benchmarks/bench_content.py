@@ -3,7 +3,7 @@
     python benchmarks/bench_content.py threshold            # dHash distances of generated variants: the k table
     python benchmarks/bench_content.py pairs --hashes 1000000
     python benchmarks/bench_content.py precision --scenes 400
-    python benchmarks/bench_content.py hash --fast-s3 ../shared/bench/fast_s3.py --latency-ms 20 --frames 20000
+    python benchmarks/bench_content.py hash --latency-ms 20 --frames 20000   # against benchmarks/local_s3.py
 
 - `threshold`: for N generated scenes, the Hamming distance between each scene's dHash and its variants'
   (re-encoded, resized, brightness-shifted, cropped) and between different scenes; the share within each k.
@@ -201,11 +201,15 @@ def main() -> None:
     parser.add_argument("--hashes", type=int, default=1_000_000)
     parser.add_argument("--k", type=int, default=DEFAULT_DISTANCE)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--fast-s3", default=str(Path(__file__).resolve().parents[2] / "shared/bench/fast_s3.py"))
+    parser.add_argument(
+        "--fast-s3",
+        default=str(Path(__file__).resolve().with_name("local_s3.py")),
+        help="the S3 endpoint script to start (default: the repository's own benchmarks/local_s3.py)",
+    )
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--in-flight", type=int, default=128)
-    parser.add_argument("--server-python", default=sys.executable, help="a Python with aiohttp for fast_s3.py")
+    parser.add_argument("--server-python", default=sys.executable, help="the Python that runs the endpoint script")
     args = parser.parse_args()
     if args.what == "threshold":
         threshold(args.scenes)
