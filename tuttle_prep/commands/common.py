@@ -175,6 +175,17 @@ def _codes(pattern: re.Pattern[str], example: str) -> Callable[..., tuple[str, .
     return check
 
 
+#: what every `--format` offers: lines for people (the default) or one JSON object for machines
+FORMATS = ("text", "json")
+
+
+def format_option(help: str) -> Any:
+    """`--format text|json` into `output_format` (default text); `help` says what each gives for the command."""
+    return click.option(
+        "--format", "output_format", type=click.Choice(FORMATS), default="text", show_default=True, help=help
+    )
+
+
 def season_option(command: Any) -> Any:
     """`--season S01` (repeatable), validated and upper-cased into `seasons`."""
     return click.option(

@@ -15,7 +15,7 @@ from ..core.text import escape_control
 from ..edges import aws
 from ..errors import ConfigError
 from ..settings import Settings, metrics_from_env, seed_fingerprint
-from .common import fail_config, load_settings
+from .common import fail_config, format_option, load_settings
 
 #: printed instead of a secret's value
 MASKED = "**** (set, not shown)"
@@ -97,14 +97,7 @@ def config() -> None:
 
 
 @config.command("show")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="One `NAME value` line per setting, or one JSON object.",
-)
+@format_option("One `NAME value` line per setting, or one JSON object.")
 def show_command(output_format: str) -> None:
     """Print every setting as the commands resolve it (defaults filled in), with the AWS secret key, the
     session token and the split seed masked and the Google key file named, never read. Reads nothing

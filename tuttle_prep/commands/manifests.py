@@ -48,7 +48,7 @@ from ..edges.csv_sheets import CsvFileSource, CsvS3Source, local_path_exists
 from ..edges.google_sheets import GoogleSheetSource, header_problems, is_sheet_key, location_problem, spreadsheet_key
 from ..errors import ConfigError, InventoryError, SheetError, TuttlePrepError
 from ..settings import Settings, local_sheets_dir_from_env
-from .common import fail_config, quiet
+from .common import fail_config, format_option, quiet
 
 KNOWN_KEYS = ("season_code", "episode_code", "google_spreadsheet_title", *LOCATION_KEYS)
 _SEASON_FILE = re.compile(rf"^(S[0-9]{{2}}){re.escape(MANIFEST_SUFFIX)}\Z")
@@ -642,13 +642,8 @@ def push_command(directory: Path, check_sheets: bool, dry_run: bool, delete_miss
 
 
 @manifests.command("list", short_help="Show the manifests in S3: seasons, episodes, sheet titles.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Lines for people, or one JSON object (manifests, their episodes and errors, ignored keys) for machines.",
+@format_option(
+    "Lines for people, or one JSON object (manifests, their episodes and errors, ignored keys) for machines."
 )
 @_exit_codes
 def list_command(output_format: str) -> None:

@@ -82,7 +82,7 @@ from ..edges.s3_objects import PART_SUFFIX, SourceChanged, SourceDownloaded, dow
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import IMG_SIZES
-from .common import episode_option, fail_usage, key_layout, load_settings, make_folder, open_bucket
+from .common import episode_option, fail_usage, format_option, key_layout, load_settings, make_folder, open_bucket
 from .versions import flag_partial, list_ids, read_or_exit, resolve_or_exit
 
 log = logging.getLogger(__name__)
@@ -871,14 +871,7 @@ def _size(n: int) -> str:
 @click.option(
     "--dry-run", is_flag=True, help="List and compare; print what would be downloaded and deleted; change nothing."
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="The outcome as one line for people, or one JSON object for machines.",
-)
+@format_option("The outcome as one line for people, or one JSON object for machines.")
 def pull(
     datasets: tuple[str, ...],
     dest: Path,

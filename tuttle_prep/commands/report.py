@@ -41,6 +41,7 @@ from .common import (
     episode_option,
     fail_config,
     fail_usage,
+    format_option,
     invocation_clock,
     key_layout,
     leak_seconds_option,
@@ -72,14 +73,7 @@ LIST_WORKERS = 16
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also draw the worst content-leak clusters (thumbnails, frame names, datasets) to this PNG.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="What to print: tables for people, or one JSON object for machines.",
-)
+@format_option("What to print: tables for people, or one JSON object for machines.")
 def report(
     seasons: tuple[str, ...],
     episodes: tuple[str, ...],

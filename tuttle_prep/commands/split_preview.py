@@ -36,6 +36,7 @@ from .common import (
     episode_option,
     fail_config,
     fail_usage,
+    format_option,
     invocation_clock,
     leak_seconds_option,
     load_settings,
@@ -156,14 +157,7 @@ def split() -> None:
     help="Preview this TUTTLE_SPLIT_GROUP (content: near-duplicate clusters of the stored hashes kept together).",
 )
 @leak_seconds_option
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Tables for people, or one JSON object for machines.",
-)
+@format_option("Tables for people, or one JSON object for machines.")
 def preview(
     seasons: tuple[str, ...],
     episodes: tuple[str, ...],

@@ -18,7 +18,7 @@ from ..core.names import EXIT_CONFIG, EXIT_ERRORS, EXIT_OK
 from ..core.run_history import history_table, record_from_stream
 from ..core.text import escape_control
 from ..errors import ConfigError, LockError
-from .common import echo_detail, fail_config, invocation_clock, load_settings, quiet
+from .common import echo_detail, fail_config, format_option, invocation_clock, load_settings, quiet
 
 
 @dataclass
@@ -40,14 +40,7 @@ class StatusReport:
 @click.option(
     "--runs", type=click.IntRange(1, 50), default=10, show_default=True, metavar="N", help="How many runs to show."
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Lines for people, or one JSON object (runs, lock, alarms) for machines.",
-)
+@format_option("Lines for people, or one JSON object (runs, lock, alarms) for machines.")
 def status(runs: int, output_format: str) -> None:
     """Show the last runs (time, host, exit code, copied/moved/deleted, job failures, data findings,
     duration) from their run summaries in CloudWatch Logs, the run lock's holder, and the alarms.

@@ -75,7 +75,7 @@ from ..edges.s3_sheet_headers import headers_key, read_seen_headers, write_seen_
 from ..edges.s3_versions import Baseline, VersionStore, find_baseline, record_version
 from ..errors import ConfigError, InventoryError, LocalSheetRefused, LockError, SheetContentError, SheetError
 from ..settings import Settings, metrics_from_env
-from .common import echo_detail, episode_option, fail_config, invocation_clock, season_option
+from .common import echo_detail, episode_option, fail_config, format_option, invocation_clock, season_option
 
 log = logging.getLogger(__name__)
 #: the run's outcome is logged under the package's own name, as every command's is
@@ -940,14 +940,7 @@ def write_plan_csv(plan: Plan, path: Path) -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write every data finding to this CSV: episode_id,kind,row,column,value,reason,where (cell link).",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="What stdout gets: the tables and the outcome line, or the run summary as one JSON object.",
-)
+@format_option("What stdout gets: the tables and the outcome line, or the run summary as one JSON object.")
 def sync(
     dry_run: bool,
     seasons: tuple[str, ...],

@@ -34,7 +34,7 @@ from ..edges.s3_bucket import run_bounded
 from ..edges.s3_versions import VersionStore
 from ..errors import InventoryError
 from ..settings import Settings, seed_fingerprint
-from .common import echo_detail, echo_json_error, load_settings, open_bucket, quiet
+from .common import echo_detail, echo_json_error, format_option, load_settings, open_bucket, quiet
 
 #: the commands' outcome is logged under the package's own name, as every command's is
 log = logging.getLogger("tuttle_prep")
@@ -42,14 +42,7 @@ log = logging.getLogger("tuttle_prep")
 HEAD_WORKERS = 16
 #: changed frames printed by `versions diff` (all of them go to --out)
 CHANGES_SHOWN = 20
-_FORMAT = click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Tables for people, or JSON for machines.",
-)
+_FORMAT = format_option("Tables for people, or JSON for machines.")
 
 
 def version_store(settings: Settings, workers: int = HEAD_WORKERS) -> VersionStore:
