@@ -45,15 +45,22 @@ DEFAULT_DELETE_SHARE = 0.10
 DEFAULT_DELETE_FLOOR = 100
 
 
-def delete_guard(deletes: int, existing: int, limit: DeleteLimit | None) -> str | None:
-    """The refusal message if `deletes` plain deletes are too many, else None."""
+def _rule_broken(writes: int, existing: int, limit: DeleteLimit | None) -> str | None:
+    """The run-wide rule (default, or --max-delete) that `writes` of `existing` files break, in words; None if
+    they break none."""
     if limit is None:
-        too_many = deletes > DEFAULT_DELETE_FLOOR and deletes > existing * DEFAULT_DELETE_SHARE
+        too_many = writes > DEFAULT_DELETE_FLOOR and writes > existing * DEFAULT_DELETE_SHARE
         rule = f"more than {DEFAULT_DELETE_SHARE:.0%} of them and more than {DEFAULT_DELETE_FLOOR}"
     else:
-        too_many = limit.exceeded(deletes, existing)
+        too_many = limit.exceeded(writes, existing)
         rule = f"more than --max-delete {limit.count if limit.count is not None else f'{limit.percent:g}%'}"
-    if not too_many:
+    return rule if too_many else None
+
+
+def delete_guard(deletes: int, existing: int, limit: DeleteLimit | None) -> str | None:
+    """The refusal message if `deletes` plain deletes are too many, else None."""
+    rule = _rule_broken(deletes, existing, limit)
+    if rule is None:
         return None
     return (
         f"refusing {deletes:,} deletes of the {existing:,} dataset files of the planned episodes "
@@ -96,13 +103,8 @@ def episode_delete_guard(counts: pd.DataFrame, limit: DeleteLimit | None) -> str
 def refresh_guard(refreshes: int, existing: int, limit: DeleteLimit | None) -> str | None:
     """The refusal message if `refreshes` (dataset objects rewritten from their sources) are too many, by the
     delete guard's rule: a mistyped TUTTLE_IMG_SIZE must not rewrite the catalogue unasked."""
-    if limit is None:
-        too_many = refreshes > DEFAULT_DELETE_FLOOR and refreshes > existing * DEFAULT_DELETE_SHARE
-        rule = f"more than {DEFAULT_DELETE_SHARE:.0%} of them and more than {DEFAULT_DELETE_FLOOR}"
-    else:
-        too_many = limit.exceeded(refreshes, existing)
-        rule = f"more than --max-delete {limit.count if limit.count is not None else f'{limit.percent:g}%'}"
-    if not too_many:
+    rule = _rule_broken(refreshes, existing, limit)
+    if rule is None:
         return None
     return (
         f"refusing {refreshes:,} refreshes of the {existing:,} dataset files of the planned episodes ({rule}): "
